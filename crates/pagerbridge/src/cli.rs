@@ -1,0 +1,35 @@
+//! The command line: global options and the list of commands. Each command's own options
+//! live beside its code in [`crate::commands`].
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{send::SendArgs, simulate::SimulateArgs};
+use crate::logging::LoggingArgs;
+
+/// Turns alerts into PagerDuty incident lifecycles — trigger, acknowledge, resolve, change
+/// events — durably, in order and within PagerDuty's rate limits.
+#[derive(Debug, Parser)]
+#[command(name = "pagerbridge", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub logging: LoggingArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send one event straight to PagerDuty (for scripts and CI pipelines), with validation
+    /// and retries.
+    ///
+    /// Exit codes: 0 accepted; 2 usage or local validation error; 3 PagerDuty rejected the
+    /// event (HTTP 400); 4 not delivered (gave up after retrying 429/5xx/timeouts/network
+    /// errors, or an unexpected answer such as 404).
+    #[command(subcommand)]
+    Send(SendArgs),
+
+    /// Run the PagerDuty Events API v2 simulator: PagerDuty's validation, dedup semantics and
+    /// rate limits, plus injectable faults, on a local port. For tests, demos and load tests.
+    Simulate(SimulateArgs),
+}

@@ -1,0 +1,3 @@
+//! Test support shared by the workspace's test suites (never a dependency of shipped code).
+
+pub mod schema;
