@@ -3,7 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{send::SendArgs, simulate::SimulateArgs};
+use crate::commands::{
+    check_config::CheckConfigArgs, render::RenderArgs, send::SendArgs, serve::ServeArgs,
+    simulate::SimulateArgs,
+};
 use crate::logging::LoggingArgs;
 
 /// Turns alerts into PagerDuty incident lifecycles — trigger, acknowledge, resolve, change
@@ -20,6 +23,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the bridge: Alertmanager webhooks and the native API in, PagerDuty events out,
+    /// through a durable outbox (embedded SQLite by default).
+    Serve(ServeArgs),
+
+    /// Validate the configuration and every routing key, and print the targets (keys masked).
+    /// Exits 0 when valid, 1 otherwise.
+    CheckConfig(CheckConfigArgs),
+
+    /// Print the exact PagerDuty request bodies an Alertmanager webhook or native request
+    /// would become (routing keys masked), sending nothing.
+    Render(RenderArgs),
+
     /// Send one event straight to PagerDuty (for scripts and CI pipelines), with validation
     /// and retries.
     ///

@@ -8,14 +8,14 @@ use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Args)]
 pub struct LoggingArgs {
-    /// Log level or filter (e.g. `info`, `debug`, `pagerduty_events=debug`); the
-    /// `PAGERBRIDGE_LOG` environment variable is used when this is not given.
-    #[arg(long, global = true, help_heading = "Logging", env = "PAGERBRIDGE_LOG", default_value = "warn")]
-    pub log_level: String,
+    /// Log level or filter (e.g. `info`, `debug`, `pagerbridge=debug`); default `info` for
+    /// `serve` and `simulate`, `warn` for the other commands.
+    #[arg(long, global = true, help_heading = "Logging", env = "PAGERBRIDGE_LOG")]
+    pub log_level: Option<String>,
 
-    /// Log format on stderr.
-    #[arg(long, global = true, help_heading = "Logging", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format on stderr; default `json` for `serve` and `simulate`, `text` otherwise.
+    #[arg(long, global = true, help_heading = "Logging", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -24,16 +24,17 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(args: &LoggingArgs) {
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|error| {
-        eprintln!("warning: invalid --log-level {:?} ({error}); using warn", args.log_level);
-        EnvFilter::new("warn")
+pub fn init(args: &LoggingArgs, default_level: &str, default_format: LogFormat) {
+    let level = args.log_level.as_deref().unwrap_or(default_level);
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|error| {
+        eprintln!("warning: invalid --log-level {level:?} ({error}); using {default_level}");
+        EnvFilter::new(default_level)
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match args.log_format {
+    match args.log_format.unwrap_or(default_format) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

@@ -18,7 +18,7 @@ use pagerduty_events::{
 };
 use serde_json::{Value, json};
 
-use crate::secrets;
+use pagerbridge::secrets;
 
 /// Environment variable holding the routing key when no key file is given.
 const ROUTING_KEY_ENV: &str = "PAGERDUTY_ROUTING_KEY";

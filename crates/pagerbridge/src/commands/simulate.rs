@@ -63,33 +63,11 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         "PagerDuty simulator listening on http://{addr} (POST /v2/enqueue, /v2/change/enqueue; \
          inspect /_simulator/events, /_simulator/alerts, /_simulator/stats)"
     );
-    match pagerduty_simulator::serve(Simulator::new(config), listener, shutdown_signal()).await {
+    match pagerduty_simulator::serve(Simulator::new(config), listener, super::signals::shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: simulator stopped: {error}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

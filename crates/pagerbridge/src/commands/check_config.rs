@@ -1,0 +1,161 @@
+//! `pagerbridge check-config`: loads the configuration and every routing key exactly as
+//! `serve` would, and prints what it found, so a mistake shows up before a deploy rather than
+//! at the first page.
+//!
+//! Exit 0 with a summary on stdout when everything is valid; exit 1 with `error: …` on stderr
+//! otherwise. Keys are only ever shown masked (`…3f9a`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use pagerbridge::config::{self, Config, Target};
+use pagerbridge::format::DedupMode;
+use pagerbridge::keyring::Keyring;
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Config file. Without it: $PAGERBRIDGE_CONFIG, else ./pagerbridge.yaml if it exists,
+    /// else the defaults. PAGERBRIDGE_* variables override it (`__` nests, e.g.
+    /// PAGERBRIDGE_PAGERDUTY__URL).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Async only to match the other commands; nothing here waits.
+pub async fn run(args: CheckConfigArgs) -> ExitCode {
+    match check(args.config.as_deref()) {
+        Ok(summary) => {
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: Option<&Path>) -> anyhow::Result<String> {
+    let file = config::config_file(path);
+    let config = config::load(path)?;
+    let targets = config.targets()?;
+    let keyring = Keyring::load(&targets)?;
+    let tokens = match &config.ingest.bearer_token_file {
+        Some(path) => Some(count_tokens(path)?),
+        None => None,
+    };
+    Ok(summary(file.as_deref(), &config, &targets, &keyring, tokens))
+}
+
+/// Ingest owns the tokens; this only checks that `serve` will be able to read some.
+fn count_tokens(path: &Path) -> anyhow::Result<usize> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("ingest.bearer_token_file: could not read {}", path.display()))?;
+    let count = text.lines().filter(|line| !line.trim().is_empty()).count();
+    anyhow::ensure!(
+        count > 0,
+        "ingest.bearer_token_file: {} holds no tokens",
+        path.display()
+    );
+    Ok(count)
+}
+
+fn summary(
+    file: Option<&Path>,
+    config: &Config,
+    targets: &[Target],
+    keyring: &Keyring,
+    tokens: Option<usize>,
+) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; `let _` keeps the layout readable.
+    let mut line = |text: String| {
+        let _ = writeln!(out, "{text}");
+    };
+    let source = match file {
+        Some(path) => path.display().to_string(),
+        None => "none (defaults)".to_owned(),
+    };
+    line(format!("config file:  {source}"));
+    let overrides = config::env_overrides();
+    if !overrides.is_empty() {
+        line(format!("overridden:   {}", overrides.join(", ")));
+    }
+    line(format!("listen:       {}", config.listen));
+    line(format!("storage:      {} (SQLite)", config.storage.path.display()));
+    let pagerduty = &config.pagerduty;
+    line(format!(
+        "pagerduty:    {} (timeout {})",
+        pagerduty.url,
+        humantime::format_duration(pagerduty.timeout)
+    ));
+    line(format!("budget:       {} per routing key", pagerduty.rate_limit));
+    let auth = match (&config.ingest.bearer_token_file, tokens) {
+        (Some(path), Some(count)) => format!("bearer tokens from {} ({count})", path.display()),
+        _ => "none".to_owned(),
+    };
+    line(format!(
+        "ingest:       max body {} bytes, authentication: {auth}",
+        config.ingest.max_body_bytes
+    ));
+    line(format!("targets:      {}", targets.len()));
+
+    let masked = keyring.masked();
+    for (index, target) in targets.iter().enumerate() {
+        let key = masked
+            .iter()
+            .find(|(name, _)| *name == target.name)
+            .map_or("?", |(_, key)| key.as_str());
+        let role = if index == 0 {
+            " (default: also gets alerts no target matches)"
+        } else {
+            ""
+        };
+        line(format!("- {}{role}", target.name));
+        line(format!("    key:      {key} ({})", target.key_source));
+        let matchers = if target.matchers.is_empty() {
+            "everything".to_owned()
+        } else {
+            let each: Vec<String> = target.matchers.iter().map(ToString::to_string).collect();
+            each.join(", ")
+        };
+        line(format!("    match:    {matchers}"));
+        let format = &target.format;
+        let dedup = match format.dedup {
+            DedupMode::Alert => "alert (per alert label set)",
+            DedupMode::Group => "group (Alertmanager's groupKey)",
+        };
+        line(format!("    dedup:    {dedup}"));
+        let mut severity = format!("default {}", format.default_severity);
+        if !format.severity_map.is_empty() {
+            let map: Vec<String> = format
+                .severity_map
+                .iter()
+                .map(|(from, to)| format!("{from}→{to}"))
+                .collect();
+            let _ = write!(severity, ", map {}", map.join(", "));
+        }
+        line(format!("    severity: {severity}"));
+        line(format!("    budget:   {}", target.rate_limit));
+        let fields = &format.fields;
+        let templated: Vec<&str> = [
+            ("summary", &fields.summary),
+            ("source", &fields.source),
+            ("component", &fields.component),
+            ("group", &fields.group),
+            ("class", &fields.class),
+        ]
+        .into_iter()
+        .filter_map(|(name, template)| template.as_ref().map(|_| name))
+        .collect();
+        if !templated.is_empty() {
+            line(format!("    fields:   {} (templated)", templated.join(", ")));
+        }
+    }
+    line("configuration OK".to_owned());
+    out
+}

@@ -1,0 +1,574 @@
+//! Configuration of `pagerbridge serve` (DESIGN.md "Interfaces" → Config): one YAML file,
+//! `PAGERBRIDGE_*` environment overrides, and defaults for everything else.
+//!
+//! [`load`] reads and validates the layers; [`Config::targets`] resolves the targets into what
+//! routing, formatting and the lanes use ([`Target`], [`route`]). Routing keys themselves are
+//! read by [`crate::keyring`]; this module only says where each one comes from.
+//!
+//! A typo'd key is an error naming it (`deny_unknown_fields` everywhere), YAML errors carry
+//! line and column, and nothing here can print a routing key: an inline key is an
+//! [`InlineKey`] whose `Debug` is masked, and targets are never serialized.
+
+mod target;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail, ensure};
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use serde::{Deserialize, Serialize};
+
+pub use target::{Fields, InlineKey, KeySource, MatchValue, Matcher, Target, TargetConfig, route};
+
+/// Read when no `--config` is given and `$PAGERBRIDGE_CONFIG` is not set, if it exists.
+pub const DEFAULT_FILE: &str = "pagerbridge.yaml";
+/// Environment variable naming the config file.
+pub const FILE_ENV: &str = "PAGERBRIDGE_CONFIG";
+/// Prefix of environment overrides; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "PAGERBRIDGE_";
+
+/// The sections an environment variable may override. Only these are read, so that other
+/// `PAGERBRIDGE_*` variables cannot break startup: `PAGERBRIDGE_LOG` and `PAGERBRIDGE_CONFIG`,
+/// a routing key in `PAGERBRIDGE_KEY_…`, or the `PAGERBRIDGE_PORT`/`PAGERBRIDGE_SERVICE_HOST`
+/// that Kubernetes injects into every pod when a Service is named `pagerbridge`. `targets`
+/// is a list, which environment variables cannot address, so it is file-only.
+const ENV_SECTIONS: [&str; 5] = ["listen", "storage", "pagerduty", "ingest", "delivery"];
+
+/// The whole configuration, validated by [`load`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the HTTP server.
+    pub listen: SocketAddr,
+    pub storage: StorageConfig,
+    pub pagerduty: PagerDutyConfig,
+    pub ingest: IngestConfig,
+    pub delivery: DeliveryConfig,
+    /// Never serialized, so that an inline routing key cannot leave the process that way
+    /// (serialization only exists for figment's layering, which cannot address lists anyway).
+    #[serde(skip_serializing)]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// Where the outbox and incident state live.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Embedded SQLite database, created with its parent directories if missing. Relative
+    /// paths (here and everywhere in the file) are relative to the working directory.
+    pub path: PathBuf,
+}
+
+/// How PagerDuty is reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagerDutyConfig {
+    /// Base URL without `/v2/…`; plain http only to loopback (the simulator).
+    pub url: String,
+    /// Budget per routing key, unless a target overrides it.
+    pub rate_limit: RateLimit,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub user_agent: String,
+}
+
+/// A sliding-window budget: at most `requests` in any `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+/// Limits and authentication of the ingest endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub max_body_bytes: usize,
+    /// A file with one token per line; when set, ingest requires `Authorization: Bearer …`.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// Timings of delivery (DESIGN.md "Delivery").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// An unchanged re-trigger within this long of the last one sent is suppressed.
+    #[serde(with = "humantime_serde")]
+    pub retrigger_after: Duration,
+    /// Undelivered events older than this go to dead letters.
+    #[serde(with = "humantime_serde")]
+    pub max_event_age: Duration,
+    /// Incident state expires this long after its last event.
+    #[serde(with = "humantime_serde")]
+    pub incident_ttl: Duration,
+    /// Cap of a lane's backoff after 5xx and 429.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// On SIGTERM, delivery goes on this long before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            storage: StorageConfig::default(),
+            pagerduty: PagerDutyConfig::default(),
+            ingest: IngestConfig::default(),
+            delivery: DeliveryConfig::default(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data/pagerbridge.db"),
+        }
+    }
+}
+
+impl Default for PagerDutyConfig {
+    fn default() -> Self {
+        Self {
+            url: pagerduty_events::US_BASE_URL.to_owned(),
+            rate_limit: RateLimit::default(),
+            timeout: pagerduty_events::client::DEFAULT_TIMEOUT,
+            user_agent: pagerduty_events::DEFAULT_USER_AGENT.to_owned(),
+        }
+    }
+}
+
+impl Default for RateLimit {
+    /// PagerDuty's documented budget: 120 requests per minute per routing key.
+    fn default() -> Self {
+        Self {
+            requests: 120,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 5 * 1024 * 1024,
+            bearer_token_file: None,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        const HOUR: u64 = 60 * 60;
+        Self {
+            retrigger_after: Duration::from_secs(4 * HOUR),
+            max_event_age: Duration::from_secs(72 * HOUR),
+            incident_ttl: Duration::from_secs(24 * HOUR),
+            max_backoff: Duration::from_secs(5 * 60),
+            shutdown_drain: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let window = humantime::format_duration(self.window);
+        write!(f, "{} requests per {window}", self.requests)
+    }
+}
+
+impl RateLimit {
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.requests >= 1, "requests must be at least 1");
+        ensure!(!self.window.is_zero(), "window must be longer than 0s");
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The targets, resolved; fails when there are none, since `serve` needs at least one
+    /// (the first is the default route).
+    pub fn targets(&self) -> anyhow::Result<Vec<Target>> {
+        let targets = self.resolve_targets()?;
+        ensure!(
+            !targets.is_empty(),
+            "no targets configured: add at least one under `targets:` (the first is the default)"
+        );
+        Ok(targets)
+    }
+
+    /// Checks what the types alone cannot. Targets are checked too, but an empty list is
+    /// allowed here: commands that only need storage run without targets.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        pagerduty_events::client::checked_base_url(&self.pagerduty.url)
+            .context("pagerduty.url")?;
+        self.pagerduty
+            .rate_limit
+            .validate()
+            .context("pagerduty.rate_limit")?;
+        ensure!(
+            !self.pagerduty.timeout.is_zero(),
+            "pagerduty.timeout must be longer than 0s"
+        );
+        ensure!(
+            !self.pagerduty.user_agent.trim().is_empty(),
+            "pagerduty.user_agent must not be empty"
+        );
+        ensure!(
+            !self.storage.path.as_os_str().is_empty(),
+            "storage.path must not be empty"
+        );
+        ensure!(
+            self.ingest.max_body_bytes >= 1,
+            "ingest.max_body_bytes must be at least 1"
+        );
+        let delivery = &self.delivery;
+        for (key, value) in [
+            ("max_event_age", delivery.max_event_age),
+            ("incident_ttl", delivery.incident_ttl),
+            ("max_backoff", delivery.max_backoff),
+        ] {
+            ensure!(!value.is_zero(), "delivery.{key} must be longer than 0s");
+        }
+        self.resolve_targets().map(drop)
+    }
+
+    fn resolve_targets(&self) -> anyhow::Result<Vec<Target>> {
+        let mut resolved: Vec<Target> = Vec::with_capacity(self.targets.len());
+        for (index, config) in self.targets.iter().enumerate() {
+            let target = config
+                .resolve(self.pagerduty.rate_limit)
+                .with_context(|| format!("targets[{index}] ({:?})", config.name))?;
+            if let Some(earlier) = resolved.iter().position(|t| t.name == target.name) {
+                bail!(
+                    "targets[{index}]: name {:?} is already used by targets[{earlier}]; target names must be unique",
+                    target.name
+                );
+            }
+            resolved.push(target);
+        }
+        Ok(resolved)
+    }
+}
+
+/// Which config file [`load`] reads: `explicit` if given; else `$PAGERBRIDGE_CONFIG` if set;
+/// else `./pagerbridge.yaml` if it exists; else none (defaults only).
+pub fn config_file(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_owned());
+    }
+    if let Some(path) = std::env::var_os(FILE_ENV).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let default = PathBuf::from(DEFAULT_FILE);
+    default.exists().then_some(default)
+}
+
+/// Names of the `PAGERBRIDGE_*` variables that override the file (names only: values are
+/// never shown, since one might hold something secret by mistake).
+pub fn env_overrides() -> Vec<String> {
+    let mut names: Vec<String> = env_provider()
+        .iter()
+        .map(|(key, _)| env_var_name(key.as_str().split('.')))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Loads the configuration as `serve` does: defaults ← the YAML file ([`config_file`]) ←
+/// `PAGERBRIDGE_*` environment variables (`__` nests: `PAGERBRIDGE_PAGERDUTY__URL`), then
+/// validates it.
+pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let file = config_file(path);
+    let from_file = match &file {
+        Some(path) => read_file(path)?,
+        None => Config::default(),
+    };
+    let config = apply_env(from_file)?;
+    config
+        .validate()
+        .with_context(|| format!("invalid configuration ({})", describe_sources(file.as_deref())))?;
+    Ok(config)
+}
+
+/// Parses a config file; a file that is empty or only comments gives the defaults.
+fn read_file(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("could not read config file {}", path.display()))?;
+    parse_yaml(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn parse_yaml(text: &str) -> anyhow::Result<Config> {
+    // The plain message, with "at line L, column C", but without the snippet of source lines
+    // serde-saphyr would add: a neighbouring line could hold an inline routing key.
+    let parsed: Option<Config> =
+        serde_saphyr::from_str(text).map_err(|e| anyhow!("{}", e.without_snippet()))?;
+    Ok(parsed.unwrap_or_default())
+}
+
+/// Layers the environment over `config`. Targets bypass figment (which cannot address lists
+/// from the environment) so that inline keys are never serialized.
+fn apply_env(mut config: Config) -> anyhow::Result<Config> {
+    let targets = std::mem::take(&mut config.targets);
+    let mut merged: Config = Figment::from(Serialized::defaults(&config))
+        .merge(env_provider())
+        .extract()
+        .map_err(|error| anyhow!(describe_env_error(&error)))?;
+    merged.targets = targets;
+    Ok(merged)
+}
+
+fn env_provider() -> Env {
+    // The filter sees keys before figment lowercases them.
+    Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+        let section = key.as_str().split('.').next().unwrap_or_default();
+        ENV_SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(section))
+    })
+}
+
+/// figment says `for key "default.PAGERDUTY.URL"`; operators set `PAGERBRIDGE_PAGERDUTY__URL`.
+fn describe_env_error(error: &figment::Error) -> String {
+    let var = env_var_name(error.path.iter().map(String::as_str));
+    format!("environment variable {var}: {}", error.kind)
+}
+
+fn env_var_name<'a>(path: impl Iterator<Item = &'a str>) -> String {
+    let path: Vec<String> = path.map(str::to_ascii_uppercase).collect();
+    format!("{ENV_PREFIX}{}", path.join("__"))
+}
+
+fn describe_sources(file: Option<&Path>) -> String {
+    let file = match file {
+        Some(path) => format!("file {}", path.display()),
+        None => "defaults, no config file".to_owned(),
+    };
+    let overrides = env_overrides();
+    if overrides.is_empty() {
+        file
+    } else {
+        format!("{file}, overridden by {}", overrides.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0123456789abcdef0123456789ab3f9a";
+
+    fn parse(yaml: &str) -> anyhow::Result<Config> {
+        let config = parse_yaml(yaml)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn error(yaml: &str) -> String {
+        format!("{:#}", parse(yaml).expect_err("should be invalid"))
+    }
+
+    const FULL: &str = r#"
+listen: "0.0.0.0:9095"
+storage:
+  path: "/var/lib/pagerbridge/db"
+pagerduty:
+  url: "https://events.eu.pagerduty.com"
+  rate_limit: { requests: 960, window: "60s" }
+  timeout: "5s"
+  user_agent: "pagerbridge-test"
+ingest:
+  max_body_bytes: 1000
+  bearer_token_file: /run/secrets/ingest-tokens
+delivery:
+  retrigger_after: "1h"
+  max_event_age: "48h"
+  incident_ttl: "12h"
+  max_backoff: "2m"
+  shutdown_drain: "500ms"
+targets:
+  - name: db
+    routing_key_file: /run/secrets/pd-db
+    match: { team: "db", severity: "~critical|warning" }
+    severity_map: { P1: critical, sev2: error }
+    default_severity: warning
+    rate_limit: { requests: 60 }
+    dedup: group
+    fields: { source: "{{ labels.instance }}" }
+  - name: default
+    routing_key_env: PD_DEFAULT_KEY
+"#;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = parse("").expect("empty file is the defaults");
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9095");
+        assert_eq!(config.pagerduty.url, "https://events.pagerduty.com");
+        assert_eq!(config.pagerduty.rate_limit.to_string(), "120 requests per 1m");
+        assert_eq!(config.ingest.max_body_bytes, 5_242_880);
+        assert_eq!(config.delivery.retrigger_after, Duration::from_secs(4 * 3600));
+        assert_eq!(parse("# only a comment\n").expect("comments only"), config);
+    }
+
+    #[test]
+    fn full_file_parses_and_resolves() {
+        let config = parse(FULL).expect("valid");
+        assert_eq!(config.pagerduty.rate_limit.requests, 960);
+        assert_eq!(config.delivery.shutdown_drain, Duration::from_millis(500));
+        assert_eq!(
+            config.ingest.bearer_token_file.as_deref(),
+            Some(Path::new("/run/secrets/ingest-tokens"))
+        );
+
+        let targets = config.targets().expect("targets");
+        let db = &targets[0];
+        assert_eq!(db.key_source, KeySource::File("/run/secrets/pd-db".into()));
+        assert_eq!(db.format.dedup, crate::format::DedupMode::Group);
+        assert_eq!(db.format.default_severity, pagerduty_events::Severity::Warning);
+        // Keys are lowercased, as the formatter looks them up.
+        assert_eq!(
+            db.format.severity_map.get("p1"),
+            Some(&pagerduty_events::Severity::Critical)
+        );
+        assert_eq!(
+            db.format.fields.source.as_deref(),
+            Some("{{ labels.instance }}")
+        );
+        // A partial override keeps the default window.
+        assert_eq!(db.rate_limit.requests, 60);
+        assert_eq!(db.rate_limit.window, Duration::from_secs(60));
+
+        let default = &targets[1];
+        assert_eq!(default.key_source, KeySource::Env("PD_DEFAULT_KEY".into()));
+        assert_eq!(default.rate_limit, config.pagerduty.rate_limit);
+        assert_eq!(default.format.default_severity, pagerduty_events::Severity::Error);
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_location() {
+        let message = error("pagerduty:\n  urll: https://x\n");
+        assert!(message.contains("unknown field `urll`"), "{message}");
+        assert!(message.contains("line 2, column 3"), "{message}");
+
+        let message = error("targets:\n  - name: a\n    routing_key_env: K\n    feilds: {}\n");
+        assert!(message.contains("unknown field `feilds`"), "{message}");
+
+        // `fields` is checked strictly too.
+        let message =
+            error("targets:\n  - name: a\n    routing_key_env: K\n    fields: { summry: x }\n");
+        assert!(message.contains("unknown field `summry`"), "{message}");
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let message = error("listen: 127.0.0.1:9095\nstorage:\n  path: a\n    b: c\n");
+        assert!(message.contains("line 4, column 6"), "{message}");
+        let message = error("storage:\n  path: 'unterminated\n");
+        assert!(message.contains("unclosed quote at line 2, column 9"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (yaml, expected) in [
+            ("listen: localhost\n", "invalid socket address"),
+            ("pagerduty: { url: 'http://events.example.com' }\n", "pagerduty.url"),
+            ("pagerduty: { url: 'http://events.example.com' }\n", "loopback"),
+            ("pagerduty: { rate_limit: { requests: 0 } }\n", "requests must be at least 1"),
+            ("pagerduty: { rate_limit: { window: 0s } }\n", "window must be longer than 0s"),
+            ("pagerduty: { timeout: 10 parsecs }\n", "line 1"),
+            ("delivery: { max_event_age: 0s }\n", "delivery.max_event_age"),
+            ("ingest: { max_body_bytes: -1 }\n", "line 1"),
+        ] {
+            let message = error(yaml);
+            assert!(message.contains(expected), "{yaml}: {message}");
+        }
+        assert!(parse("pagerduty: { url: 'http://127.0.0.1:8787' }\n").is_ok());
+    }
+
+    #[test]
+    fn target_rules() {
+        let target = |body: &str| format!("targets:\n  - {body}\n");
+        for (yaml, expected) in [
+            (target("{ name: '', routing_key_env: K }"), "name must not be empty"),
+            (target("{ name: 'a b', routing_key_env: K }"), "may only contain"),
+            (target("{ name: 'a/b', routing_key_env: K }"), "may only contain"),
+            (target("{ name: a }"), "none is set"),
+            (
+                target("{ name: a, routing_key_env: K, routing_key_file: /k }"),
+                "routing_key_file and routing_key_env",
+            ),
+            (target("{ name: a, routing_key_env: '' }"), "routing_key_env must not be empty"),
+            (
+                target("{ name: a, routing_key_env: K, default_severity: high }"),
+                "unknown variant `high`",
+            ),
+            (
+                target("{ name: a, routing_key_env: K, severity_map: { p1: urgent } }"),
+                "unknown variant `urgent`",
+            ),
+            (target("{ name: a, routing_key_env: K, dedup: rule }"), "unknown variant `rule`"),
+            (target("{ name: a, routing_key_env: K, match: { team: '~(db' } }"), "match.team"),
+            (
+                target("{ name: a, routing_key_env: K, rate_limit: { requests: 0 } }"),
+                "rate_limit",
+            ),
+            (
+                "targets:\n  - { name: a, routing_key_env: K }\n  - { name: a, routing_key_env: L }\n"
+                    .to_owned(),
+                "name \"a\" is already used by targets[0]",
+            ),
+        ] {
+            let message = error(&yaml);
+            assert!(message.contains(expected), "{yaml}: {message}");
+        }
+    }
+
+    #[test]
+    fn no_targets_is_valid_config_but_not_servable() {
+        let config = parse("listen: 127.0.0.1:1\n").expect("valid");
+        let message = format!("{:#}", config.targets().expect_err("no targets"));
+        assert!(message.contains("no targets configured"), "{message}");
+    }
+
+    #[test]
+    fn inline_keys_never_show() {
+        let yaml = format!("targets:\n  - {{ name: a, routing_key: {KEY} }}\n");
+        let config = parse(&yaml).expect("valid");
+        let targets = config.targets().expect("targets");
+        let shown = format!(
+            "{config:?} {config:#?} {targets:?} {} {}",
+            targets[0].key_source,
+            serde_json::to_string(&config).expect("serializes"),
+        );
+        assert!(!shown.contains(KEY), "{shown}");
+        assert!(shown.contains("…3f9a"), "{shown}");
+
+        // An error elsewhere in the same file does not quote the key's line.
+        let yaml = format!("targets:\n  - name: a\n    routing_key: {KEY}\n    oops: 1\n");
+        assert!(!error(&yaml).contains(KEY));
+    }
+
+    #[test]
+    fn env_var_names_are_spelled_as_operators_write_them() {
+        let path = ["pagerduty", "rate_limit", "requests"];
+        assert_eq!(
+            env_var_name(path.into_iter()),
+            "PAGERBRIDGE_PAGERDUTY__RATE_LIMIT__REQUESTS"
+        );
+    }
+
+    #[test]
+    fn env_layer_round_trips_every_field() {
+        // With no matching variables set, the figment layer must give back what it was given.
+        let config = parse(FULL).expect("valid");
+        if env_overrides().is_empty() {
+            assert_eq!(apply_env(config.clone()).expect("round trip"), config);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Delivery: one lane per target drains the outbox into PagerDuty (DESIGN.md "Delivery").
+//!
+//! A lane sends one request at a time: the next eligible event (per-incident order, most severe
+//! first), after taking a slot of the target's sliding-window budget. What happens next depends
+//! only on PagerDuty's answer — see [`lane::Outcome`]. Lanes sleep until ingest wakes them, the
+//! budget frees up, or a backoff ends; storage is the only shared state, so a restart simply
+//! picks up where the last process stopped.
+
+pub mod lane;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pagerduty_events::{Client, RoutingKey};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Where lanes get routing keys: looked up at every send, so a rotated key applies to events
+/// already queued.
+pub trait RoutingKeys: Send + Sync + 'static {
+    fn get(&self, target: &str) -> Option<RoutingKey>;
+}
+
+/// A target's sliding-window budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            requests: 120,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a lane paces itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneSettings {
+    pub budget: Budget,
+    /// First backoff cap after a 5xx/timeout/network error; doubles per consecutive failure.
+    pub failure_backoff: Duration,
+    /// First pause after a 429 without `Retry-After`; doubles per consecutive 429.
+    pub rate_limit_backoff: Duration,
+    /// No pause is longer than this.
+    pub max_backoff: Duration,
+    /// Pause after an answer that says the setup is wrong (401/403/404…) or a missing key.
+    pub misconfigured_retry: Duration,
+    /// How often an idle lane looks at storage even if nobody woke it (other replicas, replays).
+    pub idle_poll: Duration,
+}
+
+impl Default for LaneSettings {
+    fn default() -> Self {
+        Self {
+            budget: Budget::default(),
+            failure_backoff: Duration::from_secs(1),
+            rate_limit_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+            misconfigured_retry: Duration::from_secs(60),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything lanes share.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub client: Client,
+    pub keys: Arc<dyn RoutingKeys>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The running lanes. Dropping it does not stop them; call [`Delivery::shutdown`].
+pub struct Delivery {
+    wakers: HashMap<String, Arc<Notify>>,
+    stop: watch::Sender<Option<tokio::time::Instant>>,
+    tasks: JoinSet<()>,
+}
+
+impl Delivery {
+    /// Starts one lane per target.
+    pub fn start(shared: Shared, lanes: Vec<(String, LaneSettings)>) -> Self {
+        let (stop, stop_rx) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        let mut wakers = HashMap::new();
+        for (target, settings) in lanes {
+            let wake = Arc::new(Notify::new());
+            wakers.insert(target.clone(), wake.clone());
+            shared.metrics.init_target(&target);
+            let lane = lane::Lane::new(target, settings, shared.clone(), wake, stop_rx.clone());
+            tasks.spawn(lane.run());
+        }
+        Self {
+            wakers,
+            stop,
+            tasks,
+        }
+    }
+
+    /// A handle ingest uses to wake lanes after a commit.
+    pub fn waker(&self) -> LaneWaker {
+        LaneWaker {
+            wakers: Arc::new(self.wakers.clone()),
+        }
+    }
+
+    /// Stops the lanes: each keeps delivering until its queue is empty or `drain` has passed,
+    /// finishing any request in flight, then returns. Undelivered events stay in the outbox.
+    pub async fn shutdown(mut self, drain: Duration) {
+        let deadline = tokio::time::Instant::now() + drain;
+        let _ = self.stop.send(Some(deadline));
+        for wake in self.wakers.values() {
+            wake.notify_one();
+        }
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(error) = result {
+                tracing::error!(%error, "a delivery lane crashed");
+            }
+        }
+    }
+}
+
+/// Wakes the lane of a target (cheap to clone).
+#[derive(Clone, Default)]
+pub struct LaneWaker {
+    wakers: Arc<HashMap<String, Arc<Notify>>>,
+}
+
+impl LaneWaker {
+    pub fn wake(&self, target: &str) {
+        if let Some(wake) = self.wakers.get(target) {
+            wake.notify_one();
+        }
+    }
+}

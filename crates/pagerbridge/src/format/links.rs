@@ -1,0 +1,216 @@
+//! Links and images shown on the PagerDuty alert.
+//!
+//! Links: the generator URL ("Source"), `runbook_url` ("Runbook"), `dashboard_url` and
+//! `grafana_url` ("Dashboard") and, given the webhook's `externalURL`, a link that opens
+//! Alertmanager's new-silence form pre-filled with the alert's labels. Only absolute http(s)
+//! URLs are kept: anything else would be refused by PagerDuty or be unsafe to click.
+//! Images: `grafana_snapshot_url` and `image_url`, only over https (PagerDuty shows no other).
+
+use pagerduty_events::{Image, Link};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use url::Url;
+
+use crate::alert::{Alert, Labels};
+use crate::format::dedup::prometheus_text;
+use crate::format::{FormatNote, clip};
+
+/// What `encodeURIComponent` leaves alone, as Alertmanager's UI expects in `filter=`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The alert's links, in a fixed order, without repeats. `external_url` is the webhook's
+/// `externalURL` (give `None` for no silence link).
+pub fn links(alert: &Alert, external_url: Option<&str>, notes: &mut Vec<FormatNote>) -> Vec<Link> {
+    let annotation = |name: &str| alert.annotations.get(name).map(String::as_str);
+    let silence = external_url.map(|base| silence_url(base, &alert.labels));
+    let candidates = [
+        (alert.generator_url.as_deref(), "Source"),
+        (annotation("runbook_url"), "Runbook"),
+        (annotation("dashboard_url"), "Dashboard"),
+        (annotation("grafana_url"), "Dashboard"),
+        (silence.as_deref(), "Silence in Alertmanager"),
+    ];
+    let mut links: Vec<Link> = Vec::new();
+    for (url, text) in candidates {
+        let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
+            continue;
+        };
+        if !is_web_url(url) {
+            notes.push(FormatNote::LinkDropped { url: clip(url) });
+            continue;
+        }
+        match Link::new(url, Some(text.to_owned())) {
+            Ok(link) if !links.iter().any(|known| known.href == link.href) => links.push(link),
+            Ok(_) => {}
+            Err(_) => notes.push(FormatNote::LinkDropped { url: clip(url) }),
+        }
+    }
+    links
+}
+
+/// `grafana_snapshot_url` and `image_url` as images, when served over https.
+pub fn images(alert: &Alert, notes: &mut Vec<FormatNote>) -> Vec<Image> {
+    let candidates = [
+        ("grafana_snapshot_url", Some("Grafana snapshot")),
+        ("image_url", None),
+    ];
+    let mut images: Vec<Image> = Vec::new();
+    for (name, alt) in candidates {
+        let Some(url) = alert
+            .annotations
+            .get(name)
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+        else {
+            continue;
+        };
+        match Image::new(url, None, alt.map(str::to_owned)) {
+            Ok(image) if !images.iter().any(|known| known.src() == image.src()) => {
+                images.push(image)
+            }
+            Ok(_) => {}
+            Err(_) => notes.push(FormatNote::ImageDropped { url: clip(url) }),
+        }
+    }
+    images
+}
+
+/// Alertmanager's new-silence page, pre-filled with matchers for every label of the alert:
+/// `{externalURL}/#/silences/new?filter=%7Balertname%3D%22X%22%2C…%7D`.
+pub fn silence_url(external_url: &str, labels: &Labels) -> String {
+    let filter = prometheus_text(labels);
+    format!(
+        "{}/#/silences/new?filter={}",
+        external_url.trim().trim_end_matches('/'),
+        utf8_percent_encode(&filter, COMPONENT)
+    )
+}
+
+fn is_web_url(text: &str) -> bool {
+    Url::parse(text).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::AlertStatus;
+
+    fn alert(annotations: &[(&str, &str)], generator_url: Option<&str>) -> Alert {
+        Alert {
+            status: AlertStatus::Firing,
+            labels: Labels::from([
+                ("alertname".into(), "DiskFull".into()),
+                ("instance".into(), "db-1:9100".into()),
+            ]),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            starts_at: None,
+            ends_at: None,
+            generator_url: generator_url.map(str::to_owned),
+            fingerprint: None,
+            dedup_key: None,
+            classification: None,
+        }
+    }
+
+    fn summary(links: &[Link]) -> Vec<(String, String)> {
+        links
+            .iter()
+            .map(|l| (l.href.to_string(), l.text.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn links_in_order_with_silence_link() {
+        let mut notes = Vec::new();
+        let a = alert(
+            &[
+                ("runbook_url", "https://runbooks.example/disk"),
+                ("dashboard_url", "https://grafana.example/d/1"),
+                ("grafana_url", "https://grafana.example/d/1"),
+            ],
+            Some("http://prom.example:9090/graph?g0.expr=up"),
+        );
+        let links = links(&a, Some("http://am.example:9093/"), &mut notes);
+        assert_eq!(
+            summary(&links),
+            [
+                ("http://prom.example:9090/graph?g0.expr=up".into(), "Source".into()),
+                ("https://runbooks.example/disk".into(), "Runbook".into()),
+                ("https://grafana.example/d/1".into(), "Dashboard".into()),
+                (
+                    "http://am.example:9093/#/silences/new?filter=%7Balertname%3D%22DiskFull%22%2Cinstance%3D%22db-1%3A9100%22%7D".into(),
+                    "Silence in Alertmanager".into()
+                ),
+            ]
+        );
+        assert!(notes.is_empty());
+    }
+
+    #[test]
+    fn invalid_links_are_dropped_with_a_note() {
+        let mut notes = Vec::new();
+        let a = alert(
+            &[
+                ("runbook_url", "wiki/disk"),
+                ("dashboard_url", "javascript:alert(1)"),
+            ],
+            None,
+        );
+        assert!(links(&a, None, &mut notes).is_empty());
+        assert_eq!(
+            notes,
+            [
+                FormatNote::LinkDropped {
+                    url: "wiki/disk".into()
+                },
+                FormatNote::LinkDropped {
+                    url: "javascript:alert(1)".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn silence_filter_decodes_to_the_label_matchers() {
+        let url = silence_url("https://am.example", &alert(&[], None).labels);
+        let (_, filter) = url.split_once("filter=").expect("filter");
+        let decoded = percent_encoding::percent_decode_str(filter)
+            .decode_utf8()
+            .expect("utf-8");
+        assert_eq!(decoded, r#"{alertname="DiskFull",instance="db-1:9100"}"#);
+    }
+
+    #[test]
+    fn only_https_images_are_kept() {
+        let mut notes = Vec::new();
+        let a = alert(
+            &[
+                (
+                    "grafana_snapshot_url",
+                    "https://grafana.example/render/1.png",
+                ),
+                ("image_url", "http://insecure.example/x.png"),
+            ],
+            None,
+        );
+        let images = images(&a, &mut notes);
+        assert_eq!(images.len(), 1);
+        assert_eq!(
+            images[0].src().as_str(),
+            "https://grafana.example/render/1.png"
+        );
+        assert_eq!(images[0].alt(), Some("Grafana snapshot"));
+        assert_eq!(
+            notes,
+            [FormatNote::ImageDropped {
+                url: "http://insecure.example/x.png".into()
+            }]
+        );
+    }
+}

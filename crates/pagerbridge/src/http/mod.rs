@@ -1,0 +1,303 @@
+//! The HTTP surface: ingest endpoints, health, readiness and metrics.
+//!
+//! Every error is JSON `{"error": code, "detail": text}` with a 4xx that names the problem
+//! (bad input is answered, not obeyed), or 503 when storage fails so senders retry. A 2xx is
+//! sent only after the whole request is committed to storage.
+
+mod auth;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+pub use auth::Tokens;
+
+use crate::alert::GroupContext;
+use crate::format::FormatNote;
+use crate::ingest::{self, IngestError};
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, PipelineError, Receipt};
+use crate::store::Store;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Arc<Pipeline>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    /// Bearer tokens for ingest; `None` leaves ingest open.
+    pub ingest_tokens: Option<Arc<Tokens>>,
+    pub max_body_bytes: usize,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let ingest = Router::new()
+        .route("/api/v1/alertmanager", post(alertmanager))
+        .route("/api/v1/alertmanager/{target}", post(alertmanager_for_target))
+        .route("/api/v1/alerts", post(native_alerts))
+        .route("/api/v1/change-events", post(change_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_ingest_token,
+        ));
+    Router::new()
+        .merge(ingest)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .with_state(state)
+}
+
+/// A JSON error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "detail": self.detail});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, error.error(), error.detail())
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(error: PipelineError) -> Self {
+        match error {
+            PipelineError::UnknownTarget(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_target",
+                format!("no target named {name:?} is configured; nothing was stored"),
+            ),
+            PipelineError::NoTargets => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_targets",
+                "no targets are configured",
+            ),
+            PipelineError::Store(error) => {
+                tracing::error!(%error, "storage failed; answering 503 so the sender retries");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the event could not be stored; nothing was accepted, retry later",
+                )
+            }
+        }
+    }
+}
+
+/// Reads a JSON request body within the size limit.
+async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type must be application/json, not {content_type:?}"),
+        ));
+    }
+    axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|error| {
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body is over the limit of {} bytes", state.max_body_bytes),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!("the body could not be read: {error}"),
+                )
+            }
+        })
+}
+
+fn accepted(receipt: Receipt) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(receipt)).into_response()
+}
+
+async fn alertmanager(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_alertmanager(state, None, headers, body).await
+}
+
+async fn alertmanager_for_target(
+    State(state): State<AppState>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ingest_alertmanager(state, Some(target), headers, body).await
+}
+
+async fn ingest_alertmanager(
+    state: AppState,
+    target: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(&state, &headers, body).await?;
+    let webhook = ingest::alertmanager::parse(&bytes)?;
+    let receipt = state
+        .pipeline
+        .accept_alerts("alertmanager", webhook.alerts, &webhook.group, target.as_deref())
+        .await?;
+    Ok(accepted(receipt))
+}
+
+async fn native_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(&state, &headers, body).await?;
+    let request = ingest::native::parse(&bytes)?;
+    let receipt = state
+        .pipeline
+        .accept_alerts(
+            "native",
+            request.alerts,
+            &GroupContext::default(),
+            request.target.as_deref(),
+        )
+        .await?;
+    Ok(accepted(receipt))
+}
+
+async fn change_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = json_body(&state, &headers, body).await?;
+    let request = ingest::change::parse(&bytes)?;
+    let notes = if request.summary_truncated {
+        vec![FormatNote::SummaryTruncated]
+    } else {
+        Vec::new()
+    };
+    let receipt = state
+        .pipeline
+        .accept_change(request.event, notes, request.target.as_deref())
+        .await?;
+    Ok(accepted(receipt))
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.store.ping().await.map_err(|error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            error.to_string(),
+        )
+    })?;
+    Ok(axum::Json(json!({"status": "ready"})).into_response())
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let targets: Vec<String> = state
+        .pipeline
+        .planner()
+        .targets()
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    if let Err(error) = state
+        .metrics
+        .refresh_from_store(state.store.as_ref(), &targets, jiff::Timestamp::now())
+        .await
+    {
+        tracing::warn!(%error, "queue gauges not refreshed");
+    }
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if wants_openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.encode_openmetrics(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            state.metrics.encode_prometheus_text(),
+        )
+            .into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+}

@@ -1,0 +1,21 @@
+//! pagerbridge: alerts in, PagerDuty incident lifecycles out, durably and in order.
+//!
+//! The path of an alert (DESIGN.md), one module per step:
+//! [`ingest`] parses what senders post into [`alert::Alert`]s; [`format`] turns an alert into
+//! the PagerDuty event to send; [`store`] keeps the durable outbox and incident state behind one
+//! trait; [`delivery`] drives a lane per target within PagerDuty's budget; [`http`] is the HTTP
+//! surface; [`config`] reads the YAML file. The PagerDuty protocol itself lives in the
+//! `pagerduty-events` crate, which knows nothing of alerts.
+
+pub mod alert;
+pub mod config;
+pub mod delivery;
+pub mod format;
+pub mod http;
+pub mod ingest;
+pub mod keyring;
+pub mod metrics;
+pub mod pipeline;
+pub mod secrets;
+pub mod service;
+pub mod store;

@@ -1,0 +1,396 @@
+//! Prometheus metrics: the seed's eight `pagerduty_*` metrics with their exact names, plus
+//! `pagerbridge_*` metrics for the queue, lanes, incidents and suppression.
+//!
+//! Metrics are labelled by `target` where the seed says "routing_key": a key in a label would
+//! leak it to anyone who can scrape. Queue gauges are read from storage at scrape time, so
+//! they are true whichever replica or restart produced the rows.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::{Action, Store, StoreError};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub target: String,
+    pub endpoint: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub target: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub target: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+/// What a lane is doing, for `pagerbridge_lane_state`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum LaneState {
+    healthy,
+    rate_limited,
+    backing_off,
+    misconfigured,
+}
+
+impl LaneState {
+    pub const ALL: [LaneState; 4] = [
+        LaneState::healthy,
+        LaneState::rate_limited,
+        LaneState::backing_off,
+        LaneState::misconfigured,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneStateLabels {
+    pub target: String,
+    pub state: LaneState,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 5 ms to ~20 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+fn lag_histogram() -> Histogram {
+    // 10 ms to ~3 h: delivery lag includes outages.
+    Histogram::new(exponential_buckets(0.01, 3.0, 14))
+}
+
+/// Every metric pagerbridge exports.
+pub struct Metrics {
+    registry: Registry,
+    // The seed's eight.
+    pub events_triggered: Family<TargetLabel, Counter>,
+    pub events_acknowledged: Family<TargetLabel, Counter>,
+    pub events_resolved: Family<TargetLabel, Counter>,
+    pub change_events: Family<TargetLabel, Counter>,
+    pub api_requests: Family<RequestLabels, Counter>,
+    pub api_errors: Family<ErrorLabels, Counter>,
+    pub api_duration: HistogramFamily<TargetLabel>,
+    pub rate_limit_hits: Family<TargetLabel, Counter>,
+    // pagerbridge's own.
+    pub alerts_received: Family<SourceLabel, Counter>,
+    pub events_queued: Family<ReasonLabels, Counter>,
+    pub suppressed: Family<ReasonLabels, Counter>,
+    pub dead_lettered: Family<ReasonLabels, Counter>,
+    pub repaired: Family<ReasonLabels, Counter>,
+    pub delivery_lag: HistogramFamily<TargetLabel>,
+    pub queue_depth: Family<TargetLabel, Gauge>,
+    pub oldest_pending_age: Family<TargetLabel, Gauge<f64, AtomicU64>>,
+    pub dead_letters: Family<TargetLabel, Gauge>,
+    pub open_incidents: Gauge,
+    pub lane_state: Family<LaneStateLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            events_triggered: Family::default(),
+            events_acknowledged: Family::default(),
+            events_resolved: Family::default(),
+            change_events: Family::default(),
+            api_requests: Family::default(),
+            api_errors: Family::default(),
+            api_duration: Family::new_with_constructor(latency_histogram),
+            rate_limit_hits: Family::default(),
+            alerts_received: Family::default(),
+            events_queued: Family::default(),
+            suppressed: Family::default(),
+            dead_lettered: Family::default(),
+            repaired: Family::default(),
+            delivery_lag: Family::new_with_constructor(lag_histogram),
+            queue_depth: Family::default(),
+            oldest_pending_age: Family::default(),
+            dead_letters: Family::default(),
+            open_incidents: Gauge::default(),
+            lane_state: Family::default(),
+            registry: Registry::default(),
+        };
+        // prometheus-client appends `_total` to counters and `_seconds` is part of the name.
+        registry.register(
+            "pagerduty_events_triggered",
+            "Trigger events PagerDuty accepted",
+            m.events_triggered.clone(),
+        );
+        registry.register(
+            "pagerduty_events_acknowledged",
+            "Acknowledge events PagerDuty accepted",
+            m.events_acknowledged.clone(),
+        );
+        registry.register(
+            "pagerduty_events_resolved",
+            "Resolve events PagerDuty accepted",
+            m.events_resolved.clone(),
+        );
+        registry.register(
+            "pagerduty_change_events",
+            "Change events PagerDuty accepted",
+            m.change_events.clone(),
+        );
+        registry.register(
+            "pagerduty_api_requests",
+            "Requests made to the PagerDuty Events API, by endpoint and HTTP status (or error kind)",
+            m.api_requests.clone(),
+        );
+        registry.register(
+            "pagerduty_api_errors",
+            "PagerDuty requests that did not end in a 202, by kind",
+            m.api_errors.clone(),
+        );
+        registry.register(
+            "pagerduty_api_duration_seconds",
+            "Duration of PagerDuty Events API requests",
+            m.api_duration.clone(),
+        );
+        registry.register(
+            "pagerduty_rate_limit_hits",
+            "429 answers from PagerDuty",
+            m.rate_limit_hits.clone(),
+        );
+        registry.register(
+            "pagerbridge_alerts_received",
+            "Alerts received, by source (alertmanager, native, change)",
+            m.alerts_received.clone(),
+        );
+        registry.register(
+            "pagerbridge_events_queued",
+            "Events committed to the outbox, by target and action",
+            m.events_queued.clone(),
+        );
+        registry.register(
+            "pagerbridge_suppressed_events",
+            "Events not queued because PagerDuty already has that state, by reason",
+            m.suppressed.clone(),
+        );
+        registry.register(
+            "pagerbridge_dead_lettered_events",
+            "Events moved to dead letters, by reason",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "pagerbridge_repaired_fields",
+            "Fields repaired before sending (truncated summary, unknown severity, dropped image, shrunk body)",
+            m.repaired.clone(),
+        );
+        registry.register(
+            "pagerbridge_delivery_lag_seconds",
+            "Time from acceptance to PagerDuty's 202",
+            m.delivery_lag.clone(),
+        );
+        registry.register(
+            "pagerbridge_queue_depth",
+            "Events waiting for delivery",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "pagerbridge_oldest_pending_age_seconds",
+            "Age of the oldest event waiting for delivery",
+            m.oldest_pending_age.clone(),
+        );
+        registry.register(
+            "pagerbridge_dead_letters",
+            "Events in dead letters",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "pagerbridge_open_incidents",
+            "Incidents triggered or acknowledged",
+            m.open_incidents.clone(),
+        );
+        registry.register(
+            "pagerbridge_lane_state",
+            "1 for the state each lane is in",
+            m.lane_state.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Creates a target's series at zero, so dashboards and alerts see them before the first
+    /// event (an absent series reads as "no data", not as 0).
+    pub fn init_target(&self, target: &str) {
+        let label = TargetLabel {
+            target: target.to_owned(),
+        };
+        for family in [
+            &self.events_triggered,
+            &self.events_acknowledged,
+            &self.events_resolved,
+            &self.change_events,
+            &self.rate_limit_hits,
+        ] {
+            let _ = family.get_or_create(&label);
+        }
+        let _ = self.api_duration.get_or_create(&label);
+        let _ = self.delivery_lag.get_or_create(&label);
+        let _ = self.api_requests.get_or_create(&RequestLabels {
+            target: target.to_owned(),
+            endpoint: "/v2/enqueue".to_owned(),
+            status: "202".to_owned(),
+        });
+        let _ = self.api_errors.get_or_create(&ErrorLabels {
+            target: target.to_owned(),
+            kind: "server_error".to_owned(),
+        });
+        self.set_lane_state(target, LaneState::healthy);
+    }
+
+    /// Counts an accepted (202) event of `action`.
+    pub fn delivered(&self, target: &str, action: Action) {
+        let label = TargetLabel {
+            target: target.to_owned(),
+        };
+        let family = match action {
+            Action::Trigger => &self.events_triggered,
+            Action::Acknowledge => &self.events_acknowledged,
+            Action::Resolve => &self.events_resolved,
+            Action::Change => &self.change_events,
+        };
+        family.get_or_create(&label).inc();
+    }
+
+    /// Sets the lane's state gauge: 1 for `state`, 0 for the others.
+    pub fn set_lane_state(&self, target: &str, state: LaneState) {
+        for each in LaneState::ALL {
+            self.lane_state
+                .get_or_create(&LaneStateLabels {
+                    target: target.to_owned(),
+                    state: each,
+                })
+                .set(i64::from(each == state));
+        }
+    }
+
+    /// Counts one `(target, reason)` event in a labelled counter family.
+    pub fn count(family: &Family<ReasonLabels, Counter>, target: &str, reason: &str) {
+        family
+            .get_or_create(&ReasonLabels {
+                target: target.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Reads the queue gauges from storage, so they are right at every scrape.
+    pub async fn refresh_from_store(
+        &self,
+        store: &dyn Store,
+        targets: &[String],
+        now: jiff::Timestamp,
+    ) -> Result<(), StoreError> {
+        let stats = store.lane_stats().await?;
+        for target in targets {
+            let lane = stats.iter().find(|s| &s.target == target);
+            let label = TargetLabel {
+                target: target.clone(),
+            };
+            let pending = lane.map_or(0, |s| s.pending);
+            let dead = lane.map_or(0, |s| s.dead);
+            let age = lane
+                .and_then(|s| s.oldest_pending_accepted_at)
+                .map_or(0.0, |at| now.duration_since(at).as_secs_f64().max(0.0));
+            self.queue_depth
+                .get_or_create(&label)
+                .set(i64::try_from(pending).unwrap_or(i64::MAX));
+            self.dead_letters
+                .get_or_create(&label)
+                .set(i64::try_from(dead).unwrap_or(i64::MAX));
+            self.oldest_pending_age.get_or_create(&label).set(age);
+        }
+        let open = store.open_incidents().await?;
+        self.open_incidents
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4), for scrapers and tools (promtool, curl)
+    /// that do not ask for OpenMetrics.
+    pub fn encode_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode_openmetrics())
+    }
+}
+
+/// OpenMetrics names a counter family without `_total` in `# HELP`/`# TYPE` and ends with
+/// `# EOF`; the Prometheus text format names it as its samples are named.
+fn openmetrics_to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_like_their_samples() {
+        let metrics = Metrics::new();
+        metrics.init_target("default");
+        metrics.delivered("default", Action::Trigger);
+        let text = metrics.encode_prometheus_text();
+        assert!(text.contains("# TYPE pagerduty_events_triggered_total counter\n"));
+        assert!(text.contains("# HELP pagerduty_events_triggered_total Trigger events"));
+        assert!(text.contains("pagerduty_events_triggered_total{target=\"default\"} 1\n"));
+        assert!(text.contains("# TYPE pagerduty_api_duration_seconds histogram\n"));
+        assert!(!text.contains("# EOF"));
+        assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,318 @@
+//! The middle of the path of an alert: route each alert to its target, format it, commit the
+//! whole request to the outbox in one transaction, then wake the lanes.
+//!
+//! [`Planner`] is the pure part (routing and formatting), shared by `serve` and `render`, so
+//! `render` prints exactly what `serve` would queue. [`Pipeline`] adds storage.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use pagerduty_events::ChangeEvent;
+use serde::Serialize;
+
+use crate::alert::{Alert, GroupContext};
+use crate::config::{self, Target};
+use crate::delivery::LaneWaker;
+use crate::format::{FormatError, FormatNote, Formatted, Formatter, Outbound};
+use crate::metrics::{Metrics, SourceLabel};
+use crate::store::{Acceptance, Action, NewEvent, Store, StoreError, SuppressionPolicy};
+
+/// Why a request could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("unknown target {0:?}")]
+    UnknownTarget(String),
+    #[error("no targets are configured")]
+    NoTargets,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One alert, routed and formatted.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub target: String,
+    pub alert: Option<Alert>,
+    pub formatted: Formatted,
+}
+
+/// Routing and formatting, without storage.
+pub struct Planner {
+    targets: Vec<Target>,
+    formatters: HashMap<String, Formatter>,
+}
+
+impl Planner {
+    pub fn new(targets: Vec<Target>) -> Result<Self, FormatError> {
+        let formatters = targets
+            .iter()
+            .map(|t| Ok((t.name.clone(), Formatter::new(t.format.clone())?)))
+            .collect::<Result<_, FormatError>>()?;
+        Ok(Self {
+            targets,
+            formatters,
+        })
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    /// The target named in the URL or request, or `None` to route by labels.
+    fn explicit(&self, name: Option<&str>) -> Result<Option<&Target>, PipelineError> {
+        match name {
+            None => Ok(None),
+            Some(name) => self
+                .targets
+                .iter()
+                .find(|t| t.name == name)
+                .map(Some)
+                .ok_or_else(|| PipelineError::UnknownTarget(name.to_owned())),
+        }
+    }
+
+    /// Routes and formats alerts. `explicit` (from the URL or request body) overrides label
+    /// routing. Alerts that become nothing (a resolved change-event alert) are left out.
+    pub fn plan(
+        &self,
+        alerts: &[Alert],
+        group: &GroupContext,
+        explicit: Option<&str>,
+    ) -> Result<Vec<Planned>, PipelineError> {
+        if self.targets.is_empty() {
+            return Err(PipelineError::NoTargets);
+        }
+        let explicit = self.explicit(explicit)?;
+        Ok(alerts
+            .iter()
+            .filter_map(|alert| {
+                let target = explicit.unwrap_or_else(|| config::route(&self.targets, &alert.labels));
+                let formatter = self.formatters.get(&target.name)?;
+                let formatted = formatter.format(alert, group)?;
+                Some(Planned {
+                    target: target.name.clone(),
+                    alert: Some(alert.clone()),
+                    formatted,
+                })
+            })
+            .collect())
+    }
+
+    /// Plans a change event from the change-event API (default target unless named).
+    pub fn plan_change(
+        &self,
+        event: ChangeEvent,
+        notes: Vec<FormatNote>,
+        explicit: Option<&str>,
+    ) -> Result<Planned, PipelineError> {
+        let target = match self.explicit(explicit)? {
+            Some(target) => target,
+            None => self.targets.first().ok_or(PipelineError::NoTargets)?,
+        };
+        Ok(Planned {
+            target: target.name.clone(),
+            alert: None,
+            formatted: Formatted {
+                event: Outbound::Change(event),
+                dedup_key: None,
+                severity: None,
+                payload_hash: None,
+                notes,
+            },
+        })
+    }
+}
+
+/// What became of a request, as answered to the sender.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    /// Alerts (or change events) in the request.
+    pub received: usize,
+    /// Events committed to the outbox.
+    pub queued: usize,
+    /// Events PagerDuty already has (unchanged re-triggers, repeated acknowledge/resolve).
+    pub suppressed: usize,
+}
+
+/// Planner + storage: what the HTTP handlers call.
+pub struct Pipeline {
+    planner: Planner,
+    store: Arc<dyn Store>,
+    waker: LaneWaker,
+    metrics: Arc<Metrics>,
+    policy: SuppressionPolicy,
+    /// Unknown severity values already logged, so each is logged once, not per alert.
+    logged_severities: Mutex<HashSet<String>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        planner: Planner,
+        store: Arc<dyn Store>,
+        waker: LaneWaker,
+        metrics: Arc<Metrics>,
+        policy: SuppressionPolicy,
+    ) -> Self {
+        Self {
+            planner,
+            store,
+            waker,
+            metrics,
+            policy,
+            logged_severities: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// Accepts alerts: returns only once every resulting event is committed.
+    pub async fn accept_alerts(
+        &self,
+        source: &str,
+        mut alerts: Vec<Alert>,
+        group: &GroupContext,
+        explicit_target: Option<&str>,
+    ) -> Result<Receipt, PipelineError> {
+        self.metrics
+            .alerts_received
+            .get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            })
+            .inc_by(alerts.len() as u64);
+        self.remember_dedup_keys(&mut alerts, explicit_target).await?;
+        let planned = self.planner.plan(&alerts, group, explicit_target)?;
+        let mut receipt = self.commit(planned).await?;
+        receipt.received = alerts.len();
+        Ok(receipt)
+    }
+
+    /// Accepts one change event from the change-event API.
+    pub async fn accept_change(
+        &self,
+        event: ChangeEvent,
+        notes: Vec<FormatNote>,
+        explicit_target: Option<&str>,
+    ) -> Result<Receipt, PipelineError> {
+        self.metrics
+            .alerts_received
+            .get_or_create(&SourceLabel {
+                source: "change".to_owned(),
+            })
+            .inc();
+        let planned = self.planner.plan_change(event, notes, explicit_target)?;
+        let mut receipt = self.commit(vec![planned]).await?;
+        receipt.received = 1;
+        Ok(receipt)
+    }
+
+    /// A resolve must reach the incident its trigger opened, even if the key derivation has
+    /// changed since (a `dedup` option switched, a caller-chosen key): use the key remembered
+    /// for the alert's fingerprint. A miss keeps the derived key.
+    async fn remember_dedup_keys(
+        &self,
+        alerts: &mut [Alert],
+        explicit_target: Option<&str>,
+    ) -> Result<(), PipelineError> {
+        if self.planner.targets.is_empty() {
+            return Ok(());
+        }
+        let explicit = self.planner.explicit(explicit_target)?;
+        for alert in alerts.iter_mut() {
+            let (None, Some(fingerprint)) = (&alert.dedup_key, &alert.fingerprint) else {
+                continue;
+            };
+            let target = explicit.unwrap_or_else(|| config::route(&self.planner.targets, &alert.labels));
+            if let Some(known) = self
+                .store
+                .dedup_key_for_fingerprint(&target.name, fingerprint)
+                .await?
+                && let Ok(key) = pagerduty_events::DedupKey::new(known)
+            {
+                alert.dedup_key = Some(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, planned: Vec<Planned>) -> Result<Receipt, PipelineError> {
+        let events: Vec<NewEvent> = planned.iter().map(new_event).collect();
+        for plan in &planned {
+            self.count_notes(&plan.target, &plan.formatted.notes);
+        }
+        let results = self
+            .store
+            .accept(events.clone(), &self.policy, Timestamp::now())
+            .await?;
+        let mut receipt = Receipt::default();
+        let mut woken = HashSet::new();
+        for (event, result) in events.iter().zip(&results) {
+            match result {
+                Acceptance::Queued { .. } => {
+                    receipt.queued += 1;
+                    Metrics::count(&self.metrics.events_queued, &event.target, event.action.as_str());
+                    if woken.insert(event.target.as_str()) {
+                        self.waker.wake(&event.target);
+                    }
+                }
+                Acceptance::Suppressed { reason } => {
+                    receipt.suppressed += 1;
+                    Metrics::count(&self.metrics.suppressed, &event.target, reason);
+                    tracing::debug!(
+                        target_name = %event.target,
+                        action = event.action.as_str(),
+                        dedup_key = event.dedup_key.as_deref().unwrap_or(""),
+                        reason,
+                        "event suppressed"
+                    );
+                }
+            }
+        }
+        Ok(receipt)
+    }
+
+    fn count_notes(&self, target: &str, notes: &[FormatNote]) {
+        for note in notes {
+            Metrics::count(&self.metrics.repaired, target, note.kind());
+            if let FormatNote::UnknownSeverity { value } = note {
+                let first_time = self
+                    .logged_severities
+                    .lock()
+                    .map(|mut seen| seen.insert(value.clone()))
+                    .unwrap_or(false);
+                if first_time {
+                    tracing::warn!(target_name = %target, severity = %value, "unknown severity; using the target's default (logged once per value)");
+                }
+            }
+        }
+    }
+}
+
+/// The outbox row for a planned event.
+pub fn new_event(plan: &Planned) -> NewEvent {
+    let formatted = &plan.formatted;
+    let (action, event) = match &formatted.event {
+        Outbound::Alert(event) => {
+            let action = match event {
+                pagerduty_events::AlertEvent::Trigger(_) => Action::Trigger,
+                pagerduty_events::AlertEvent::Acknowledge { .. } => Action::Acknowledge,
+                pagerduty_events::AlertEvent::Resolve { .. } => Action::Resolve,
+            };
+            (action, serde_json::to_value(event))
+        }
+        Outbound::Change(event) => (Action::Change, serde_json::to_value(event)),
+    };
+    NewEvent {
+        target: plan.target.clone(),
+        dedup_key: formatted.dedup_key.as_ref().map(|k| k.as_str().to_owned()),
+        action,
+        severity: formatted.severity,
+        // Our own types always serialize; an empty object would be dead-lettered visibly.
+        event: event.unwrap_or_default(),
+        alert: plan.alert.as_ref().and_then(|a| serde_json::to_value(a).ok()),
+        fingerprint: plan.alert.as_ref().and_then(|a| a.fingerprint.clone()),
+        payload_hash: formatted.payload_hash.clone(),
+    }
+}

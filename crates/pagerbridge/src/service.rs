@@ -1,0 +1,152 @@
+//! `serve` wiring: configuration in, a running bridge out.
+//!
+//! Builds every part once — keys, storage, PagerDuty client, lanes, pipeline, HTTP — and runs
+//! until shutdown: the HTTP server stops taking requests first, then lanes drain for
+//! `delivery.shutdown_drain`. Whatever is still queued stays in storage for the next start.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use pagerduty_events::{Client, RoutingKey};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::delivery::{Budget, Delivery, LaneSettings, RoutingKeys, Shared};
+use crate::http::{self, AppState, Tokens};
+use crate::keyring::Keyring;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Planner};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, SuppressionPolicy};
+
+/// Slow or stalled clients get 408 after this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often old events are dead-lettered and stale incident state forgotten.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+
+impl RoutingKeys for Keyring {
+    fn get(&self, target: &str) -> Option<RoutingKey> {
+        Keyring::get(self, target)
+    }
+}
+
+/// Runs the bridge on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let targets = config.targets()?;
+    let keyring = Keyring::load(&targets)?;
+    let _watcher = keyring
+        .watch()
+        .context("cannot watch routing key files for rotation")?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&config.storage.path)
+            .await
+            .with_context(|| format!("cannot open storage {}", config.storage.path.display()))?,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let client = Client::builder()
+        .base_url(config.pagerduty.url.as_str())
+        .user_agent(config.pagerduty.user_agent.as_str())
+        .timeout(config.pagerduty.timeout)
+        .build()?;
+    let lanes = targets
+        .iter()
+        .map(|target| {
+            let settings = LaneSettings {
+                budget: Budget {
+                    requests: target.rate_limit.requests,
+                    window: target.rate_limit.window,
+                },
+                max_backoff: config.delivery.max_backoff,
+                ..LaneSettings::default()
+            };
+            (target.name.clone(), settings)
+        })
+        .collect();
+    let delivery = Delivery::start(
+        Shared {
+            store: store.clone(),
+            client,
+            keys: Arc::new(keyring),
+            metrics: metrics.clone(),
+        },
+        lanes,
+    );
+    let pipeline = Arc::new(Pipeline::new(
+        Planner::new(targets)?,
+        store.clone(),
+        delivery.waker(),
+        metrics.clone(),
+        SuppressionPolicy {
+            retrigger_after: config.delivery.retrigger_after,
+        },
+    ));
+    let ingest_tokens = config
+        .ingest
+        .bearer_token_file
+        .as_deref()
+        .map(Tokens::from_file)
+        .transpose()?
+        .map(Arc::new);
+    let state = AppState {
+        pipeline,
+        store: store.clone(),
+        metrics,
+        ingest_tokens,
+        max_body_bytes: config.ingest.max_body_bytes,
+    };
+    let maintenance = tokio::spawn(maintain(store, config.clone()));
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, storage = %config.storage.path.display(), "pagerbridge listening");
+    axum::serve(listener, http::router(state, REQUEST_TIMEOUT))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server failed")?;
+    tracing::info!(
+        drain_ms = config.delivery.shutdown_drain.as_millis() as u64,
+        "stopped taking requests; draining delivery"
+    );
+    maintenance.abort();
+    delivery.shutdown(config.delivery.shutdown_drain).await;
+    tracing::info!("pagerbridge stopped");
+    Ok(())
+}
+
+/// Dead-letters events past `max_event_age` and forgets incident state past `incident_ttl`.
+async fn maintain(store: Arc<dyn Store>, config: Config) {
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    loop {
+        tick.tick().await;
+        let now = Timestamp::now();
+        let age = |d: Duration| {
+            jiff::SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| now.checked_sub(d).ok())
+                .unwrap_or(Timestamp::MIN)
+        };
+        match store
+            .expire_events(age(config.delivery.max_event_age), now)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::error!(
+                expired = n,
+                "events older than max_event_age moved to dead letters"
+            ),
+            Err(error) => tracing::warn!(%error, "expiring old events failed"),
+        }
+        if let Err(error) = store
+            .expire_incidents(age(config.delivery.incident_ttl))
+            .await
+        {
+            tracing::warn!(%error, "expiring incident state failed");
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The PostgreSQL store: one database shared by several replicas (DESIGN.md, "Scale").
+//!
+//! It mirrors [`SqliteStore`](super::sqlite::SqliteStore) query for query; what differs is
+//! concurrency. SQLite has one writer, so its read-decide-write transactions are serial for
+//! free. Here several replicas write at once, so the two read-decide-write paths serialise
+//! explicitly with transaction-scoped advisory locks (released at commit or rollback, so a
+//! crashed replica never leaves one behind):
+//!
+//! - `accept` locks every incident of the request before reading its state, in one global
+//!   order (the lock key's value) so that two requests naming the same incidents in different
+//!   orders cannot deadlock. A lock, unlike `SELECT … FOR UPDATE`, also covers an incident that
+//!   has no row yet — the case of two replicas receiving the first trigger at once. Ids are
+//!   drawn under the lock, so within an incident the acceptance order is also the commit order
+//!   and `next_eligible` never sees a later event of an incident before an earlier one.
+//! - `take_budget` locks the target's budget, so the count-then-insert of the sliding window
+//!   is atomic across replicas and the window is never overrun.
+//! - `mark_delivered` takes the incident's lock too, before it notes `last_sent_at`: `accept`
+//!   rewrites the whole incident row from what it read, and would otherwise put back an older
+//!   `last_sent_at` committed in between.
+//! - `expire_incidents` skips incident rows another transaction holds instead of waiting, so
+//!   it cannot deadlock with an `accept` writing several incidents in another order.
+//!
+//! Those transactions begin `ISOLATION LEVEL READ COMMITTED` explicitly: each statement then
+//! reads what was committed before it, so the state read after a lock is granted includes the
+//! previous holder's writes. A server default of REPEATABLE READ would read a snapshot from
+//! before the wait.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use pagerduty_events::Severity;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
+use super::{
+    Acceptance, Action, BudgetDecision, DeadLetter, LaneStats, NewEvent, QueuedEvent, Store,
+    StoreError, from_millis, severity_rank, to_millis,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// How the locked transactions begin; see the module documentation.
+const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
+/// Takes an incident's lock, given the `hashtext` of its [`incident_lock_key`]. The first key
+/// names the lock space, so incident and budget locks never collide with each other.
+const LOCK_INCIDENT: &str = "SELECT pg_advisory_xact_lock(hashtext('pagerbridge/incident'), $1)";
+
+/// The PostgreSQL-backed [`Store`].
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL) and migrates it. Replicas
+    /// starting together are safe: the migrator serialises them with its own lock.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn load_incident(
+        conn: &mut PgConnection,
+        target: &str,
+        dedup_key: &str,
+    ) -> Result<Option<IncidentState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT target, dedup_key, fingerprint, status, last_payload_hash, last_trigger_at,
+                    last_sent_at, updated_at
+             FROM incidents WHERE target = $1 AND dedup_key = $2",
+        )
+        .bind(target)
+        .bind(dedup_key)
+        .fetch_optional(conn)
+        .await?;
+        row.as_ref().map(incident_from_row).transpose()
+    }
+
+    async fn save_incident(
+        tx: &mut Transaction<'_, Postgres>,
+        state: &IncidentState,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
+                                    last_trigger_at, last_sent_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (target, dedup_key) DO UPDATE SET
+                fingerprint = excluded.fingerprint, status = excluded.status,
+                last_payload_hash = excluded.last_payload_hash,
+                last_trigger_at = excluded.last_trigger_at,
+                last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at",
+        )
+        .bind(&state.target)
+        .bind(&state.dedup_key)
+        .bind(&state.fingerprint)
+        .bind(state.status.as_str())
+        .bind(&state.last_payload_hash)
+        .bind(state.last_trigger_at.map(to_millis))
+        .bind(state.last_sent_at.map(to_millis))
+        .bind(to_millis(state.updated_at))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Locks every incident the events name, each once, in ascending order of the lock's key,
+    /// so that any two transactions wait for each other in one order and cannot deadlock.
+    async fn lock_incidents(
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let keys: Vec<String> = events
+            .iter()
+            .filter_map(|e| Some(incident_lock_key(&e.target, e.dedup_key.as_deref()?)))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let hashes: Vec<i32> = sqlx::query_scalar(
+            "SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY h",
+        )
+        .bind(&keys)
+        .fetch_all(&mut **tx)
+        .await?;
+        for hash in hashes {
+            sqlx::query(LOCK_INCIDENT)
+                .bind(hash)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What an incident's advisory lock is derived from. Targets containing `/` can make two
+/// incidents share a lock; that only serialises them, it never lets one through unlocked.
+fn incident_lock_key(target: &str, dedup_key: &str) -> String {
+    format!("{target}/{dedup_key}")
+}
+
+/// PostgreSQL `TEXT` cannot hold NUL, which SQLite stores fine; error texts come from the
+/// network, and refusing to record one would wedge its event, so NUL becomes U+FFFD there.
+fn storable_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// The columns of a [`QueuedEvent`], as a macro so queries stay `&'static str` (sqlx refuses
+/// SQL built at run time).
+macro_rules! queued_columns {
+    () => {
+        "id, target, dedup_key, action, severity_rank, event, alert, fingerprint, accepted_at, \
+         attempts, last_error"
+    };
+}
+
+fn severity_from_rank(rank: i32) -> Option<Severity> {
+    match rank {
+        4 => Some(Severity::Critical),
+        3 => Some(Severity::Error),
+        2 => Some(Severity::Warning),
+        1 => Some(Severity::Info),
+        _ => None,
+    }
+}
+
+fn json_column(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn queued_from_row(row: &PgRow) -> Result<QueuedEvent, StoreError> {
+    let alert: Option<String> = row.try_get("alert")?;
+    Ok(QueuedEvent {
+        id: row.try_get("id")?,
+        target: row.try_get("target")?,
+        dedup_key: row.try_get("dedup_key")?,
+        action: Action::parse(row.try_get("action")?)?,
+        severity: severity_from_rank(row.try_get("severity_rank")?),
+        event: json_column(row, "event")?,
+        alert: alert
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("alert: {e}")))?,
+        fingerprint: row.try_get("fingerprint")?,
+        accepted_at: from_millis(row.try_get("accepted_at")?)?,
+        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+fn incident_from_row(row: &PgRow) -> Result<IncidentState, StoreError> {
+    let status: String = row.try_get("status")?;
+    let optional_time = |column: &str| -> Result<Option<Timestamp>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_millis)
+            .transpose()
+    };
+    Ok(IncidentState {
+        target: row.try_get("target")?,
+        dedup_key: row.try_get("dedup_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("incident status {status:?}")))?,
+        last_payload_hash: row.try_get("last_payload_hash")?,
+        last_trigger_at: optional_time("last_trigger_at")?,
+        last_sent_at: optional_time("last_sent_at")?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        policy: &SuppressionPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        Self::lock_incidents(&mut tx, &events).await?;
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            // Read per event, not once per request: an earlier event of the same request may
+            // have changed the incident.
+            let incident = match &event.dedup_key {
+                Some(key) => Some((
+                    key.clone(),
+                    Self::load_incident(&mut tx, &event.target, key).await?,
+                )),
+                None => None,
+            };
+            if let Some((_, current)) = &incident
+                && let Some(reason) = suppress::suppression(current.as_ref(), &event, policy, now)
+            {
+                results.push(Acceptance::Suppressed { reason });
+                continue;
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
+                                     fingerprint, accepted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(&event.target)
+            .bind(&event.dedup_key)
+            .bind(event.action.as_str())
+            .bind(severity_rank(event.severity))
+            .bind(event.event.to_string())
+            .bind(event.alert.as_ref().map(|a| a.to_string()))
+            .bind(&event.fingerprint)
+            .bind(to_millis(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some((key, current)) = &incident {
+                let next = suppress::next_state(current.as_ref(), &event.target, key, &event, now);
+                Self::save_incident(&mut tx, &next).await?;
+            }
+            results.push(Acceptance::Queued { id });
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn dedup_key_for_fingerprint(
+        &self,
+        target: &str,
+        fingerprint: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT dedup_key FROM incidents WHERE target = $1 AND fingerprint = $2
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(target)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox o
+             WHERE o.target = $1 AND o.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM outbox p
+                               WHERE p.target = o.target AND p.dedup_key = o.dedup_key
+                                 AND p.status = 'pending' AND p.id < o.id)
+             ORDER BY o.severity_rank DESC, o.id ASC
+             LIMIT 1"
+        );
+        let row = sqlx::query(sql)
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(queued_from_row).transpose()
+    }
+
+    async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let incident: Option<(String, Option<String>)> =
+            sqlx::query_as("DELETE FROM outbox WHERE id = $1 RETURNING target, dedup_key")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((target, Some(dedup_key))) = incident {
+            // Under the incident's lock, so a concurrent accept's rewrite of the row does not
+            // put back the `last_sent_at` it read (see the module documentation).
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(hashtext('pagerbridge/incident'), hashtext($1))",
+            )
+            .bind(incident_lock_key(&target, &dedup_key))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE incidents SET last_sent_at = $1 WHERE target = $2 AND dedup_key = $3",
+            )
+            .bind(to_millis(now))
+            .bind(target)
+            .bind(dedup_key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_failure(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
+            .bind(storable_text(error))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = $1, dead_reason = $2
+             WHERE id = $3 AND status = 'pending'",
+        )
+        .bind(to_millis(now))
+        .bind(storable_text(reason))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = $1,
+                    dead_reason = 'expired: older than max_event_age without being delivered'
+             WHERE status = 'pending' AND accepted_at < $2",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        // Rows locked right now belong to an `accept` or `mark_delivered` touching them, so they
+        // are about to be fresh: skipping them, instead of waiting, also rules out a deadlock
+        // with an `accept` that writes several incidents in another order than this scan.
+        let done = sqlx::query(
+            "DELETE FROM incidents WHERE (target, dedup_key) IN (
+                 SELECT target, dedup_key FROM incidents WHERE updated_at < $1
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_budget(
+        &self,
+        target: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<BudgetDecision, StoreError> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since = to_millis(now).saturating_sub(window_ms);
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        // Every replica counts and inserts under this lock: without it two could both see
+        // room for the last request and both take it.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagerbridge/budget'), hashtext($1))")
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        // A slot exactly one window old still counts: err on the side of PagerDuty's limit.
+        sqlx::query("DELETE FROM budget_sends WHERE target = $1 AND sent_at < $2")
+            .bind(target)
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
+        let (used, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE target = $1")
+                .bind(target)
+                .fetch_one(&mut *tx)
+                .await?;
+        let decision = if used < i64::from(limit) {
+            let slot: i64 = sqlx::query_scalar(
+                "INSERT INTO budget_sends (target, sent_at) VALUES ($1, $2) RETURNING id",
+            )
+            .bind(target)
+            .bind(to_millis(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            BudgetDecision::Granted { slot }
+        } else {
+            let frees_at = oldest
+                .unwrap_or(to_millis(now))
+                .saturating_add(window_ms)
+                .saturating_add(1);
+            BudgetDecision::WaitUntil(from_millis(frees_at)?)
+        };
+        tx.commit().await?;
+        Ok(decision)
+    }
+
+    async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
+        // No budget lock: moving a slot later only ever shrinks the room a concurrent
+        // `take_budget` sees, so whichever commits first, the window is not overrun.
+        sqlx::query("UPDATE budget_sends SET sent_at = GREATEST(sent_at, $1) WHERE id = $2")
+            .bind(to_millis(at))
+            .bind(slot)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target,
+                    COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+                    COUNT(*) FILTER (WHERE status = 'dead') AS dead,
+                    MIN(accepted_at) FILTER (WHERE status = 'pending') AS oldest
+             FROM outbox GROUP BY target ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LaneStats {
+                    target: row.try_get("target")?,
+                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
+                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
+                    oldest_pending_accepted_at: row
+                        .try_get::<Option<i64>, _>("oldest")?
+                        .map(from_millis)
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_incidents(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn incident(
+        &self,
+        target: &str,
+        dedup_key: &str,
+    ) -> Result<Option<IncidentState>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::load_incident(&mut conn, target, dedup_key).await
+    }
+
+    async fn dead_letters(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, target, dedup_key, action, event, accepted_at, dead_at, dead_reason, attempts
+             FROM outbox WHERE status = 'dead' AND ($1::text IS NULL OR target = $1)
+             ORDER BY id LIMIT $2",
+        )
+        .bind(target)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    id: row.try_get("id")?,
+                    target: row.try_get("target")?,
+                    dedup_key: row.try_get("dedup_key")?,
+                    action: Action::parse(row.try_get("action")?)?,
+                    event: json_column(row, "event")?,
+                    accepted_at: from_millis(row.try_get("accepted_at")?)?,
+                    dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
+                    reason: row
+                        .try_get::<Option<String>, _>("dead_reason")?
+                        .unwrap_or_default(),
+                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox WHERE status = 'pending' AND ($1::text IS NULL OR target = $1)
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(queued_from_row).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

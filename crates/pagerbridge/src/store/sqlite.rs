@@ -1,0 +1,479 @@
+//! The embedded SQLite store: one file, zero setup, the default.
+//!
+//! Durability settings are the point: WAL journal with `synchronous=FULL`, so a transaction
+//! that returned is on disk and survives `kill -9` or power loss. One connection serves
+//! everything: SQLite admits one writer at a time anyway, and a single connection rules out
+//! `SQLITE_BUSY` between our own transactions.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use pagerduty_events::Severity;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
+use super::{
+    Acceptance, Action, BudgetDecision, DeadLetter, LaneStats, NewEvent, QueuedEvent, Store,
+    StoreError, from_millis, severity_rank, to_millis,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The SQLite-backed [`Store`].
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its directory) and migrates the database file.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("creating {}: {e}", dir.display()),
+                )))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        Self::connect(options).await
+    }
+
+    /// An in-memory database, for tests that need no file.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        Self::connect(options).await
+    }
+
+    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            // Keep the one connection for the life of the pool: an in-memory database lives
+            // only as long as its connection.
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn load_incident(
+        tx: &mut Transaction<'_, Sqlite>,
+        target: &str,
+        dedup_key: &str,
+    ) -> Result<Option<IncidentState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT target, dedup_key, fingerprint, status, last_payload_hash, last_trigger_at,
+                    last_sent_at, updated_at
+             FROM incidents WHERE target = ? AND dedup_key = ?",
+        )
+        .bind(target)
+        .bind(dedup_key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.as_ref().map(incident_from_row).transpose()
+    }
+
+    async fn save_incident(
+        tx: &mut Transaction<'_, Sqlite>,
+        state: &IncidentState,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
+                                    last_trigger_at, last_sent_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (target, dedup_key) DO UPDATE SET
+                fingerprint = excluded.fingerprint, status = excluded.status,
+                last_payload_hash = excluded.last_payload_hash,
+                last_trigger_at = excluded.last_trigger_at,
+                last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at",
+        )
+        .bind(&state.target)
+        .bind(&state.dedup_key)
+        .bind(&state.fingerprint)
+        .bind(state.status.as_str())
+        .bind(&state.last_payload_hash)
+        .bind(state.last_trigger_at.map(to_millis))
+        .bind(state.last_sent_at.map(to_millis))
+        .bind(to_millis(state.updated_at))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// The columns of a [`QueuedEvent`], as a macro so queries stay `&'static str` (sqlx refuses
+/// SQL built at run time).
+macro_rules! queued_columns {
+    () => {
+        "id, target, dedup_key, action, severity_rank, event, alert, fingerprint, accepted_at, \
+         attempts, last_error"
+    };
+}
+
+fn severity_from_rank(rank: i64) -> Option<Severity> {
+    match rank {
+        4 => Some(Severity::Critical),
+        3 => Some(Severity::Error),
+        2 => Some(Severity::Warning),
+        1 => Some(Severity::Info),
+        _ => None,
+    }
+}
+
+fn json_column(row: &SqliteRow, column: &str) -> Result<serde_json::Value, StoreError> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn queued_from_row(row: &SqliteRow) -> Result<QueuedEvent, StoreError> {
+    let alert: Option<String> = row.try_get("alert")?;
+    Ok(QueuedEvent {
+        id: row.try_get("id")?,
+        target: row.try_get("target")?,
+        dedup_key: row.try_get("dedup_key")?,
+        action: Action::parse(row.try_get("action")?)?,
+        severity: severity_from_rank(row.try_get("severity_rank")?),
+        event: json_column(row, "event")?,
+        alert: alert
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("alert: {e}")))?,
+        fingerprint: row.try_get("fingerprint")?,
+        accepted_at: from_millis(row.try_get("accepted_at")?)?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+fn incident_from_row(row: &SqliteRow) -> Result<IncidentState, StoreError> {
+    let status: String = row.try_get("status")?;
+    let optional_time = |column: &str| -> Result<Option<Timestamp>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_millis)
+            .transpose()
+    };
+    Ok(IncidentState {
+        target: row.try_get("target")?,
+        dedup_key: row.try_get("dedup_key")?,
+        fingerprint: row.try_get("fingerprint")?,
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("incident status {status:?}")))?,
+        last_payload_hash: row.try_get("last_payload_hash")?,
+        last_trigger_at: optional_time("last_trigger_at")?,
+        last_sent_at: optional_time("last_sent_at")?,
+        updated_at: from_millis(row.try_get("updated_at")?)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        policy: &SuppressionPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<Acceptance>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let incident = match &event.dedup_key {
+                Some(key) => Some((key.clone(), Self::load_incident(&mut tx, &event.target, key).await?)),
+                None => None,
+            };
+            if let Some((_, current)) = &incident
+                && let Some(reason) = suppress::suppression(current.as_ref(), &event, policy, now)
+            {
+                results.push(Acceptance::Suppressed { reason });
+                continue;
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
+                                     fingerprint, accepted_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&event.target)
+            .bind(&event.dedup_key)
+            .bind(event.action.as_str())
+            .bind(severity_rank(event.severity))
+            .bind(event.event.to_string())
+            .bind(event.alert.as_ref().map(|a| a.to_string()))
+            .bind(&event.fingerprint)
+            .bind(to_millis(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some((key, current)) = &incident {
+                let next = suppress::next_state(current.as_ref(), &event.target, key, &event, now);
+                Self::save_incident(&mut tx, &next).await?;
+            }
+            results.push(Acceptance::Queued { id });
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn dedup_key_for_fingerprint(
+        &self,
+        target: &str,
+        fingerprint: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT dedup_key FROM incidents WHERE target = ? AND fingerprint = ?
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(target)
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox o
+             WHERE o.target = ? AND o.status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM outbox p
+                               WHERE p.target = o.target AND p.dedup_key = o.dedup_key
+                                 AND p.status = 'pending' AND p.id < o.id)
+             ORDER BY o.severity_rank DESC, o.id ASC
+             LIMIT 1"
+        );
+        let row = sqlx::query(sql)
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(queued_from_row).transpose()
+    }
+
+    async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let incident: Option<(String, Option<String>)> =
+            sqlx::query_as("DELETE FROM outbox WHERE id = ? RETURNING target, dedup_key")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((target, Some(dedup_key))) = incident {
+            sqlx::query("UPDATE incidents SET last_sent_at = ? WHERE target = ? AND dedup_key = ?")
+                .bind(to_millis(now))
+                .bind(target)
+                .bind(dedup_key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_failure(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = ?, dead_reason = ?
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(to_millis(now))
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = ?,
+                    dead_reason = 'expired: older than max_event_age without being delivered'
+             WHERE status = 'pending' AND accepted_at < ?",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM incidents WHERE updated_at < ?")
+            .bind(to_millis(cutoff))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn take_budget(
+        &self,
+        target: &str,
+        limit: u32,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<BudgetDecision, StoreError> {
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let since = to_millis(now).saturating_sub(window_ms);
+        let mut tx = self.pool.begin().await?;
+        // A slot exactly one window old still counts: err on the side of PagerDuty's limit.
+        sqlx::query("DELETE FROM budget_sends WHERE target = ? AND sent_at < ?")
+            .bind(target)
+            .bind(since)
+            .execute(&mut *tx)
+            .await?;
+        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE target = ?",
+        )
+        .bind(target)
+        .fetch_one(&mut *tx)
+        .await?;
+        let decision = if used < i64::from(limit) {
+            let slot: i64 = sqlx::query_scalar(
+                "INSERT INTO budget_sends (target, sent_at) VALUES (?, ?) RETURNING rowid",
+            )
+            .bind(target)
+            .bind(to_millis(now))
+            .fetch_one(&mut *tx)
+            .await?;
+            BudgetDecision::Granted { slot }
+        } else {
+            let frees_at = oldest
+                .unwrap_or(to_millis(now))
+                .saturating_add(window_ms)
+                .saturating_add(1);
+            BudgetDecision::WaitUntil(from_millis(frees_at)?)
+        };
+        tx.commit().await?;
+        Ok(decision)
+    }
+
+    async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
+        sqlx::query("UPDATE budget_sends SET sent_at = MAX(sent_at, ?) WHERE rowid = ?")
+            .bind(to_millis(at))
+            .bind(slot)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target,
+                    SUM(status = 'pending') AS pending,
+                    SUM(status = 'dead') AS dead,
+                    MIN(CASE WHEN status = 'pending' THEN accepted_at END) AS oldest
+             FROM outbox GROUP BY target ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LaneStats {
+                    target: row.try_get("target")?,
+                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
+                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
+                    oldest_pending_accepted_at: row
+                        .try_get::<Option<i64>, _>("oldest")?
+                        .map(from_millis)
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn open_incidents(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn incident(
+        &self,
+        target: &str,
+        dedup_key: &str,
+    ) -> Result<Option<IncidentState>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let state = Self::load_incident(&mut tx, target, dedup_key).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    async fn dead_letters(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, target, dedup_key, action, event, accepted_at, dead_at, dead_reason, attempts
+             FROM outbox WHERE status = 'dead' AND (?1 IS NULL OR target = ?1)
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(target)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetter {
+                    id: row.try_get("id")?,
+                    target: row.try_get("target")?,
+                    dedup_key: row.try_get("dedup_key")?,
+                    action: Action::parse(row.try_get("action")?)?,
+                    event: json_column(row, "event")?,
+                    accepted_at: from_millis(row.try_get("accepted_at")?)?,
+                    dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
+                    reason: row
+                        .try_get::<Option<String>, _>("dead_reason")?
+                        .unwrap_or_default(),
+                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox WHERE status = 'pending' AND (?1 IS NULL OR target = ?1)
+             ORDER BY id LIMIT ?2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(queued_from_row).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! The incident-state rules every store applies inside its accept transaction: which events
+//! PagerDuty does not need again, and what the incident's state becomes.
+//!
+//! Alertmanager re-sends every firing alert of a group whenever the group changes; forwarding
+//! each would burn PagerDuty's budget on nothing. So a trigger identical to the last one queued
+//! for that incident, less than `retrigger_after` ago, is suppressed, and so is an acknowledge
+//! of an acknowledged incident or a resolve of a resolved one.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{Action, NewEvent};
+
+/// How long an unchanged trigger is not sent again (Alertmanager's repeat_interval).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SuppressionPolicy {
+    pub retrigger_after: Duration,
+}
+
+impl Default for SuppressionPolicy {
+    fn default() -> Self {
+        Self {
+            retrigger_after: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// Where an incident stands, as far as what we queued for PagerDuty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Triggered,
+    Acknowledged,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Triggered => "triggered",
+            Status::Acknowledged => "acknowledged",
+            Status::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "triggered" => Some(Status::Triggered),
+            "acknowledged" => Some(Status::Acknowledged),
+            "resolved" => Some(Status::Resolved),
+            _ => None,
+        }
+    }
+}
+
+/// The remembered state of one incident (target, dedup key).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentState {
+    pub target: String,
+    pub dedup_key: String,
+    pub fingerprint: Option<String>,
+    pub status: Status,
+    pub last_payload_hash: Option<String>,
+    pub last_trigger_at: Option<Timestamp>,
+    /// When PagerDuty last accepted an event of this incident.
+    pub last_sent_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+/// Why an event is not queued, or `None` to queue it.
+pub fn suppression(
+    current: Option<&IncidentState>,
+    event: &NewEvent,
+    policy: &SuppressionPolicy,
+    now: Timestamp,
+) -> Option<&'static str> {
+    let current = current?;
+    match event.action {
+        Action::Trigger => {
+            let open = matches!(current.status, Status::Triggered | Status::Acknowledged);
+            let unchanged = event.payload_hash.is_some()
+                && event.payload_hash == current.last_payload_hash;
+            let recent = current.last_trigger_at.is_some_and(|at| {
+                now.duration_since(at) < jiff::SignedDuration::try_from(policy.retrigger_after)
+                    .unwrap_or(jiff::SignedDuration::MAX)
+            });
+            (open && unchanged && recent).then_some("unchanged_retrigger")
+        }
+        Action::Acknowledge => {
+            (current.status == Status::Acknowledged).then_some("already_acknowledged")
+        }
+        Action::Resolve => (current.status == Status::Resolved).then_some("already_resolved"),
+        Action::Change => None,
+    }
+}
+
+/// The incident's state after `event` was queued.
+pub fn next_state(
+    current: Option<&IncidentState>,
+    target: &str,
+    dedup_key: &str,
+    event: &NewEvent,
+    now: Timestamp,
+) -> IncidentState {
+    let mut next = current.cloned().unwrap_or(IncidentState {
+        target: target.to_owned(),
+        dedup_key: dedup_key.to_owned(),
+        fingerprint: None,
+        status: Status::Triggered,
+        last_payload_hash: None,
+        last_trigger_at: None,
+        last_sent_at: None,
+        updated_at: now,
+    });
+    if event.fingerprint.is_some() {
+        next.fingerprint.clone_from(&event.fingerprint);
+    }
+    match event.action {
+        Action::Trigger => {
+            // A trigger on an acknowledged incident leaves it acknowledged, as PagerDuty does.
+            if next.status == Status::Resolved || current.is_none() {
+                next.status = Status::Triggered;
+            }
+            next.last_payload_hash.clone_from(&event.payload_hash);
+            next.last_trigger_at = Some(now);
+        }
+        Action::Acknowledge => next.status = Status::Acknowledged,
+        Action::Resolve => next.status = Status::Resolved,
+        Action::Change => {}
+    }
+    next.updated_at = now;
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(action: Action, hash: Option<&str>) -> NewEvent {
+        NewEvent {
+            target: "t".into(),
+            dedup_key: Some("k".into()),
+            action,
+            severity: None,
+            event: json!({}),
+            alert: None,
+            fingerprint: Some("fp".into()),
+            payload_hash: hash.map(str::to_owned),
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).expect("valid")
+    }
+
+    fn state_after(events: &[NewEvent], now: Timestamp) -> Option<IncidentState> {
+        let mut state = None;
+        for e in events {
+            state = Some(next_state(state.as_ref(), "t", "k", e, now));
+        }
+        state
+    }
+
+    #[test]
+    fn unchanged_trigger_is_suppressed_only_within_the_window() {
+        let policy = SuppressionPolicy {
+            retrigger_after: Duration::from_secs(60),
+        };
+        let state = state_after(&[event(Action::Trigger, Some("h1"))], at(0));
+        let again = event(Action::Trigger, Some("h1"));
+        assert_eq!(
+            suppression(state.as_ref(), &again, &policy, at(59)),
+            Some("unchanged_retrigger")
+        );
+        assert_eq!(suppression(state.as_ref(), &again, &policy, at(60)), None);
+        let changed = event(Action::Trigger, Some("h2"));
+        assert_eq!(suppression(state.as_ref(), &changed, &policy, at(1)), None);
+    }
+
+    #[test]
+    fn trigger_after_resolve_is_sent_and_reopens() {
+        let policy = SuppressionPolicy::default();
+        let state = state_after(
+            &[event(Action::Trigger, Some("h")), event(Action::Resolve, None)],
+            at(0),
+        );
+        let again = event(Action::Trigger, Some("h"));
+        assert_eq!(suppression(state.as_ref(), &again, &policy, at(1)), None);
+        let reopened = next_state(state.as_ref(), "t", "k", &again, at(1));
+        assert_eq!(reopened.status, Status::Triggered);
+    }
+
+    #[test]
+    fn repeated_acknowledge_and_resolve_are_suppressed() {
+        let policy = SuppressionPolicy::default();
+        let acked = state_after(
+            &[event(Action::Trigger, Some("h")), event(Action::Acknowledge, None)],
+            at(0),
+        );
+        assert_eq!(
+            suppression(acked.as_ref(), &event(Action::Acknowledge, None), &policy, at(1)),
+            Some("already_acknowledged")
+        );
+        let resolved = state_after(&[event(Action::Resolve, None)], at(0));
+        assert_eq!(
+            suppression(resolved.as_ref(), &event(Action::Resolve, None), &policy, at(1)),
+            Some("already_resolved")
+        );
+        // Unknown incidents are never suppressed: a cold cache must not lose a resolve.
+        assert_eq!(suppression(None, &event(Action::Resolve, None), &policy, at(1)), None);
+    }
+
+    #[test]
+    fn trigger_keeps_an_acknowledged_incident_acknowledged() {
+        let state = state_after(
+            &[
+                event(Action::Trigger, Some("h")),
+                event(Action::Acknowledge, None),
+                event(Action::Trigger, Some("h2")),
+            ],
+            at(0),
+        )
+        .expect("state");
+        assert_eq!(state.status, Status::Acknowledged);
+        assert_eq!(state.last_payload_hash.as_deref(), Some("h2"));
+    }
+}

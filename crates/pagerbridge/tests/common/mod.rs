@@ -1,0 +1,274 @@
+//! End-to-end harness: the real `pagerbridge serve` binary, a real SQLite file in a temporary
+//! directory, and the PagerDuty simulator in-process, over loopback HTTP.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pagerduty_simulator::{Config as SimConfig, SpawnedSimulator, spawn_on_loopback};
+use serde_json::Value;
+
+/// A distinctive fake routing key, so a leak is easy to search for.
+pub const ROUTING_KEY: &str = "E2eTestRoutingKeyZZ0000000000042";
+
+pub fn sample(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/samples/alertmanager-0.25")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("sample {} missing: {e}", path.display()))
+}
+
+/// Waits for `condition`, checking every 20 ms, failing the test after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn simulator(config: SimConfig) -> SpawnedSimulator {
+    spawn_on_loopback(config).await.expect("simulator starts")
+}
+
+/// A bridge's files: configuration, key and database, kept across restarts.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// Writes a configuration pointing at `pagerduty_url`; `extra` is appended to the
+    /// top level (YAML) and `target_extra` to the default target's mapping.
+    pub fn new(pagerduty_url: &str, budget: (u32, &str), extra: &str, target_extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("routing-key");
+        std::fs::write(&key, format!("{ROUTING_KEY}\n")).expect("key file");
+        let config = dir.path().join("pagerbridge.yaml");
+        let yaml = format!(
+            r#"listen: "127.0.0.1:0"
+storage:
+  path: "{db}"
+pagerduty:
+  url: "{pagerduty_url}"
+  rate_limit: {{ requests: {requests}, window: "{window}" }}
+  timeout: "2s"
+delivery:
+  max_backoff: "500ms"
+  shutdown_drain: "1s"
+{extra}
+targets:
+  - name: "default"
+    routing_key_file: "{key}"
+{target_extra}
+"#,
+            db = dir.path().join("data/bridge.db").display(),
+            requests = budget.0,
+            window = budget.1,
+            key = key.display(),
+        );
+        std::fs::write(&config, yaml).expect("config file");
+        Self { dir, config }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/bridge.db")
+    }
+
+    /// Starts `pagerbridge serve` and waits until it listens.
+    pub async fn start(&self) -> Bridge {
+        Bridge::start(&self.config).await
+    }
+}
+
+/// A running `pagerbridge serve` process.
+pub struct Bridge {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+}
+
+impl Bridge {
+    async fn start(config: &Path) -> Bridge {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pagerbridge"))
+            .args(["--log-level", "debug", "serve", "--config"])
+            .arg(config)
+            .env_remove("PAGERBRIDGE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pagerbridge starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut logs) = sink.lock() {
+                    logs.push(line);
+                }
+            }
+        });
+        let mut addr = None;
+        let found = logs.clone();
+        wait_until("pagerbridge to listen", Duration::from_secs(20), || {
+            addr = listening_addr(&found.lock().expect("logs"));
+            addr.is_some() || exited(&mut child)
+        })
+        .await;
+        let addr = addr.unwrap_or_else(|| {
+            panic!(
+                "pagerbridge exited before listening:\n{}",
+                logs.lock().expect("logs").join("\n")
+            )
+        });
+        Bridge {
+            child,
+            addr,
+            logs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// POSTs JSON bytes; returns status and parsed JSON answer.
+    pub async fn post(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.http.get(self.url(path)).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// `kill -9`: no chance to flush or drain.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit (at most `timeout`).
+    pub async fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "could not send SIGTERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "pagerbridge did not stop within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn exited(child: &mut Child) -> bool {
+    matches!(child.try_wait(), Ok(Some(_)))
+}
+
+fn listening_addr(logs: &[String]) -> Option<SocketAddr> {
+    logs.iter().find_map(|line| {
+        let value: Value = serde_json::from_str(line).ok()?;
+        let fields = value.get("fields")?;
+        (fields.get("message")?.as_str()? == "pagerbridge listening")
+            .then(|| fields.get("addr")?.as_str()?.parse().ok())?
+    })
+}
+
+/// The 202-answered requests the simulator got, in arrival order: (dedup_key, action).
+pub fn delivered(sim: &SpawnedSimulator) -> Vec<(String, String)> {
+    sim.sim
+        .events()
+        .iter()
+        .filter(|e| e.status == 202 && e.path == "/v2/enqueue")
+        .map(|e| {
+            (
+                e.body["dedup_key"].as_str().unwrap_or_default().to_owned(),
+                e.body["event_action"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Checks that for every dedup key the accepted actions follow `expected` exactly once each
+/// (duplicates of a step are allowed only if `allow_duplicates`).
+pub fn assert_lifecycles(
+    delivered: &[(String, String)],
+    keys: &[String],
+    expected: &[&str],
+    allow_duplicates: bool,
+) {
+    for key in keys {
+        let mut actions: Vec<&str> = delivered
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, a)| a.as_str())
+            .collect();
+        if allow_duplicates {
+            actions.dedup();
+        }
+        assert_eq!(actions, expected, "lifecycle of {key}");
+    }
+}
+
+/// A native API request with `n` alerts named `prefix-i`, all with `status`.
+pub fn native_alerts(prefix: &str, n: usize, status: &str, severity: &str) -> Vec<u8> {
+    let alerts: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "status": status,
+                "labels": {"alertname": format!("{prefix}-{i}"), "severity": severity, "instance": format!("host-{i}")},
+                "annotations": {"summary": format!("{prefix} number {i}")},
+                "startsAt": "2026-11-29T10:00:00Z"
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "alerts": alerts })).expect("json")
+}
+
+/// The dedup key pagerbridge derives for `labels` (SHA-256 of the canonical label set),
+/// computed here independently of the code under test.
+pub fn expected_dedup_key(labels: &[(&str, &str)]) -> String {
+    use sha2::Digest;
+    let mut sorted = labels.to_vec();
+    sorted.sort();
+    let body: Vec<String> = sorted
+        .iter()
+        .map(|(k, v)| {
+            let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            format!("{k}=\"{escaped}\"")
+        })
+        .collect();
+    hex::encode(sha2::Sha256::digest(format!("{{{}}}", body.join(","))))
+}

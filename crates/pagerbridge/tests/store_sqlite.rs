@@ -1,0 +1,13 @@
+//! The store conformance suite against a real SQLite file.
+
+use pagerbridge::store::sqlite::SqliteStore;
+
+async fn fresh_store() -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(&dir.path().join("nested/dir/pagerbridge.db"))
+        .await
+        .expect("open store");
+    (store, dir)
+}
+
+pagerbridge::conformance_tests!(fresh_store());
