@@ -22,6 +22,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum Command {
     /// Run the bridge: Alertmanager webhooks and the native API in, PagerDuty events out,
     /// through a durable outbox (embedded SQLite by default).

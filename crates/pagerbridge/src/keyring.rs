@@ -203,10 +203,7 @@ impl Slot {
 /// is the one holding the link, not the one it points into).
 fn parent_dir(path: &Path) -> std::io::Result<PathBuf> {
     let absolute = std::path::absolute(path)?;
-    Ok(absolute
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or(absolute))
+    Ok(absolute.parent().map(Path::to_path_buf).unwrap_or(absolute))
 }
 
 #[cfg(test)]
@@ -281,11 +278,14 @@ mod tests {
     #[test]
     fn load_fails_naming_the_target_and_file() {
         let missing = PathBuf::from("/nonexistent/pagerbridge/pd-key");
-        let error = Keyring::load(&[target("db", KeySource::File(missing))])
-            .expect_err("missing file");
+        let error =
+            Keyring::load(&[target("db", KeySource::File(missing))]).expect_err("missing file");
         let message = format!("{error:#}");
         assert!(message.contains("target \"db\""), "{message}");
-        assert!(message.contains("/nonexistent/pagerbridge/pd-key"), "{message}");
+        assert!(
+            message.contains("/nonexistent/pagerbridge/pd-key"),
+            "{message}"
+        );
 
         let file = key_file("0123456789abcdef-not-a-key-at-all");
         let error = Keyring::load(&[target("web", KeySource::File(file.path.clone()))])
@@ -299,8 +299,8 @@ mod tests {
     #[test]
     fn reload_keeps_the_old_key_when_the_new_content_is_invalid() {
         let file = key_file(OLD);
-        let keyring = Keyring::load(&[target("db", KeySource::File(file.path.clone()))])
-            .expect("loads");
+        let keyring =
+            Keyring::load(&[target("db", KeySource::File(file.path.clone()))]).expect("loads");
 
         std::fs::write(&file.path, "half-written").expect("write");
         let errors = keyring.reload();
@@ -317,8 +317,8 @@ mod tests {
     #[test]
     fn watcher_picks_up_a_rewritten_file() {
         let file = key_file(OLD);
-        let keyring = Keyring::load(&[target("db", KeySource::File(file.path.clone()))])
-            .expect("loads");
+        let keyring =
+            Keyring::load(&[target("db", KeySource::File(file.path.clone()))]).expect("loads");
         let _watcher = keyring.watch().expect("watches");
 
         std::fs::write(&file.path, format!("{NEW}\n")).expect("rotate");
@@ -342,8 +342,8 @@ mod tests {
         symlink("..v1", root.join("..data")).expect("..data");
         symlink("..data/pd-key", root.join("pd-key")).expect("pd-key");
 
-        let keyring = Keyring::load(&[target("db", KeySource::File(root.join("pd-key")))])
-            .expect("loads");
+        let keyring =
+            Keyring::load(&[target("db", KeySource::File(root.join("pd-key")))]).expect("loads");
         let _watcher = keyring.watch().expect("watches");
 
         version("..v2", NEW);

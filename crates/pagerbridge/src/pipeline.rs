@@ -87,7 +87,8 @@ impl Planner {
         Ok(alerts
             .iter()
             .filter_map(|alert| {
-                let target = explicit.unwrap_or_else(|| config::route(&self.targets, &alert.labels));
+                let target =
+                    explicit.unwrap_or_else(|| config::route(&self.targets, &alert.labels));
                 let formatter = self.formatters.get(&target.name)?;
                 let formatted = formatter.format(alert, group)?;
                 Some(Planned {
@@ -182,7 +183,8 @@ impl Pipeline {
                 source: source.to_owned(),
             })
             .inc_by(alerts.len() as u64);
-        self.remember_dedup_keys(&mut alerts, explicit_target).await?;
+        self.remember_dedup_keys(&mut alerts, explicit_target)
+            .await?;
         let planned = self.planner.plan(&alerts, group, explicit_target)?;
         let mut receipt = self.commit(planned).await?;
         receipt.received = alerts.len();
@@ -224,7 +226,8 @@ impl Pipeline {
             let (None, Some(fingerprint)) = (&alert.dedup_key, &alert.fingerprint) else {
                 continue;
             };
-            let target = explicit.unwrap_or_else(|| config::route(&self.planner.targets, &alert.labels));
+            let target =
+                explicit.unwrap_or_else(|| config::route(&self.planner.targets, &alert.labels));
             if let Some(known) = self
                 .store
                 .dedup_key_for_fingerprint(&target.name, fingerprint)
@@ -252,7 +255,11 @@ impl Pipeline {
             match result {
                 Acceptance::Queued { .. } => {
                     receipt.queued += 1;
-                    Metrics::count(&self.metrics.events_queued, &event.target, event.action.as_str());
+                    Metrics::count(
+                        &self.metrics.events_queued,
+                        &event.target,
+                        event.action.as_str(),
+                    );
                     if woken.insert(event.target.as_str()) {
                         self.waker.wake(&event.target);
                     }
@@ -311,7 +318,10 @@ pub fn new_event(plan: &Planned) -> NewEvent {
         severity: formatted.severity,
         // Our own types always serialize; an empty object would be dead-lettered visibly.
         event: event.unwrap_or_default(),
-        alert: plan.alert.as_ref().and_then(|a| serde_json::to_value(a).ok()),
+        alert: plan
+            .alert
+            .as_ref()
+            .and_then(|a| serde_json::to_value(a).ok()),
         fingerprint: plan.alert.as_ref().and_then(|a| a.fingerprint.clone()),
         payload_hash: formatted.payload_hash.clone(),
     }

@@ -13,15 +13,15 @@ pub fn routing_key_from_file(path: &Path) -> anyhow::Result<RoutingKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("could not read routing key file {}", path.display()))?;
     warn_if_readable_by_others(path);
-    RoutingKey::new(&text)
-        .with_context(|| format!("invalid routing key in {}", path.display()))
+    RoutingKey::new(&text).with_context(|| format!("invalid routing key in {}", path.display()))
 }
 
 /// Reads a key from an environment variable.
 pub fn routing_key_from_env(variable: &str) -> anyhow::Result<RoutingKey> {
     match std::env::var(variable) {
-        Ok(text) => RoutingKey::new(&text)
-            .with_context(|| format!("invalid routing key in ${variable}")),
+        Ok(text) => {
+            RoutingKey::new(&text).with_context(|| format!("invalid routing key in ${variable}"))
+        }
         Err(std::env::VarError::NotPresent) => bail!("${variable} is not set"),
         Err(std::env::VarError::NotUnicode(_)) => bail!("${variable} is not valid UTF-8"),
     }

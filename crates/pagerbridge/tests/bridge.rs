@@ -36,7 +36,10 @@ async fn real_alertmanager_samples_drive_one_pagerduty_alert_per_alert() {
     let bridge = setup.start().await;
 
     let (status, receipt) = bridge
-        .post("/api/v1/alertmanager", &sample("alertmanager-webhook-firing.json"))
+        .post(
+            "/api/v1/alertmanager",
+            &sample("alertmanager-webhook-firing.json"),
+        )
         .await;
     assert_eq!(status, 202, "{receipt}");
     assert_eq!(receipt["queued"], 3);
@@ -53,21 +56,31 @@ async fn real_alertmanager_samples_drive_one_pagerduty_alert_per_alert() {
     assert_eq!(receipt["queued"], 1);
     assert_eq!(receipt["suppressed"], 2);
     let (status, _) = bridge
-        .post("/api/v1/alertmanager", &sample("alertmanager-webhook-resolved.json"))
+        .post(
+            "/api/v1/alertmanager",
+            &sample("alertmanager-webhook-resolved.json"),
+        )
         .await;
     assert_eq!(status, 202);
     wait_until("3 resolves", WAIT, || delivered(&sim).len() == 6).await;
 
-    let keys: Vec<String> = [("host-1", "critical"), ("host-2", "warning"), ("host-3", "info")]
-        .iter()
-        .map(|(host, severity)| key_for(&host_labels(host, severity)))
-        .collect();
+    let keys: Vec<String> = [
+        ("host-1", "critical"),
+        ("host-2", "warning"),
+        ("host-3", "info"),
+    ]
+    .iter()
+    .map(|(host, severity)| key_for(&host_labels(host, severity)))
+    .collect();
     assert_lifecycles(&delivered(&sim), &keys, &["trigger", "resolve"], false);
 
     let alerts = sim.sim.alerts();
     assert_eq!(alerts.len(), 3, "one PagerDuty alert per alert");
     for alert in &alerts {
-        assert_eq!(serde_json::to_value(&alert.state).expect("state"), "resolved");
+        assert_eq!(
+            serde_json::to_value(alert.state).expect("state"),
+            "resolved"
+        );
         assert_eq!(alert.routing_key, ROUTING_KEY);
     }
     let host1 = alerts
@@ -97,12 +110,21 @@ async fn real_alertmanager_samples_drive_one_pagerduty_alert_per_alert() {
         .as_array()
         .expect("links")
         .iter()
-        .map(|l| (l["text"].as_str().unwrap_or(""), l["href"].as_str().unwrap_or("")))
+        .map(|l| {
+            (
+                l["text"].as_str().unwrap_or(""),
+                l["href"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert!(links.iter().any(|(text, href)| *text == "Runbook"
         && *href == "https://runbooks.harness.test/harnessgrouped"));
     assert!(links.iter().any(|(text, _)| *text == "Dashboard"));
-    assert!(links.iter().any(|(text, href)| *text == "Source" && href.starts_with("http://127.0.0.1:9090/graph")));
+    assert!(
+        links.iter().any(
+            |(text, href)| *text == "Source" && href.starts_with("http://127.0.0.1:9090/graph")
+        )
+    );
     assert!(
         links
             .iter()
@@ -132,7 +154,10 @@ async fn order_and_budget_hold_while_pagerduty_fails_and_throttles() {
     let n = 12;
     for status in ["firing", "resolved"] {
         let (code, receipt) = bridge
-            .post("/api/v1/alerts", &native_alerts("Flaky", n, status, "error"))
+            .post(
+                "/api/v1/alerts",
+                &native_alerts("Flaky", n, status, "error"),
+            )
             .await;
         assert_eq!(code, 202, "{receipt}");
     }
@@ -151,8 +176,14 @@ async fn order_and_budget_hold_while_pagerduty_fails_and_throttles() {
         .collect();
     assert_lifecycles(&delivered(&sim), &keys, &["trigger", "resolve"], false);
     let stats = sim.sim.stats();
-    assert_eq!(stats.budget_violations, 0, "the simulator answered 429 for budget: {stats:?}");
-    assert!(stats.forced_or_failed >= 5, "faults were injected: {stats:?}");
+    assert_eq!(
+        stats.budget_violations, 0,
+        "the simulator answered 429 for budget: {stats:?}"
+    );
+    assert!(
+        stats.forced_or_failed >= 5,
+        "faults were injected: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,14 +197,23 @@ async fn kill_9_loses_nothing_accepted() {
     let bridge = setup.start().await;
     let n = 30;
     let (code, _) = bridge
-        .post("/api/v1/alerts", &native_alerts("Crash", n, "firing", "critical"))
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Crash", n, "firing", "critical"),
+        )
         .await;
     assert_eq!(code, 202);
     let (code, _) = bridge
-        .post("/api/v1/alerts", &native_alerts("Crash", n / 2, "resolved", "critical"))
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Crash", n / 2, "resolved", "critical"),
+        )
         .await;
     assert_eq!(code, 202);
-    wait_until("the bridge to try PagerDuty", WAIT, || !sim.sim.events().is_empty()).await;
+    wait_until("the bridge to try PagerDuty", WAIT, || {
+        !sim.sim.events().is_empty()
+    })
+    .await;
     bridge.kill9();
     assert!(delivered(&sim).is_empty(), "nothing got through the outage");
 
@@ -210,11 +250,17 @@ async fn a_critical_page_overtakes_a_backlog_of_info_triggers() {
     let setup = Setup::new(&sim.base_url(), (1000, "60s"), "", "");
     let bridge = setup.start().await;
     let (code, _) = bridge
-        .post("/api/v1/alerts", &native_alerts("Chatty", 20, "firing", "info"))
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Chatty", 20, "firing", "info"),
+        )
         .await;
     assert_eq!(code, 202);
     let (code, _) = bridge
-        .post("/api/v1/alerts", &native_alerts("Fire", 1, "firing", "critical"))
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Fire", 1, "firing", "critical"),
+        )
         .await;
     assert_eq!(code, 202);
     let critical = expected_dedup_key(&[
@@ -235,7 +281,11 @@ async fn a_critical_page_overtakes_a_backlog_of_info_triggers() {
         ..Faults::default()
     });
     wait_until("all 21 delivered", WAIT, || delivered(&sim).len() == 21).await;
-    assert_eq!(delivered(&sim)[0].0, critical, "the critical page went first");
+    assert_eq!(
+        delivered(&sim)[0].0,
+        critical,
+        "the critical page went first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -248,10 +298,16 @@ async fn a_rejected_event_is_dead_lettered_and_the_rest_flows() {
     let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "");
     let bridge = setup.start().await;
     let (code, _) = bridge
-        .post("/api/v1/alertmanager", &sample("alertmanager-webhook-firing.json"))
+        .post(
+            "/api/v1/alertmanager",
+            &sample("alertmanager-webhook-firing.json"),
+        )
         .await;
     assert_eq!(code, 202);
-    wait_until("the other two triggers", WAIT, || delivered(&sim).len() == 2).await;
+    wait_until("the other two triggers", WAIT, || {
+        delivered(&sim).len() == 2
+    })
+    .await;
     let (_, metrics) = bridge.get_text("/metrics").await;
     assert!(
         metrics.contains("pagerbridge_dead_letters{target=\"default\"} 1"),
@@ -283,7 +339,10 @@ async fn unchanged_resends_are_suppressed_but_changes_go_through() {
     let mut changed: Value = serde_json::from_slice(&firing).expect("json");
     changed["alerts"][0]["annotations"]["summary"] = "Now it is worse".into();
     let (_, third) = bridge
-        .post("/api/v1/alertmanager", &serde_json::to_vec(&changed).expect("json"))
+        .post(
+            "/api/v1/alertmanager",
+            &serde_json::to_vec(&changed).expect("json"),
+        )
         .await;
     assert_eq!(third["queued"], 1);
     assert_eq!(third["suppressed"], 2);
@@ -303,7 +362,10 @@ async fn sigterm_stops_cleanly() {
     let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "");
     let bridge = setup.start().await;
     let (code, _) = bridge
-        .post("/api/v1/alertmanager", &sample("alertmanager-webhook-firing.json"))
+        .post(
+            "/api/v1/alertmanager",
+            &sample("alertmanager-webhook-firing.json"),
+        )
         .await;
     assert_eq!(code, 202);
     let status = bridge.terminate(Duration::from_secs(10)).await;

@@ -124,7 +124,10 @@ fn valid_config_is_summarised_with_masked_keys() {
         "match:    everything",
         "configuration OK",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 }
 
@@ -136,7 +139,10 @@ fn inline_key_is_masked_and_warned_about() {
     ));
     let checked = fixture.check(&config, &[]);
     let stdout = checked.ok();
-    assert!(stdout.contains("…03qq (inline in the config file)"), "{stdout}");
+    assert!(
+        stdout.contains("…03qq (inline in the config file)"),
+        "{stdout}"
+    );
     assert!(checked.stderr().contains("inline"), "{}", checked.stderr());
 }
 
@@ -201,7 +207,10 @@ fn duplicate_target_names_are_refused() {
         "targets:\n  - { name: db, routing_key_file: pd-db }\n  - { name: db, routing_key_file: pd-db }\n",
     );
     let stderr = fixture.check(&config, &[]).failed();
-    assert!(stderr.contains("name \"db\" is already used by targets[0]"), "{stderr}");
+    assert!(
+        stderr.contains("name \"db\" is already used by targets[0]"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -210,14 +219,18 @@ fn bad_target_name_is_refused() {
     let config =
         fixture.write_config("targets:\n  - { name: \"db/primary\", routing_key_file: pd-db }\n");
     let stderr = fixture.check(&config, &[]).failed();
-    assert!(stderr.contains("\"db/primary\" may only contain"), "{stderr}");
+    assert!(
+        stderr.contains("\"db/primary\" may only contain"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn plain_http_to_a_remote_host_is_refused() {
     let fixture = Fixture::new();
-    let config =
-        fixture.write_config(&format!("{VALID}pagerduty:\n  url: http://events.example.com\n"));
+    let config = fixture.write_config(&format!(
+        "{VALID}pagerduty:\n  url: http://events.example.com\n"
+    ));
     let stderr = fixture.check(&config, &[("PD_ENV_KEY", ENV_KEY)]).failed();
     assert!(stderr.contains("pagerduty.url"), "{stderr}");
     assert!(stderr.contains("loopback"), "{stderr}");
@@ -242,8 +255,14 @@ fn environment_overrides_the_file() {
         )
         .ok();
     assert!(stdout.contains("listen:       0.0.0.0:9999"), "{stdout}");
-    assert!(stdout.contains("pagerduty:    http://127.0.0.1:8787"), "{stdout}");
-    assert!(stdout.contains("budget:       960 requests per 1m"), "{stdout}");
+    assert!(
+        stdout.contains("pagerduty:    http://127.0.0.1:8787"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("budget:       960 requests per 1m"),
+        "{stdout}"
+    );
     assert!(stdout.contains("PAGERBRIDGE_LISTEN"), "{stdout}");
     assert!(!stdout.contains("PAGERBRIDGE_PORT"), "{stdout}");
 }
@@ -273,12 +292,18 @@ fn config_file_from_environment_or_working_directory() {
 
     // ./pagerbridge.yaml is found without being named.
     let stdout = fixture.run(&["check-config"], &env_only).ok();
-    assert!(stdout.contains("config file:  pagerbridge.yaml"), "{stdout}");
+    assert!(
+        stdout.contains("config file:  pagerbridge.yaml"),
+        "{stdout}"
+    );
 
     // $PAGERBRIDGE_CONFIG wins over ./pagerbridge.yaml.
     let other = fixture.path("other.yaml");
-    std::fs::write(&other, "listen: 127.0.0.1:1\ntargets: [{ name: x, routing_key_file: pd-db }]\n")
-        .expect("other config");
+    std::fs::write(
+        &other,
+        "listen: 127.0.0.1:1\ntargets: [{ name: x, routing_key_file: pd-db }]\n",
+    )
+    .expect("other config");
     let other = other.display().to_string();
     let stdout = fixture
         .run(&["check-config"], &[("PAGERBRIDGE_CONFIG", &other)])
@@ -287,7 +312,10 @@ fn config_file_from_environment_or_working_directory() {
 
     std::fs::remove_file(&config).expect("remove");
     let stderr = fixture
-        .run(&["check-config"], &[("PAGERBRIDGE_CONFIG", "/nonexistent.yaml")])
+        .run(
+            &["check-config"],
+            &[("PAGERBRIDGE_CONFIG", "/nonexistent.yaml")],
+        )
         .failed();
     assert!(stderr.contains("/nonexistent.yaml"), "{stderr}");
 }

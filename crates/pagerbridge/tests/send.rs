@@ -18,7 +18,9 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let sim = spawn_on_loopback(Config::default()).await.expect("simulator");
+    let sim = spawn_on_loopback(Config::default())
+        .await
+        .expect("simulator");
     let dir = tempfile::tempdir().expect("temp dir");
     let key_file = dir.path().join("pd-key");
     std::fs::write(&key_file, format!("{KEY}\n")).expect("key file");
@@ -142,7 +144,17 @@ async fn trigger_with_every_option_is_accepted_and_schema_valid() {
 async fn acknowledge_resolve_and_change_reach_their_endpoints() {
     let fx = fixture().await;
     let trigger = fx
-        .send(&["trigger", "--summary", "s", "--source", "h", "--severity", "info", "--dedup-key", "k1"])
+        .send(&[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            "h",
+            "--severity",
+            "info",
+            "--dedup-key",
+            "k1",
+        ])
         .await;
     assert_eq!(trigger.status.code(), Some(0), "{trigger:?}");
     for action in ["acknowledge", "resolve"] {
@@ -151,7 +163,15 @@ async fn acknowledge_resolve_and_change_reach_their_endpoints() {
         assert_eq!(stdout_json(&output)["dedup_key"], "k1");
     }
     let change = fx
-        .send(&["change", "--summary", "Deploy #220", "--source", "ci", "--link", "https://ci.example.com/220,Build"])
+        .send(&[
+            "change",
+            "--summary",
+            "Deploy #220",
+            "--source",
+            "ci",
+            "--link",
+            "https://ci.example.com/220,Build",
+        ])
         .await;
     assert_eq!(change.status.code(), Some(0), "{change:?}");
     let answer = stdout_json(&change);
@@ -162,14 +182,19 @@ async fn acknowledge_resolve_and_change_reach_their_endpoints() {
     let paths: Vec<&str> = events.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["/v2/enqueue", "/v2/enqueue", "/v2/enqueue", "/v2/change/enqueue"]
+        [
+            "/v2/enqueue",
+            "/v2/enqueue",
+            "/v2/enqueue",
+            "/v2/change/enqueue"
+        ]
     );
     pagerbridge_testkit::schema::assert_valid_enqueue(&events[1].body);
     pagerbridge_testkit::schema::assert_valid_change(&events[3].body);
     let alerts = fx.sim.sim.alerts();
     assert_eq!(alerts.len(), 1);
     assert_eq!(
-        serde_json::to_value(&alerts[0].state).expect("state"),
+        serde_json::to_value(alerts[0].state).expect("state"),
         "resolved"
     );
 }
@@ -182,12 +207,25 @@ async fn server_errors_make_exactly_three_attempts_then_exit_4() {
         ..Faults::default()
     });
     let output = fx
-        .send(&["trigger", "--summary", "s", "--source", "h", "--severity", "error", "--dedup-key", "k"])
+        .send(&[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            "h",
+            "--severity",
+            "error",
+            "--dedup-key",
+            "k",
+        ])
         .await;
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     assert_eq!(fx.sim.sim.events().len(), 3);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not delivered after 3 attempts"), "{stderr}");
+    assert!(
+        stderr.contains("not delivered after 3 attempts"),
+        "{stderr}"
+    );
     assert_no_key(&output);
 }
 
@@ -199,7 +237,17 @@ async fn rejected_event_makes_one_attempt_then_exits_3() {
         ..Faults::default()
     });
     let output = fx
-        .send(&["trigger", "--summary", "s", "--source", "h", "--severity", "error", "--dedup-key", "k"])
+        .send(&[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            "h",
+            "--severity",
+            "error",
+            "--dedup-key",
+            "k",
+        ])
         .await;
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     assert_eq!(fx.sim.sim.events().len(), 1);
@@ -222,7 +270,17 @@ async fn rate_limited_until_attempts_run_out_exits_4() {
         _dir: dir,
         key_file,
     };
-    let args = ["trigger", "--summary", "s", "--source", "h", "--severity", "error", "--dedup-key", "k"];
+    let args = [
+        "trigger",
+        "--summary",
+        "s",
+        "--source",
+        "h",
+        "--severity",
+        "error",
+        "--dedup-key",
+        "k",
+    ];
     assert_eq!(fx.send(&args).await.status.code(), Some(0));
     let output = fx.send(&args).await;
     assert_eq!(output.status.code(), Some(4), "{output:?}");
@@ -233,10 +291,46 @@ async fn rate_limited_until_attempts_run_out_exits_4() {
 async fn local_validation_errors_exit_2_and_send_nothing() {
     let fx = fixture().await;
     let cases: [&[&str]; 6] = [
-        &["trigger", "--summary", "s", "--source", "h", "--severity", "page"],
-        &["trigger", "--summary", "s", "--source", " ", "--severity", "info"],
-        &["trigger", "--summary", "s", "--source", "h", "--severity", "info", "--image", "http://insecure.example/x.png"],
-        &["trigger", "--summary", "s", "--source", "h", "--severity", "info", "--custom-details", "[1,2]"],
+        &[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            "h",
+            "--severity",
+            "page",
+        ],
+        &[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            " ",
+            "--severity",
+            "info",
+        ],
+        &[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            "h",
+            "--severity",
+            "info",
+            "--image",
+            "http://insecure.example/x.png",
+        ],
+        &[
+            "trigger",
+            "--summary",
+            "s",
+            "--source",
+            "h",
+            "--severity",
+            "info",
+            "--custom-details",
+            "[1,2]",
+        ],
         &["resolve", "--dedup-key", &"k".repeat(256)],
         &["change", "--summary", "", "--link", "https://x.example"],
     ];
@@ -304,7 +398,16 @@ async fn dry_run_prints_the_masked_body_and_sends_nothing() {
     let fx = fixture().await;
     let long_summary = "ü".repeat(2000);
     let output = fx
-        .send(&["trigger", "--summary", &long_summary, "--source", "h", "--severity", "warning", "--dry-run"])
+        .send(&[
+            "trigger",
+            "--summary",
+            &long_summary,
+            "--source",
+            "h",
+            "--severity",
+            "warning",
+            "--dry-run",
+        ])
         .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let body = stdout_json(&output);

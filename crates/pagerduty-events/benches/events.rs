@@ -176,12 +176,11 @@ fn shrink_oversized(c: &mut Criterion) {
         Severity::Error,
     );
     trigger.dedup_key = Some(DedupKey::new("job-failed/batch-7").expect("dedup key"));
-    // No character here needs escaping in JSON: with such characters body shrinking does not
-    // terminate (see tests/schema.rs, `oversized_details_with_json_escapes_fit_the_limit`).
+    // Multi-line logs, as real ones are: newlines take two bytes once escaped.
     let mut details = details();
     details.insert(
         "stderr".to_owned(),
-        json!("ERROR worker 7 | ジョブ失敗 | retrying in 5 s; ".repeat(11_000)),
+        json!("ERROR worker 7 | ジョブ失敗 | \"retrying\" in 5 s\n".repeat(11_000)),
     );
     details.insert(
         "stdout".to_owned(),

@@ -22,7 +22,8 @@ pub const MAX_BODY_BYTES: usize = 512_000;
 const MIN_CUT_BYTES: usize = 64;
 /// Longest text kept in any field by the last-resort step.
 const LAST_RESORT_TEXT_CHARS: usize = 1024;
-const REMOVED_NOTE: &str = "custom_details removed by pagerbridge: the event exceeded PagerDuty's 512000-byte body limit";
+const REMOVED_NOTE: &str =
+    "custom_details removed by pagerbridge: the event exceeded PagerDuty's 512000-byte body limit";
 
 /// A serialized request body, ready to send. Its `Debug` hides the bytes, which hold the key.
 #[derive(Clone)]
@@ -118,9 +119,11 @@ fn custom_details_mut(event: &mut Value) -> Option<&mut Map<String, Value>> {
 }
 
 /// Cuts the largest `custom_details` entries, one at a time, until the event fits or no
-/// entry is large enough to be worth cutting.
+/// entry is large enough to be worth cutting. Every round makes the largest entry smaller, so
+/// it ends; the round limit is a second guarantee.
 fn shrink_custom_details(event: &mut Value, limit: usize) {
-    loop {
+    let rounds = custom_details_mut(event).map_or(0, |d| 2 * d.len() + 2);
+    for _ in 0..rounds {
         let size = serialized_len(event);
         let Some(details) = custom_details_mut(event) else {
             return;
@@ -140,15 +143,43 @@ fn shrink_custom_details(event: &mut Value, limit: usize) {
         }
         let excess = size - limit;
         let marker = format!("…[cut by pagerbridge: {entry_len} bytes originally]");
-        let target = entry_len.saturating_sub(excess + marker.len() + 2);
+        // Room for the kept text as it will be written: quotes and the marker excluded.
+        let room = entry_len.saturating_sub(excess + escaped_len(&marker) + 2);
         let replacement = match details.get(&name) {
-            Some(Value::String(text)) if target >= MIN_CUT_BYTES => {
-                format!("{}{marker}", prefix_within(text, target))
+            Some(Value::String(text)) if room >= MIN_CUT_BYTES => {
+                format!("{}{marker}", prefix_within_escaped(text, room))
             }
             _ => format!("[removed by pagerbridge: {entry_len} bytes]"),
         };
         details.insert(name, Value::String(replacement));
     }
+}
+
+/// How many bytes `c` takes inside a JSON string as serde_json writes it.
+fn escaped_char_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+fn escaped_len(text: &str) -> usize {
+    text.chars().map(escaped_char_len).sum()
+}
+
+/// The longest prefix of `text` whose JSON-escaped form takes at most `max_bytes`; cut on a
+/// char boundary. Measuring the escaped form is what guarantees the cut value fits: a text
+/// full of newlines or quotes takes up to six times its length once escaped.
+fn prefix_within_escaped(text: &str, max_bytes: usize) -> &str {
+    let mut used = 0;
+    for (index, c) in text.char_indices() {
+        used += escaped_char_len(c);
+        if used > max_bytes {
+            return &text[..index];
+        }
+    }
+    text
 }
 
 /// Only reached when the non-detail fields alone are enormous: keep what pages a human.
@@ -168,15 +199,6 @@ fn last_resort(event: &mut Value) {
             }
         }
     }
-}
-
-/// The longest prefix of `text` of at most `max_bytes` bytes, on a char boundary.
-fn prefix_within(text: &str, max_bytes: usize) -> &str {
-    let mut end = max_bytes.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 pub(crate) fn serialized_len(value: &Value) -> usize {
@@ -240,7 +262,9 @@ mod tests {
         assert!(body.shrunk());
         assert!(body.len() <= MAX_BODY_BYTES, "len {}", body.len());
         let value = body_json(body);
-        let log = value["payload"]["custom_details"]["log"].as_str().expect("string");
+        let log = value["payload"]["custom_details"]["log"]
+            .as_str()
+            .expect("string");
         assert!(log.contains("cut by pagerbridge"));
         assert!(log.len() > 100_000, "kept as much as fits");
         assert_eq!(value["payload"]["custom_details"]["small"], "kept");
@@ -261,6 +285,43 @@ mod tests {
             REMOVED_NOTE
         );
         assert_eq!(value["payload"]["summary"], "big");
+    }
+
+    #[test]
+    fn text_that_json_escapes_is_cut_by_its_escaped_size() {
+        // Newlines and quotes double in size when escaped; cutting by raw length never fit.
+        let key = RoutingKey::new(KEY).expect("key");
+        for unit in ["x\n", "\"q\"", "a\u{1}b"] {
+            let details = CustomDetails::from_iter([("log".into(), json!(unit.repeat(300_000)))]);
+            let body = RequestBody::alert(&key, &trigger_with_details(details));
+            assert!(body.shrunk());
+            assert!(body.len() <= MAX_BODY_BYTES, "{unit:?}: {}", body.len());
+            let value = body_json(body);
+            let log = value["payload"]["custom_details"]["log"]
+                .as_str()
+                .expect("string");
+            assert!(log.contains("cut by pagerbridge"), "{unit:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_lengths_match_serde_json() {
+        for text in [
+            "plain",
+            "é日本",
+            "a\nb\"c\\d",
+            "\u{1}\u{1f}\u{8}\u{c}\t\r",
+            "😀",
+        ] {
+            assert_eq!(
+                escaped_len(text) + 2,
+                serde_json::to_string(text).expect("json").len(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(prefix_within_escaped("ab\ncd", 3), "ab");
+        assert_eq!(prefix_within_escaped("ab\ncd", 4), "ab\n");
+        assert_eq!(prefix_within_escaped("日本", 4), "日");
     }
 
     #[test]

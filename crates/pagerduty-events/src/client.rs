@@ -159,14 +159,24 @@ impl Client {
         event: &ChangeEvent,
     ) -> Result<Accepted, SendError> {
         let body = RequestBody::change(key, event);
-        self.send_body(Endpoint::ChangeEnqueue, key, body).await.result
+        self.send_body(Endpoint::ChangeEnqueue, key, body)
+            .await
+            .result
     }
 
     /// Sends a prepared body once. `key` is the one inside the body; it is used to redact any
     /// echo of it from the answer.
-    pub async fn send_body(&self, endpoint: Endpoint, key: &RoutingKey, body: RequestBody) -> Attempt {
+    pub async fn send_body(
+        &self,
+        endpoint: Endpoint,
+        key: &RoutingKey,
+        body: RequestBody,
+    ) -> Attempt {
         let started = Instant::now();
-        let result = self.post(endpoint, body.into_bytes()).await.map_err(|e| redact(e, key));
+        let result = self
+            .post(endpoint, body.into_bytes())
+            .await
+            .map_err(|e| redact(e, key));
         let elapsed = started.elapsed();
         match &result {
             Ok(accepted) => tracing::debug!(
@@ -200,7 +210,10 @@ impl Client {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
         classify(status, retry_after.as_deref(), &bytes)
     }
 
@@ -309,7 +322,11 @@ mod tests {
             assert!(checked_base_url(refused).is_err(), "{refused}");
         }
         let error = checked_base_url("http://events.pagerduty.com").expect_err("refused");
-        assert!(error.to_string().contains("plain http is only allowed to a loopback address"));
+        assert!(
+            error
+                .to_string()
+                .contains("plain http is only allowed to a loopback address")
+        );
     }
 
     #[test]

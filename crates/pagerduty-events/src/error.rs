@@ -114,7 +114,13 @@ mod tests {
     #[test]
     fn only_transient_failures_are_retryable() {
         assert!(SendError::RateLimited { retry_after: None }.is_retryable());
-        assert!(SendError::Server { status: 503, message: String::new() }.is_retryable());
+        assert!(
+            SendError::Server {
+                status: 503,
+                message: String::new()
+            }
+            .is_retryable()
+        );
         assert!(SendError::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(SendError::Network("reset".into()).is_retryable());
         let invalid = SendError::InvalidEvent {
@@ -127,6 +133,12 @@ mod tests {
             invalid.to_string(),
             "PagerDuty rejected the event (HTTP 400): 'payload.source' is missing or blank"
         );
-        assert!(!SendError::UnexpectedStatus { status: 404, body: String::new() }.is_retryable());
+        assert!(
+            !SendError::UnexpectedStatus {
+                status: 404,
+                body: String::new()
+            }
+            .is_retryable()
+        );
     }
 }

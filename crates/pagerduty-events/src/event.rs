@@ -18,6 +18,10 @@ pub type CustomDetails = Map<String, Value>;
 /// routing key): `{"event_action": "trigger", "dedup_key": …, "payload": {…}, …}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event_action", rename_all = "lowercase")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "events are built once and moved rarely; boxing would only complicate construction"
+)]
 pub enum AlertEvent {
     Trigger(Trigger),
     Acknowledge { dedup_key: DedupKey },
@@ -180,7 +184,10 @@ mod tests {
             dedup_key: key.clone(),
         })
         .expect("serialize");
-        assert_eq!(ack, json!({"event_action": "acknowledge", "dedup_key": "abc"}));
+        assert_eq!(
+            ack,
+            json!({"event_action": "acknowledge", "dedup_key": "abc"})
+        );
         let resolve = AlertEvent::Resolve { dedup_key: key };
         assert_eq!(resolve.action(), "resolve");
         assert_eq!(resolve.dedup_key().map(DedupKey::as_str), Some("abc"));

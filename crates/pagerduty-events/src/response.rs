@@ -26,7 +26,11 @@ pub struct Accepted {
 }
 
 /// Classifies one answer. `retry_after` is the raw `Retry-After` header, if any.
-pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Result<Accepted, SendError> {
+pub fn classify(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+) -> Result<Accepted, SendError> {
     match status {
         // A 2xx means PagerDuty has the event; an unreadable body must not turn that into a
         // failure, or the event would be sent twice.
@@ -132,7 +136,10 @@ mod tests {
         .expect("accepted");
         assert_eq!(change.dedup_key, None);
         assert_eq!(change.message, "Change event processed");
-        assert_eq!(classify(202, None, b"not json").expect("accepted").status, "success");
+        assert_eq!(
+            classify(202, None, b"not json").expect("accepted").status,
+            "success"
+        );
     }
 
     #[test]
@@ -150,7 +157,11 @@ mod tests {
                 errors: vec!["'payload.source' is missing or blank".into()],
             })
         );
-        let change = classify(400, None, br#"{"error":["links should have at most 50 item(s)"]}"#);
+        let change = classify(
+            400,
+            None,
+            br#"{"error":["links should have at most 50 item(s)"]}"#,
+        );
         let Err(SendError::InvalidEvent { errors, .. }) = change else {
             panic!("{change:?}")
         };
@@ -189,7 +200,10 @@ mod tests {
             })
         );
         let gateway = classify(502, None, b"<html>bad gateway</html>");
-        assert!(matches!(gateway, Err(SendError::Server { status: 502, .. })));
+        assert!(matches!(
+            gateway,
+            Err(SendError::Server { status: 502, .. })
+        ));
         let not_found = classify(404, None, b"nope");
         assert_eq!(
             not_found,

@@ -145,8 +145,14 @@ mod tests {
     fn jitter_spreads_over_the_whole_range() {
         let p = policy();
         let draws: Vec<Duration> = (0..200).map(|_| p.backoff(3)).collect();
-        let low = draws.iter().filter(|d| **d < Duration::from_millis(100)).count();
-        let high = draws.iter().filter(|d| **d > Duration::from_millis(300)).count();
+        let low = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(100))
+            .count();
+        let high = draws
+            .iter()
+            .filter(|d| **d > Duration::from_millis(300))
+            .count();
         // With a uniform draw on [0, 400 ms] each side holds about a quarter of 200 draws;
         // both being empty would mean no jitter.
         assert!(low > 10 && high > 10, "low {low}, high {high}");

@@ -58,6 +58,9 @@ impl Summary {
     /// Cuts an over-long text to 1024 characters, the last being `…`, so a page is never lost
     /// to a summary that is too long. Fails only on blank text.
     pub fn truncating(text: &str) -> Result<Self, EventError> {
+        if text.trim().is_empty() {
+            return Err(invalid("'payload.summary' is missing or blank"));
+        }
         Self::new(truncate_chars(text, MAX_SUMMARY_CHARS))
     }
 
@@ -313,13 +316,19 @@ mod tests {
         assert!(summary.as_str().ends_with('…'));
         assert!(Summary::was_truncated(&long));
         assert_eq!(Summary::truncating("short").expect("ok").as_str(), "short");
+        assert!(
+            Summary::truncating(&" ".repeat(1025)).is_err(),
+            "long blank text is blank"
+        );
     }
 
     #[test]
     fn dedup_key_limits() {
         assert!(DedupKey::new("k".repeat(255)).is_ok());
         assert_eq!(
-            DedupKey::new("k".repeat(256)).expect_err("long").to_string(),
+            DedupKey::new("k".repeat(256))
+                .expect_err("long")
+                .to_string(),
             "'dedup_key' is too long (maximum is 255 characters)"
         );
         assert!(DedupKey::new("").is_err());

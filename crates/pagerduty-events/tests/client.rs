@@ -103,7 +103,11 @@ async fn lifecycle_acknowledge_and_resolve() {
     }
     let alerts = sim.sim.alerts();
     assert_eq!(alerts.len(), 1);
-    let actions: Vec<&str> = alerts[0].history.iter().map(|h| h.action.as_str()).collect();
+    let actions: Vec<&str> = alerts[0]
+        .history
+        .iter()
+        .map(|h| h.action.as_str())
+        .collect();
     assert_eq!(actions, ["trigger", "acknowledge", "resolve"]);
 }
 
@@ -133,7 +137,10 @@ async fn bad_request_is_not_retried() {
     let outcome = send_trigger(&client_for(&sim), &fast_policy(3)).await;
     assert_eq!(outcome.attempts, 1);
     let error = outcome.result.expect_err("rejected");
-    assert!(matches!(error, SendError::InvalidEvent { status: 400, .. }), "{error:?}");
+    assert!(
+        matches!(error, SendError::InvalidEvent { status: 400, .. }),
+        "{error:?}"
+    );
     assert!(!error.is_retryable());
     assert_eq!(sim.sim.events().len(), 1);
 }
@@ -169,7 +176,10 @@ async fn real_budget_429_is_classified_as_rate_limited() {
     .await
     .expect("simulator");
     let client = client_for(&sim);
-    client.send_alert(&key(), &trigger("a")).await.expect("first fits");
+    client
+        .send_alert(&key(), &trigger("a"))
+        .await
+        .expect("first fits");
     let error = client
         .send_alert(&key(), &trigger("b"))
         .await
@@ -188,7 +198,10 @@ async fn server_errors_are_retried_three_times_then_reported() {
     let outcome = send_trigger(&client_for(&sim), &fast_policy(3)).await;
     assert_eq!(outcome.attempts, 3);
     let error = outcome.result.expect_err("gave up");
-    assert!(matches!(error, SendError::Server { status: 500, .. }), "{error:?}");
+    assert!(
+        matches!(error, SendError::Server { status: 500, .. }),
+        "{error:?}"
+    );
     assert_eq!(sim.sim.events().len(), 3);
 }
 
@@ -222,7 +235,10 @@ async fn slow_answer_times_out() {
     assert_eq!(error, SendError::Timeout(Duration::from_millis(200)));
     assert!(error.is_retryable());
     assert_eq!(outcome.attempts, 2);
-    assert!(started.elapsed() < Duration::from_secs(2), "did not wait for the slow answer");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for the slow answer"
+    );
 }
 
 #[tokio::test]
@@ -255,5 +271,10 @@ fn plain_http_to_a_remote_host_is_refused() {
             .contains("plain http is only allowed to a loopback address"),
         "{error}"
     );
-    assert!(Client::builder().base_url("https://events.eu.pagerduty.com").build().is_ok());
+    assert!(
+        Client::builder()
+            .base_url("https://events.eu.pagerduty.com")
+            .build()
+            .is_ok()
+    );
 }

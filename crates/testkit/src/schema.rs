@@ -17,7 +17,8 @@ pub fn openapi_path() -> PathBuf {
         .join("../../../shared/pagerduty/events-v2/openapiv3.json")
 }
 
-fn openapi() -> &'static Value {
+/// PagerDuty's whole OpenAPI document.
+pub fn openapi() -> &'static Value {
     static OPENAPI: OnceLock<Value> = OnceLock::new();
     OPENAPI.get_or_init(|| {
         let path = openapi_path();
@@ -62,7 +63,9 @@ fn inline_refs(value: Value, root: &Value) -> Value {
                     .collect(),
             )
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(|v| inline_refs(v, root)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| inline_refs(v, root)).collect())
+        }
         other => other,
     }
 }
@@ -70,6 +73,8 @@ fn inline_refs(value: Value, root: &Value) -> Value {
 fn build(path: &str) -> Validator {
     jsonschema::options()
         .should_validate_formats(true)
+        // A format we do not check would make building fail, so none goes unchecked unnoticed.
+        .should_ignore_unknown_formats(false)
         .with_format("url", |text: &str| url::Url::parse(text).is_ok())
         .build(&request_schema(path))
         .expect("PagerDuty's schema compiles")
@@ -98,13 +103,19 @@ pub fn violations(validator: &Validator, body: &Value) -> Vec<String> {
 #[track_caller]
 pub fn assert_valid_enqueue(body: &Value) {
     let problems = violations(enqueue(), body);
-    assert!(problems.is_empty(), "invalid /v2/enqueue body {body}: {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "invalid /v2/enqueue body {body}: {problems:?}"
+    );
 }
 
 #[track_caller]
 pub fn assert_valid_change(body: &Value) {
     let problems = violations(change_enqueue(), body);
-    assert!(problems.is_empty(), "invalid /v2/change/enqueue body {body}: {problems:?}");
+    assert!(
+        problems.is_empty(),
+        "invalid /v2/change/enqueue body {body}: {problems:?}"
+    );
 }
 
 #[cfg(test)]
@@ -132,6 +143,12 @@ mod tests {
             assert!(!violations(enqueue(), &body).is_empty(), "accepted {body}");
         }
         assert_valid_change(&json!({"routing_key": "k", "payload": {"summary": "deploy"}}));
-        assert!(!violations(change_enqueue(), &json!({"routing_key": "k", "payload": {}})).is_empty());
+        assert!(
+            !violations(
+                change_enqueue(),
+                &json!({"routing_key": "k", "payload": {}})
+            )
+            .is_empty()
+        );
     }
 }

@@ -48,13 +48,23 @@ fn check(path: Option<&Path>) -> anyhow::Result<String> {
         Some(path) => Some(count_tokens(path)?),
         None => None,
     };
-    Ok(summary(file.as_deref(), &config, &targets, &keyring, tokens))
+    Ok(summary(
+        file.as_deref(),
+        &config,
+        &targets,
+        &keyring,
+        tokens,
+    ))
 }
 
 /// Ingest owns the tokens; this only checks that `serve` will be able to read some.
 fn count_tokens(path: &Path) -> anyhow::Result<usize> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("ingest.bearer_token_file: could not read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "ingest.bearer_token_file: could not read {}",
+            path.display()
+        )
+    })?;
     let count = text.lines().filter(|line| !line.trim().is_empty()).count();
     anyhow::ensure!(
         count > 0,
@@ -86,14 +96,20 @@ fn summary(
         line(format!("overridden:   {}", overrides.join(", ")));
     }
     line(format!("listen:       {}", config.listen));
-    line(format!("storage:      {} (SQLite)", config.storage.path.display()));
+    line(format!(
+        "storage:      {} (SQLite)",
+        config.storage.path.display()
+    ));
     let pagerduty = &config.pagerduty;
     line(format!(
         "pagerduty:    {} (timeout {})",
         pagerduty.url,
         humantime::format_duration(pagerduty.timeout)
     ));
-    line(format!("budget:       {} per routing key", pagerduty.rate_limit));
+    line(format!(
+        "budget:       {} per routing key",
+        pagerduty.rate_limit
+    ));
     let auth = match (&config.ingest.bearer_token_file, tokens) {
         (Some(path), Some(count)) => format!("bearer tokens from {} ({count})", path.display()),
         _ => "none".to_owned(),
@@ -153,7 +169,10 @@ fn summary(
         .filter_map(|(name, template)| template.as_ref().map(|_| name))
         .collect();
         if !templated.is_empty() {
-            line(format!("    fields:   {} (templated)", templated.join(", ")));
+            line(format!(
+                "    fields:   {} (templated)",
+                templated.join(", ")
+            ));
         }
     }
     line("configuration OK".to_owned());

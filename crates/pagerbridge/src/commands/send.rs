@@ -217,7 +217,11 @@ fn prepare(args: SendArgs) -> anyhow::Result<(Connection, Prepared)> {
         }
         SendArgs::Change(args) => {
             let event = change(&args)?;
-            (args.connection, Endpoint::ChangeEnqueue, Event::Change(event))
+            (
+                args.connection,
+                Endpoint::ChangeEnqueue,
+                Event::Change(event),
+            )
         }
     };
     let key = routing_key(&connection)?;
@@ -236,6 +240,7 @@ fn prepare(args: SendArgs) -> anyhow::Result<(Connection, Prepared)> {
     ))
 }
 
+#[allow(clippy::large_enum_variant, reason = "one per process")]
 enum Event {
     Alert(AlertEvent),
     Change(ChangeEvent),
@@ -323,9 +328,8 @@ fn links(specs: &[String]) -> anyhow::Result<Vec<Link>> {
 fn routing_key(connection: &Connection) -> anyhow::Result<RoutingKey> {
     match &connection.routing_key_file {
         Some(path) => secrets::routing_key_from_file(path),
-        None => secrets::routing_key_from_env(ROUTING_KEY_ENV).context(
-            "no routing key: pass --routing-key-file FILE or set PAGERDUTY_ROUTING_KEY",
-        ),
+        None => secrets::routing_key_from_env(ROUTING_KEY_ENV)
+            .context("no routing key: pass --routing-key-file FILE or set PAGERDUTY_ROUTING_KEY"),
     }
 }
 
@@ -361,7 +365,8 @@ async fn deliver(connection: &Connection, prepared: Prepared) -> ExitCode {
                 message, errors, ..
             } = &error
             {
-                let answer = json!({"status": "invalid event", "message": message, "errors": errors});
+                let answer =
+                    json!({"status": "invalid event", "message": message, "errors": errors});
                 println!("{}", pretty(&answer));
                 eprintln!("error: {error}");
                 return ExitCode::from(exit::REJECTED);

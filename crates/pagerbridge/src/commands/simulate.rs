@@ -35,7 +35,9 @@ pub struct SimulateArgs {
 }
 
 fn fraction(text: &str) -> Result<f64, String> {
-    let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
     if (0.0..=1.0).contains(&value) {
         Ok(value)
     } else {
@@ -63,7 +65,13 @@ pub async fn run(args: SimulateArgs) -> ExitCode {
         "PagerDuty simulator listening on http://{addr} (POST /v2/enqueue, /v2/change/enqueue; \
          inspect /_simulator/events, /_simulator/alerts, /_simulator/stats)"
     );
-    match pagerduty_simulator::serve(Simulator::new(config), listener, super::signals::shutdown_signal()).await {
+    match pagerduty_simulator::serve(
+        Simulator::new(config),
+        listener,
+        super::signals::shutdown_signal(),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: simulator stopped: {error}");

@@ -207,8 +207,7 @@ impl Config {
     /// Checks what the types alone cannot. Targets are checked too, but an empty list is
     /// allowed here: commands that only need storage run without targets.
     pub fn validate(&self) -> anyhow::Result<()> {
-        pagerduty_events::client::checked_base_url(&self.pagerduty.url)
-            .context("pagerduty.url")?;
+        pagerduty_events::client::checked_base_url(&self.pagerduty.url).context("pagerduty.url")?;
         self.pagerduty
             .rate_limit
             .validate()
@@ -292,9 +291,12 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         None => Config::default(),
     };
     let config = apply_env(from_file)?;
-    config
-        .validate()
-        .with_context(|| format!("invalid configuration ({})", describe_sources(file.as_deref())))?;
+    config.validate().with_context(|| {
+        format!(
+            "invalid configuration ({})",
+            describe_sources(file.as_deref())
+        )
+    })?;
     Ok(config)
 }
 
@@ -410,9 +412,15 @@ targets:
         assert_eq!(config, Config::default());
         assert_eq!(config.listen.to_string(), "127.0.0.1:9095");
         assert_eq!(config.pagerduty.url, "https://events.pagerduty.com");
-        assert_eq!(config.pagerduty.rate_limit.to_string(), "120 requests per 1m");
+        assert_eq!(
+            config.pagerduty.rate_limit.to_string(),
+            "120 requests per 1m"
+        );
         assert_eq!(config.ingest.max_body_bytes, 5_242_880);
-        assert_eq!(config.delivery.retrigger_after, Duration::from_secs(4 * 3600));
+        assert_eq!(
+            config.delivery.retrigger_after,
+            Duration::from_secs(4 * 3600)
+        );
         assert_eq!(parse("# only a comment\n").expect("comments only"), config);
     }
 
@@ -430,7 +438,10 @@ targets:
         let db = &targets[0];
         assert_eq!(db.key_source, KeySource::File("/run/secrets/pd-db".into()));
         assert_eq!(db.format.dedup, crate::format::DedupMode::Group);
-        assert_eq!(db.format.default_severity, pagerduty_events::Severity::Warning);
+        assert_eq!(
+            db.format.default_severity,
+            pagerduty_events::Severity::Warning
+        );
         // Keys are lowercased, as the formatter looks them up.
         assert_eq!(
             db.format.severity_map.get("p1"),
@@ -447,7 +458,10 @@ targets:
         let default = &targets[1];
         assert_eq!(default.key_source, KeySource::Env("PD_DEFAULT_KEY".into()));
         assert_eq!(default.rate_limit, config.pagerduty.rate_limit);
-        assert_eq!(default.format.default_severity, pagerduty_events::Severity::Error);
+        assert_eq!(
+            default.format.default_severity,
+            pagerduty_events::Severity::Error
+        );
     }
 
     #[test]
@@ -470,19 +484,37 @@ targets:
         let message = error("listen: 127.0.0.1:9095\nstorage:\n  path: a\n    b: c\n");
         assert!(message.contains("line 4, column 6"), "{message}");
         let message = error("storage:\n  path: 'unterminated\n");
-        assert!(message.contains("unclosed quote at line 2, column 9"), "{message}");
+        assert!(
+            message.contains("unclosed quote at line 2, column 9"),
+            "{message}"
+        );
     }
 
     #[test]
     fn bad_values_are_refused() {
         for (yaml, expected) in [
             ("listen: localhost\n", "invalid socket address"),
-            ("pagerduty: { url: 'http://events.example.com' }\n", "pagerduty.url"),
-            ("pagerduty: { url: 'http://events.example.com' }\n", "loopback"),
-            ("pagerduty: { rate_limit: { requests: 0 } }\n", "requests must be at least 1"),
-            ("pagerduty: { rate_limit: { window: 0s } }\n", "window must be longer than 0s"),
+            (
+                "pagerduty: { url: 'http://events.example.com' }\n",
+                "pagerduty.url",
+            ),
+            (
+                "pagerduty: { url: 'http://events.example.com' }\n",
+                "loopback",
+            ),
+            (
+                "pagerduty: { rate_limit: { requests: 0 } }\n",
+                "requests must be at least 1",
+            ),
+            (
+                "pagerduty: { rate_limit: { window: 0s } }\n",
+                "window must be longer than 0s",
+            ),
             ("pagerduty: { timeout: 10 parsecs }\n", "line 1"),
-            ("delivery: { max_event_age: 0s }\n", "delivery.max_event_age"),
+            (
+                "delivery: { max_event_age: 0s }\n",
+                "delivery.max_event_age",
+            ),
             ("ingest: { max_body_bytes: -1 }\n", "line 1"),
         ] {
             let message = error(yaml);

@@ -155,7 +155,10 @@ pub struct Matcher {
 pub enum MatchValue {
     Exact(String),
     /// `pattern` as written (without `~`); `regex` is it anchored at both ends.
-    Regex { pattern: String, regex: Regex },
+    Regex {
+        pattern: String,
+        regex: Regex,
+    },
 }
 
 impl Matcher {
@@ -164,8 +167,11 @@ impl Matcher {
         ensure!(!label.is_empty(), "label name must not be empty");
         let value = match value.strip_prefix('~') {
             Some(pattern) => {
-                let regex = Regex::new(&format!("^(?:{pattern})$"))
-                    .with_context(|| format!("invalid regex {pattern:?}"))?;
+                // Compiled alone first, so that an error points into what the user wrote
+                // rather than into the anchored form.
+                let invalid = || format!("invalid regex {pattern:?}");
+                Regex::new(pattern).with_context(invalid)?;
+                let regex = Regex::new(&format!("^(?:{pattern})$")).with_context(invalid)?;
                 MatchValue::Regex {
                     pattern: pattern.to_owned(),
                     regex,
@@ -345,7 +351,11 @@ mod tests {
         assert!(!regex.matches(&labels(&[("severity", "warnings")])));
 
         // A missing label is the empty string.
-        assert!(Matcher::new("env", "~|dev").expect("valid").matches(&labels(&[])));
+        assert!(
+            Matcher::new("env", "~|dev")
+                .expect("valid")
+                .matches(&labels(&[]))
+        );
         assert!(Matcher::new("team", "~(").is_err());
 
         assert_eq!(exact.to_string(), r#"team="db""#);
@@ -372,6 +382,9 @@ mod tests {
         assert_eq!(format!("{key:?}"), "InlineKey(<invalid>)");
         let message = format!("{:#}", key.routing_key().expect_err("invalid"));
         assert!(!message.contains("secret"), "{message}");
-        assert!(message.contains("Length of 'routing_key' is incorrect"), "{message}");
+        assert!(
+            message.contains("Length of 'routing_key' is incorrect"),
+            "{message}"
+        );
     }
 }

@@ -317,11 +317,13 @@ fn request_body(key: &RoutingKey, event: &QueuedEvent) -> Result<(Endpoint, Requ
     let unsendable = |e: serde_json::Error| format!("stored event cannot be read: {e}");
     match event.action {
         Action::Change => {
-            let change: ChangeEvent = serde_json::from_value(event.event.clone()).map_err(unsendable)?;
+            let change: ChangeEvent =
+                serde_json::from_value(event.event.clone()).map_err(unsendable)?;
             Ok((Endpoint::ChangeEnqueue, RequestBody::change(key, &change)))
         }
         _ => {
-            let alert: AlertEvent = serde_json::from_value(event.event.clone()).map_err(unsendable)?;
+            let alert: AlertEvent =
+                serde_json::from_value(event.event.clone()).map_err(unsendable)?;
             Ok((Endpoint::Enqueue, RequestBody::alert(key, &alert)))
         }
     }

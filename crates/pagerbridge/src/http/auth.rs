@@ -30,7 +30,11 @@ impl Tokens {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_owned)
             .collect();
-        anyhow::ensure!(!tokens.is_empty(), "token file {} holds no token", path.display());
+        anyhow::ensure!(
+            !tokens.is_empty(),
+            "token file {} holds no token",
+            path.display()
+        );
         Ok(Self(tokens))
     }
 
@@ -40,7 +44,9 @@ impl Tokens {
 
     /// Compares in time independent of where a wrong token differs.
     pub fn accepts(&self, presented: &str) -> bool {
-        self.0.iter().fold(false, |found, token| found | constant_time_eq(token, presented))
+        self.0.iter().fold(false, |found, token| {
+            found | constant_time_eq(token, presented)
+        })
     }
 }
 
@@ -68,8 +74,12 @@ pub(super) async fn require_ingest_token(
         .map(str::trim);
     match presented {
         Some(token) if tokens.accepts(token) => next.run(request).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the bearer token is not valid")
-            .into_response(),
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not valid",
+        )
+        .into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

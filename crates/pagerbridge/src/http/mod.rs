@@ -41,7 +41,10 @@ pub struct AppState {
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let ingest = Router::new()
         .route("/api/v1/alertmanager", post(alertmanager))
-        .route("/api/v1/alertmanager/{target}", post(alertmanager_for_target))
+        .route(
+            "/api/v1/alertmanager/{target}",
+            post(alertmanager_for_target),
+        )
         .route("/api/v1/alerts", post(native_alerts))
         .route("/api/v1/change-events", post(change_events))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -152,7 +155,10 @@ async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
-                    format!("the body is over the limit of {} bytes", state.max_body_bytes),
+                    format!(
+                        "the body is over the limit of {} bytes",
+                        state.max_body_bytes
+                    ),
                 )
             } else {
                 ApiError::new(
@@ -195,7 +201,12 @@ async fn ingest_alertmanager(
     let webhook = ingest::alertmanager::parse(&bytes)?;
     let receipt = state
         .pipeline
-        .accept_alerts("alertmanager", webhook.alerts, &webhook.group, target.as_deref())
+        .accept_alerts(
+            "alertmanager",
+            webhook.alerts,
+            &webhook.group,
+            target.as_deref(),
+        )
         .await?;
     Ok(accepted(receipt))
 }
@@ -283,7 +294,10 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             state.metrics.encode_prometheus_text(),
         )
             .into_response()

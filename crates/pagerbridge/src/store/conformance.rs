@@ -112,7 +112,10 @@ pub async fn queues_in_acceptance_order<S: Store>(store: &S) {
     assert_eq!(pending[0].accepted_at, at(0));
     assert_eq!(pending[0].action, Action::Trigger);
     assert_eq!(pending[0].severity, Some(Severity::Info));
-    assert_eq!(pending[0].alert, Some(json!({"labels": {"alertname": "X"}})));
+    assert_eq!(
+        pending[0].alert,
+        Some(json!({"labels": {"alertname": "X"}}))
+    );
 }
 
 pub async fn per_incident_order_holds_while_an_older_event_is_pending<S: Store>(store: &S) {
@@ -127,8 +130,15 @@ pub async fn per_incident_order_holds_while_an_older_event_is_pending<S: Store>(
         .await,
     );
     assert_eq!(next_id(store, "t").await, Some(first));
-    store.record_failure(first, "HTTP 500").await.expect("failure");
-    assert_eq!(next_id(store, "t").await, Some(first), "a failed event keeps its place");
+    store
+        .record_failure(first, "HTTP 500")
+        .await
+        .expect("failure");
+    assert_eq!(
+        next_id(store, "t").await,
+        Some(first),
+        "a failed event keeps its place"
+    );
     store.mark_delivered(first, at(2)).await.expect("delivered");
     assert_eq!(next_id(store, "t").await, Some(resolve));
 }
@@ -140,7 +150,10 @@ pub async fn most_severe_eligible_event_goes_first<S: Store>(store: &S) {
     let critical = queued_id(&accept_one(store, trigger("page", Severity::Critical), at(10)).await);
     let warning = queued_id(&accept_one(store, trigger("warn", Severity::Warning), at(11)).await);
     assert_eq!(next_id(store, "t").await, Some(critical));
-    store.mark_delivered(critical, at(12)).await.expect("delivered");
+    store
+        .mark_delivered(critical, at(12))
+        .await
+        .expect("delivered");
     assert_eq!(next_id(store, "t").await, Some(warning));
     // Other targets are other lanes.
     assert_eq!(next_id(store, "other").await, None);
@@ -167,23 +180,44 @@ pub async fn unchanged_retrigger_and_repeats_are_suppressed<S: Store>(store: &S)
         retrigger_after: Duration::from_secs(60),
     };
     let accept = |e: NewEvent, now: Timestamp| async move {
-        store.accept(vec![e], &policy, now).await.expect("accept").remove(0)
+        store
+            .accept(vec![e], &policy, now)
+            .await
+            .expect("accept")
+            .remove(0)
     };
-    assert!(matches!(accept(trigger("k", Severity::Error), at(0)).await, Acceptance::Queued { .. }));
+    assert!(matches!(
+        accept(trigger("k", Severity::Error), at(0)).await,
+        Acceptance::Queued { .. }
+    ));
     assert_eq!(
         accept(trigger("k", Severity::Error), at(30)).await,
-        Acceptance::Suppressed { reason: "unchanged_retrigger" }
+        Acceptance::Suppressed {
+            reason: "unchanged_retrigger"
+        }
     );
     let mut changed = trigger("k", Severity::Error);
     changed.payload_hash = Some("different".into());
-    assert!(matches!(accept(changed, at(31)).await, Acceptance::Queued { .. }));
+    assert!(matches!(
+        accept(changed, at(31)).await,
+        Acceptance::Queued { .. }
+    ));
     let resolve = || event("t", Some("k"), Action::Resolve, None);
-    assert!(matches!(accept(resolve(), at(32)).await, Acceptance::Queued { .. }));
+    assert!(matches!(
+        accept(resolve(), at(32)).await,
+        Acceptance::Queued { .. }
+    ));
     assert_eq!(
         accept(resolve(), at(33)).await,
-        Acceptance::Suppressed { reason: "already_resolved" }
+        Acceptance::Suppressed {
+            reason: "already_resolved"
+        }
     );
-    let state = store.incident("t", "k").await.expect("incident").expect("exists");
+    let state = store
+        .incident("t", "k")
+        .await
+        .expect("incident")
+        .expect("exists");
     assert_eq!(state.status, Status::Resolved);
     // Same key on another target is another incident.
     assert!(matches!(
@@ -196,7 +230,11 @@ pub async fn delivered_events_leave_the_queue_and_mark_the_incident<S: Store>(st
     let id = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
     store.mark_delivered(id, at(5)).await.expect("delivered");
     assert!(store.pending(None, 10).await.expect("pending").is_empty());
-    let state = store.incident("t", "k").await.expect("incident").expect("exists");
+    let state = store
+        .incident("t", "k")
+        .await
+        .expect("incident")
+        .expect("exists");
     assert_eq!(state.last_sent_at, Some(at(5)));
     assert_eq!(state.status, Status::Triggered);
 }
@@ -205,7 +243,11 @@ pub async fn failures_keep_the_event_in_place<S: Store>(store: &S) {
     let id = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
     store.record_failure(id, "HTTP 503").await.expect("failure");
     store.record_failure(id, "timeout").await.expect("failure");
-    let next = store.next_eligible("t").await.expect("next").expect("still queued");
+    let next = store
+        .next_eligible("t")
+        .await
+        .expect("next")
+        .expect("still queued");
     assert_eq!(next.id, id);
     assert_eq!(next.attempts, 2);
     assert_eq!(next.last_error.as_deref(), Some("timeout"));
@@ -213,11 +255,14 @@ pub async fn failures_keep_the_event_in_place<S: Store>(store: &S) {
 
 pub async fn dead_letters_unblock_the_incident_and_are_listed<S: Store>(store: &S) {
     let bad = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
-    let resolve = queued_id(
-        &accept_one(store, event("t", Some("k"), Action::Resolve, None), at(1)).await,
-    );
+    let resolve =
+        queued_id(&accept_one(store, event("t", Some("k"), Action::Resolve, None), at(1)).await);
     store
-        .dead_letter(bad, "PagerDuty rejected the event (HTTP 400): 'payload.source' is missing", at(2))
+        .dead_letter(
+            bad,
+            "PagerDuty rejected the event (HTTP 400): 'payload.source' is missing",
+            at(2),
+        )
         .await
         .expect("dead letter");
     assert_eq!(next_id(store, "t").await, Some(resolve));
@@ -226,13 +271,22 @@ pub async fn dead_letters_unblock_the_incident_and_are_listed<S: Store>(store: &
     assert_eq!(dead[0].id, bad);
     assert_eq!(dead[0].dead_at, at(2));
     assert!(dead[0].reason.contains("HTTP 400"));
-    assert!(store.dead_letters(Some("other"), 10).await.expect("list").is_empty());
+    assert!(
+        store
+            .dead_letters(Some("other"), 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 pub async fn old_events_expire_to_dead_letters<S: Store>(store: &S) {
     accept_one(store, trigger("old", Severity::Error), at(0)).await;
     let fresh = queued_id(&accept_one(store, trigger("fresh", Severity::Error), at(100)).await);
-    assert_eq!(store.expire_events(at(50), at(200)).await.expect("expire"), 1);
+    assert_eq!(
+        store.expire_events(at(50), at(200)).await.expect("expire"),
+        1
+    );
     assert_eq!(next_id(store, "t").await, Some(fresh));
     let dead = store.dead_letters(None, 10).await.expect("list");
     assert_eq!(dead.len(), 1);
@@ -262,10 +316,18 @@ fn millis_after(at: Timestamp, millis: i64) -> Timestamp {
 pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     let window = Duration::from_secs(10);
     for i in 0..3 {
-        granted(store.take_budget("t", 3, window, at(i)).await.expect("budget"));
+        granted(
+            store
+                .take_budget("t", 3, window, at(i))
+                .await
+                .expect("budget"),
+        );
     }
     assert_eq!(
-        store.take_budget("t", 3, window, at(5)).await.expect("budget"),
+        store
+            .take_budget("t", 3, window, at(5))
+            .await
+            .expect("budget"),
         BudgetDecision::WaitUntil(millis_after(at(10), 1)),
         "full until the first send has left the window"
     );
@@ -277,29 +339,58 @@ pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     );
     assert!(
         matches!(
-            store.take_budget("t", 3, window, at(10)).await.expect("budget"),
+            store
+                .take_budget("t", 3, window, at(10))
+                .await
+                .expect("budget"),
             BudgetDecision::WaitUntil(_)
         ),
         "a send exactly one window old still counts"
     );
-    granted(store.take_budget("t", 3, window, millis_after(at(10), 1)).await.expect("budget"));
+    granted(
+        store
+            .take_budget("t", 3, window, millis_after(at(10), 1))
+            .await
+            .expect("budget"),
+    );
 }
 
 pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
     let window = Duration::from_secs(10);
-    let slow = granted(store.take_budget("t", 2, window, at(0)).await.expect("budget"));
-    granted(store.take_budget("t", 2, window, at(1)).await.expect("budget"));
+    let slow = granted(
+        store
+            .take_budget("t", 2, window, at(0))
+            .await
+            .expect("budget"),
+    );
+    granted(
+        store
+            .take_budget("t", 2, window, at(1))
+            .await
+            .expect("budget"),
+    );
     // The first request took 4 s to answer: its slot now ends at 14 s, not 10 s.
     store.settle_budget(slow, at(4)).await.expect("settle");
     assert_eq!(
-        store.take_budget("t", 2, window, at(12)).await.expect("budget"),
+        store
+            .take_budget("t", 2, window, at(12))
+            .await
+            .expect("budget"),
         BudgetDecision::WaitUntil(millis_after(at(14), 1))
     );
     // Settling never moves a slot back in time.
-    let late = granted(store.take_budget("u", 1, window, at(20)).await.expect("budget"));
+    let late = granted(
+        store
+            .take_budget("u", 1, window, at(20))
+            .await
+            .expect("budget"),
+    );
     store.settle_budget(late, at(3)).await.expect("settle");
     assert!(matches!(
-        store.take_budget("u", 1, window, at(25)).await.expect("budget"),
+        store
+            .take_budget("u", 1, window, at(25))
+            .await
+            .expect("budget"),
         BudgetDecision::WaitUntil(_)
     ));
 }
@@ -307,11 +398,27 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
 pub async fn fingerprint_maps_to_the_last_dedup_key<S: Store>(store: &S) {
     accept_one(store, trigger("k1", Severity::Error), at(0)).await;
     assert_eq!(
-        store.dedup_key_for_fingerprint("t", "fp-k1").await.expect("lookup").as_deref(),
+        store
+            .dedup_key_for_fingerprint("t", "fp-k1")
+            .await
+            .expect("lookup")
+            .as_deref(),
         Some("k1")
     );
-    assert_eq!(store.dedup_key_for_fingerprint("t", "nope").await.expect("lookup"), None);
-    assert_eq!(store.dedup_key_for_fingerprint("other", "fp-k1").await.expect("lookup"), None);
+    assert_eq!(
+        store
+            .dedup_key_for_fingerprint("t", "nope")
+            .await
+            .expect("lookup"),
+        None
+    );
+    assert_eq!(
+        store
+            .dedup_key_for_fingerprint("other", "fp-k1")
+            .await
+            .expect("lookup"),
+        None
+    );
 }
 
 pub async fn stats_count_pending_dead_and_open_incidents<S: Store>(store: &S) {
@@ -325,6 +432,10 @@ pub async fn stats_count_pending_dead_and_open_incidents<S: Store>(store: &S) {
     assert_eq!(stats[0].pending, 2);
     assert_eq!(stats[0].dead, 1);
     assert_eq!(stats[0].oldest_pending_accepted_at, Some(at(1)));
-    assert_eq!(store.open_incidents().await.expect("open"), 2, "a and b; c is resolved");
+    assert_eq!(
+        store.open_incidents().await.expect("open"),
+        2,
+        "a and b; c is resolved"
+    );
     store.ping().await.expect("ping");
 }

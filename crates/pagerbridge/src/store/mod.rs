@@ -98,9 +98,13 @@ pub struct NewEvent {
 /// What became of one [`NewEvent`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Acceptance {
-    Queued { id: i64 },
+    Queued {
+        id: i64,
+    },
     /// Not queued because PagerDuty already has this state; the reason is for metrics/logs.
-    Suppressed { reason: &'static str },
+    Suppressed {
+        reason: &'static str,
+    },
 }
 
 /// An event waiting in the outbox.
@@ -227,8 +231,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeadLetter>, StoreError>;
 
     /// Pending events, in acceptance order, optionally of one target.
-    async fn pending(&self, target: Option<&str>, limit: u32)
-    -> Result<Vec<QueuedEvent>, StoreError>;
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -2,7 +2,7 @@
 //!
 //! It mirrors [`SqliteStore`](super::sqlite::SqliteStore) query for query; what differs is
 //! concurrency. SQLite has one writer, so its read-decide-write transactions are serial for
-//! free. Here several replicas write at once, so the two read-decide-write paths serialise
+//! free. Here several replicas write at once, so the read-decide-write paths serialise
 //! explicitly with transaction-scoped advisory locks (released at commit or rollback, so a
 //! crashed replica never leaves one behind):
 //!

@@ -194,7 +194,10 @@ impl Store for SqliteStore {
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             let incident = match &event.dedup_key {
-                Some(key) => Some((key.clone(), Self::load_incident(&mut tx, &event.target, key).await?)),
+                Some(key) => Some((
+                    key.clone(),
+                    Self::load_incident(&mut tx, &event.target, key).await?,
+                )),
                 None => None,
             };
             if let Some((_, current)) = &incident
@@ -340,12 +343,11 @@ impl Store for SqliteStore {
             .bind(since)
             .execute(&mut *tx)
             .await?;
-        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE target = ?",
-        )
-        .bind(target)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (used, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE target = ?")
+                .bind(target)
+                .fetch_one(&mut *tx)
+                .await?;
         let decision = if used < i64::from(limit) {
             let slot: i64 = sqlx::query_scalar(
                 "INSERT INTO budget_sends (target, sent_at) VALUES (?, ?) RETURNING rowid",

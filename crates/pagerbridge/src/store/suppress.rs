@@ -80,11 +80,12 @@ pub fn suppression(
     match event.action {
         Action::Trigger => {
             let open = matches!(current.status, Status::Triggered | Status::Acknowledged);
-            let unchanged = event.payload_hash.is_some()
-                && event.payload_hash == current.last_payload_hash;
+            let unchanged =
+                event.payload_hash.is_some() && event.payload_hash == current.last_payload_hash;
             let recent = current.last_trigger_at.is_some_and(|at| {
-                now.duration_since(at) < jiff::SignedDuration::try_from(policy.retrigger_after)
-                    .unwrap_or(jiff::SignedDuration::MAX)
+                now.duration_since(at)
+                    < jiff::SignedDuration::try_from(policy.retrigger_after)
+                        .unwrap_or(jiff::SignedDuration::MAX)
             });
             (open && unchanged && recent).then_some("unchanged_retrigger")
         }
@@ -184,7 +185,10 @@ mod tests {
     fn trigger_after_resolve_is_sent_and_reopens() {
         let policy = SuppressionPolicy::default();
         let state = state_after(
-            &[event(Action::Trigger, Some("h")), event(Action::Resolve, None)],
+            &[
+                event(Action::Trigger, Some("h")),
+                event(Action::Resolve, None),
+            ],
             at(0),
         );
         let again = event(Action::Trigger, Some("h"));
@@ -197,20 +201,36 @@ mod tests {
     fn repeated_acknowledge_and_resolve_are_suppressed() {
         let policy = SuppressionPolicy::default();
         let acked = state_after(
-            &[event(Action::Trigger, Some("h")), event(Action::Acknowledge, None)],
+            &[
+                event(Action::Trigger, Some("h")),
+                event(Action::Acknowledge, None),
+            ],
             at(0),
         );
         assert_eq!(
-            suppression(acked.as_ref(), &event(Action::Acknowledge, None), &policy, at(1)),
+            suppression(
+                acked.as_ref(),
+                &event(Action::Acknowledge, None),
+                &policy,
+                at(1)
+            ),
             Some("already_acknowledged")
         );
         let resolved = state_after(&[event(Action::Resolve, None)], at(0));
         assert_eq!(
-            suppression(resolved.as_ref(), &event(Action::Resolve, None), &policy, at(1)),
+            suppression(
+                resolved.as_ref(),
+                &event(Action::Resolve, None),
+                &policy,
+                at(1)
+            ),
             Some("already_resolved")
         );
         // Unknown incidents are never suppressed: a cold cache must not lose a resolve.
-        assert_eq!(suppression(None, &event(Action::Resolve, None), &policy, at(1)), None);
+        assert_eq!(
+            suppression(None, &event(Action::Resolve, None), &policy, at(1)),
+            None
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub fn sample(name: &str) -> Vec<u8> {
 pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -180,7 +183,10 @@ impl Bridge {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "pagerbridge did not stop within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "pagerbridge did not stop within {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -215,7 +221,10 @@ pub fn delivered(sim: &SpawnedSimulator) -> Vec<(String, String)> {
         .map(|e| {
             (
                 e.body["dedup_key"].as_str().unwrap_or_default().to_owned(),
-                e.body["event_action"].as_str().unwrap_or_default().to_owned(),
+                e.body["event_action"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect()
@@ -266,7 +275,10 @@ pub fn expected_dedup_key(labels: &[(&str, &str)]) -> String {
     let body: Vec<String> = sorted
         .iter()
         .map(|(k, v)| {
-            let escaped = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let escaped = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             format!("{k}=\"{escaped}\"")
         })
         .collect();

@@ -1,0 +1,455 @@
+//! Load test of the whole bridge, in one process, on loopback only: the PagerDuty simulator
+//! (rate limit off), `pagerbridge::service::run` with a temporary SQLite file, and concurrent
+//! senders POSTing Alertmanager webhooks of distinct firing alerts.
+//!
+//! ```text
+//! cargo run --release -p pagerbridge --example load -- [--webhooks 50] \
+//!     [--alerts-per-webhook 100] [--concurrency 4]
+//! ```
+//!
+//! Prints ingest throughput, per-webhook POST latency, delivery throughput and the latency
+//! from an alert's acceptance (its webhook's 2xx) to PagerDuty's 202 (the simulator's
+//! `received_at` for the request carrying its dedup key). Exits non-zero if any alert is not
+//! delivered.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use jiff::Timestamp;
+use pagerbridge::alert::Labels;
+use pagerbridge::{config, format, service};
+use pagerduty_simulator::{Config as SimConfig, spawn_on_loopback};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+/// How long the POST phase may take at most.
+const POST_PHASE_LIMIT: Duration = Duration::from_secs(120);
+/// How long to wait for delivery at most, after the POST phase.
+const DELIVERY_LIMIT: Duration = Duration::from_secs(300);
+/// A fake 32-character routing key; it only ever reaches the in-process simulator.
+const ROUTING_KEY: &str = "LoadTestRoutingKey00000000000001";
+
+#[derive(Parser, Debug)]
+#[command(about = "Load test of pagerbridge against the in-process PagerDuty simulator")]
+struct Args {
+    /// Webhooks to POST.
+    #[arg(long, default_value_t = 50)]
+    webhooks: usize,
+    /// Distinct firing alerts in each webhook.
+    #[arg(long, default_value_t = 100)]
+    alerts_per_webhook: usize,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+}
+
+/// One webhook to send: its body and the dedup keys of its alerts.
+struct Webhook {
+    body: Vec<u8>,
+    keys: Vec<String>,
+}
+
+/// What a sender saw for one webhook.
+#[derive(Clone, Copy)]
+struct Posted {
+    /// POST sent → 2xx received.
+    latency: Duration,
+    /// When the 2xx came back, on the wall clock the simulator's `received_at` uses.
+    accepted_at: Timestamp,
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.webhooks >= 1 && args.alerts_per_webhook >= 1 && args.concurrency >= 1,
+        "--webhooks, --alerts-per-webhook and --concurrency must be at least 1"
+    );
+    let expected = args.webhooks * args.alerts_per_webhook;
+
+    // The PagerDuty simulator, rate limit off.
+    let sim = spawn_on_loopback(SimConfig {
+        rate_limit: 0,
+        ..SimConfig::default()
+    })
+    .await
+    .context("starting the simulator")?;
+
+    // The bridge: temp SQLite file, one target keyed from a temp file, a budget that never
+    // throttles.
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let config = bridge_config(dir.path(), &sim.base_url())?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+    let bridge_addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let bridge = tokio::spawn(service::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    wait_ready(&http, bridge_addr).await?;
+
+    let webhooks = Arc::new(build_webhooks(args.webhooks, args.alerts_per_webhook)?);
+    eprintln!(
+        "bridge on {bridge_addr}, simulator on {}; sending {} webhooks x {} alerts with {} senders",
+        sim.addr, args.webhooks, args.alerts_per_webhook, args.concurrency
+    );
+
+    // POST phase: C senders take the next webhook until all are sent or time is up.
+    let next = Arc::new(AtomicUsize::new(0));
+    let results: Arc<Mutex<Vec<Option<Posted>>>> = Arc::new(Mutex::new(vec![None; webhooks.len()]));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let url = format!("http://{bridge_addr}/api/v1/alertmanager");
+    let post_start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (http, url, webhooks, next, results, failures) = (
+            http.clone(),
+            url.clone(),
+            webhooks.clone(),
+            next.clone(),
+            results.clone(),
+            failures.clone(),
+        );
+        senders.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= webhooks.len() || post_start.elapsed() > POST_PHASE_LIMIT {
+                    break;
+                }
+                let sent = Instant::now();
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(webhooks[index].body.clone())
+                    .send()
+                    .await;
+                let (latency, accepted_at) = (sent.elapsed(), Timestamp::now());
+                match response {
+                    Ok(response) if response.status().is_success() => {
+                        let _ = response.bytes().await;
+                        results.lock().await[index] = Some(Posted {
+                            latency,
+                            accepted_at,
+                        });
+                    }
+                    Ok(response) => {
+                        let status = response.status();
+                        let text = response.text().await.unwrap_or_default();
+                        failures
+                            .lock()
+                            .await
+                            .push(format!("webhook {index}: {status} {text}"));
+                    }
+                    Err(error) => failures
+                        .lock()
+                        .await
+                        .push(format!("webhook {index}: {error}")),
+                }
+            }
+        });
+    }
+    while let Some(joined) = senders.join_next().await {
+        joined.context("a sender panicked")?;
+    }
+    let post_wall = post_start.elapsed();
+    let results = results.lock().await.clone();
+    let accepted_webhooks = results.iter().flatten().count();
+    let accepted_alerts = accepted_webhooks * args.alerts_per_webhook;
+    eprintln!(
+        "POST phase done in {:.2}s: {accepted_webhooks}/{} webhooks accepted; waiting for delivery",
+        post_wall.as_secs_f64(),
+        webhooks.len()
+    );
+
+    // Delivery: wait (bounded) until the simulator has accepted every accepted alert.
+    let deadline = Instant::now() + DELIVERY_LIMIT;
+    let mut last_report = Instant::now();
+    loop {
+        let stats = sim.sim.stats();
+        if stats.accepted as usize >= accepted_alerts || Instant::now() >= deadline {
+            break;
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "  delivered {}/{accepted_alerts} ({:.0}s)",
+                stats.accepted,
+                post_start.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivery_wall = post_start.elapsed();
+
+    // When each dedup key first got a 202 from the simulator.
+    let log = sim.sim.events();
+    let mut delivered_at: HashMap<String, Timestamp> = HashMap::new();
+    let mut duplicates = 0_usize;
+    let mut non_202 = 0_usize;
+    for request in &log {
+        if request.path != "/v2/enqueue" {
+            continue;
+        }
+        if request.status != 202 {
+            non_202 += 1;
+            continue;
+        }
+        let Some(key) = request.body.get("dedup_key").and_then(Value::as_str) else {
+            continue;
+        };
+        let at: Timestamp = request
+            .received_at
+            .parse()
+            .with_context(|| format!("simulator received_at {:?}", request.received_at))?;
+        if delivered_at.insert(key.to_owned(), at).is_some() {
+            duplicates += 1;
+        }
+    }
+    let first_delivery = delivered_at.values().min().copied();
+    let last_delivery = delivered_at.values().max().copied();
+
+    // accept → 202 per alert.
+    let mut accept_to_202 = Vec::with_capacity(expected);
+    let mut undelivered = 0_usize;
+    for (webhook, posted) in webhooks.iter().zip(&results) {
+        let Some(posted) = posted else { continue };
+        for key in &webhook.keys {
+            match delivered_at.get(key) {
+                Some(at) => accept_to_202.push(signed_ms(at.duration_since(posted.accepted_at))),
+                None => undelivered += 1,
+            }
+        }
+    }
+    let mut post_latency: Vec<f64> = results
+        .iter()
+        .flatten()
+        .map(|p| p.latency.as_secs_f64() * 1000.0)
+        .collect();
+
+    let _ = stop.send(());
+    match tokio::time::timeout(Duration::from_secs(15), bridge).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => eprintln!("bridge stopped with an error: {error:#}"),
+        Ok(Err(error)) => eprintln!("bridge task failed: {error}"),
+        Err(_) => eprintln!("bridge did not stop within 15s"),
+    }
+
+    // The report.
+    let delivered = accept_to_202.len();
+    let delivery_span = match (first_delivery, last_delivery) {
+        (Some(first), Some(last)) => signed_ms(last.duration_since(first)) / 1000.0,
+        _ => 0.0,
+    };
+    println!();
+    println!(
+        "pagerbridge load: {} webhooks x {} alerts, concurrency {} (release: {})",
+        args.webhooks,
+        args.alerts_per_webhook,
+        args.concurrency,
+        !cfg!(debug_assertions)
+    );
+    println!("{:-<72}", "");
+    row(
+        "webhooks accepted (2xx)",
+        format!("{accepted_webhooks}/{}", webhooks.len()),
+    );
+    row("alerts accepted", format!("{accepted_alerts}/{expected}"));
+    row(
+        "POST phase wall time",
+        format!("{:.3} s", post_wall.as_secs_f64()),
+    );
+    row(
+        "ingest throughput",
+        format!(
+            "{:.0} alerts/s",
+            per_second(accepted_alerts, post_wall.as_secs_f64())
+        ),
+    );
+    row(
+        "delivered (first 202 per key)",
+        format!("{delivered}/{accepted_alerts}"),
+    );
+    row(
+        "delivery throughput (end to end)",
+        format!(
+            "{:.0} events/s  ({delivered} in {:.3} s from first POST)",
+            per_second(delivered, delivery_wall.as_secs_f64()),
+            delivery_wall.as_secs_f64()
+        ),
+    );
+    row(
+        "delivery throughput (first→last 202)",
+        format!(
+            "{:.0} events/s  ({delivery_span:.3} s)",
+            per_second(delivered.saturating_sub(1), delivery_span)
+        ),
+    );
+    row(
+        "simulator requests (non-202, repeats)",
+        format!("{} ({non_202}, {duplicates})", log.len()),
+    );
+    println!("{:-<72}", "");
+    println!(
+        "{:<28}{:>8}{:>8}{:>8}{:>8}{:>8}{:>7}",
+        "latency (ms)", "min", "p50", "p90", "p99", "max", "n"
+    );
+    percentiles_row("POST → 2xx, per webhook", &mut post_latency);
+    percentiles_row("accept → 202, per alert", &mut accept_to_202);
+    println!("{:-<72}", "");
+
+    let failures = failures.lock().await;
+    for failure in failures.iter().take(10) {
+        println!("failed: {failure}");
+    }
+    if !failures.is_empty() || accepted_alerts < expected {
+        bail!(
+            "{} webhooks were not accepted ({} failures reported)",
+            webhooks.len() - accepted_webhooks,
+            failures.len()
+        );
+    }
+    if undelivered > 0 {
+        bail!("{undelivered} accepted alerts were not delivered within the time limit");
+    }
+    Ok(())
+}
+
+/// A YAML config as an operator would write it, loaded the way `serve` loads it.
+fn bridge_config(dir: &Path, pagerduty_url: &str) -> anyhow::Result<config::Config> {
+    let key = dir.join("routing-key");
+    std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+storage:
+  path: "{db}"
+pagerduty:
+  url: "{pagerduty_url}"
+  rate_limit: {{ requests: 1000000, window: "60s" }}
+  timeout: "10s"
+delivery:
+  shutdown_drain: "1s"
+targets:
+  - name: "default"
+    routing_key_file: "{key}"
+"#,
+        db = dir.join("bridge.db").display(),
+        key = key.display(),
+    );
+    let path = dir.join("pagerbridge.yaml");
+    std::fs::write(&path, yaml)?;
+    config::load(Some(&path))
+}
+
+/// Waits (at most 10 s) for `/healthz` to answer 200.
+async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let url = format!("http://{addr}/healthz");
+    loop {
+        if let Ok(response) = http.get(&url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the bridge did not become ready within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `webhooks` bodies based on the real firing sample, each alert with its own alertname
+/// (per webhook) and instance (per alert), so every alert is a distinct incident.
+fn build_webhooks(webhooks: usize, per_webhook: usize) -> anyhow::Result<Vec<Webhook>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/samples/alertmanager-0.25/alertmanager-webhook-firing.json");
+    let sample: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let originals = sample["alerts"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .context("the sample has no alerts")?;
+    (0..webhooks)
+        .map(|w| {
+            let name = format!("LoadTest{w:05}");
+            let mut keys = Vec::with_capacity(per_webhook);
+            let alerts: Vec<Value> = (0..per_webhook)
+                .map(|i| {
+                    let mut alert = originals[i % originals.len()].clone();
+                    let instance = format!("host-{i:04}.load.test:9100");
+                    alert["labels"]["alertname"] = Value::from(name.as_str());
+                    alert["labels"]["instance"] = Value::from(instance.as_str());
+                    alert["annotations"]["summary"] = Value::from(format!("{name} on {instance}"));
+                    alert["fingerprint"] = Value::from(format!("{:016x}", w * per_webhook + i));
+                    let labels: Labels = serde_json::from_value(alert["labels"].clone())?;
+                    keys.push(format::alert_dedup_key(&labels).as_str().to_owned());
+                    Ok(alert)
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let mut body = sample.clone();
+            body["alerts"] = Value::Array(alerts);
+            body["groupKey"] = Value::from(format!("{{}}:{{alertname=\"{name}\"}}"));
+            body["groupLabels"] = serde_json::json!({ "alertname": name });
+            body["commonLabels"]["alertname"] = Value::from(name.as_str());
+            Ok(Webhook {
+                body: serde_json::to_vec(&body)?,
+                keys,
+            })
+        })
+        .collect()
+}
+
+fn signed_ms(duration: jiff::SignedDuration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn per_second(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+fn row(label: &str, value: String) {
+    println!("{label:<38}{value}");
+}
+
+/// Nearest-rank percentiles of `values` (sorted in place).
+fn percentiles_row(label: &str, values: &mut [f64]) {
+    if values.is_empty() {
+        println!("{label:<28}{:>8}", "-");
+        return;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = |p: f64| {
+        let index = ((p / 100.0) * values.len() as f64).ceil() as usize;
+        values[index.clamp(1, values.len()) - 1]
+    };
+    println!(
+        "{label:<28}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>7}",
+        values[0],
+        rank(50.0),
+        rank(90.0),
+        rank(99.0),
+        values[values.len() - 1],
+        values.len()
+    );
+}
