@@ -264,7 +264,20 @@ impl Metrics {
             target: target.to_owned(),
             kind: "server_error".to_owned(),
         });
+        for reason in crate::store::suppress::REASONS {
+            Self::count_zero(&self.suppressed, target, reason);
+        }
+        for reason in ["rejected", "unsendable", "expired"] {
+            Self::count_zero(&self.dead_lettered, target, reason);
+        }
         self.set_lane_state(target, LaneState::healthy);
+    }
+
+    fn count_zero(family: &Family<ReasonLabels, Counter>, target: &str, reason: &str) {
+        let _ = family.get_or_create(&ReasonLabels {
+            target: target.to_owned(),
+            reason: reason.to_owned(),
+        });
     }
 
     /// Counts an accepted (202) event of `action`.

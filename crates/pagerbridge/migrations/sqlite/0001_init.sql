@@ -38,6 +38,7 @@ CREATE INDEX incidents_updated ON incidents (updated_at);
 -- Requests made per target, for the sliding-window budget; survives restarts so a restart
 -- does not burst past PagerDuty's limit.
 CREATE TABLE budget_sends (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,   -- the slot: never reused
     target  TEXT    NOT NULL,
     sent_at INTEGER NOT NULL
 );

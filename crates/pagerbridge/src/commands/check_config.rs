@@ -29,7 +29,7 @@ pub struct CheckConfigArgs {
 pub async fn run(args: CheckConfigArgs) -> ExitCode {
     match check(args.config.as_deref()) {
         Ok(summary) => {
-            print!("{summary}");
+            super::print_line(summary.trim_end_matches('\n'));
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -6,3 +6,11 @@ pub mod send;
 pub mod serve;
 mod signals;
 pub mod simulate;
+
+/// Writes a line to stdout. A closed pipe (`pagerbridge render … | head`) is not an error worth
+/// a panic: the reader has what it wanted.
+pub(crate) fn print_line(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}

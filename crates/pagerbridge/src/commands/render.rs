@@ -45,7 +45,7 @@ pub enum InputKind {
 pub async fn run(args: RenderArgs) -> ExitCode {
     match render(&args) {
         Ok(output) => {
-            println!("{output}");
+            super::print_line(&output);
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -193,7 +193,7 @@ pub async fn run(args: SendArgs) -> ExitCode {
         eprintln!("warning: the event exceeded 512,000 bytes; custom_details were cut to fit");
     }
     if connection.dry_run {
-        println!("{}", pretty(&prepared.event));
+        super::print_line(&pretty(&prepared.event));
         return ExitCode::SUCCESS;
     }
     deliver(&connection, prepared).await
@@ -357,7 +357,7 @@ async fn deliver(connection: &Connection, prepared: Prepared) -> ExitCode {
     let attempts = outcome.attempts;
     match outcome.result {
         Ok(accepted) => {
-            println!("{}", pretty(&json!(accepted)));
+            super::print_line(&pretty(&json!(accepted)));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -367,7 +367,7 @@ async fn deliver(connection: &Connection, prepared: Prepared) -> ExitCode {
             {
                 let answer =
                     json!({"status": "invalid event", "message": message, "errors": errors});
-                println!("{}", pretty(&answer));
+                super::print_line(&pretty(&answer));
                 eprintln!("error: {error}");
                 return ExitCode::from(exit::REJECTED);
             }

@@ -281,7 +281,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT dedup_key FROM incidents WHERE target = $1 AND fingerprint = $2
-             ORDER BY updated_at DESC LIMIT 1",
+             ORDER BY updated_at DESC, dedup_key DESC LIMIT 1",
         )
         .bind(target)
         .bind(fingerprint)

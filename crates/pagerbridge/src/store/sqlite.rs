@@ -238,7 +238,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT dedup_key FROM incidents WHERE target = ? AND fingerprint = ?
-             ORDER BY updated_at DESC LIMIT 1",
+             ORDER BY updated_at DESC, rowid DESC LIMIT 1",
         )
         .bind(target)
         .bind(fingerprint)
@@ -350,7 +350,7 @@ impl Store for SqliteStore {
                 .await?;
         let decision = if used < i64::from(limit) {
             let slot: i64 = sqlx::query_scalar(
-                "INSERT INTO budget_sends (target, sent_at) VALUES (?, ?) RETURNING rowid",
+                "INSERT INTO budget_sends (target, sent_at) VALUES (?, ?) RETURNING id",
             )
             .bind(target)
             .bind(to_millis(now))
@@ -369,7 +369,7 @@ impl Store for SqliteStore {
     }
 
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
-        sqlx::query("UPDATE budget_sends SET sent_at = MAX(sent_at, ?) WHERE rowid = ?")
+        sqlx::query("UPDATE budget_sends SET sent_at = MAX(sent_at, ?) WHERE id = ?")
             .bind(to_millis(at))
             .bind(slot)
             .execute(&self.pool)

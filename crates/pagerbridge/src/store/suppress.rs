@@ -69,6 +69,13 @@ pub struct IncidentState {
     pub updated_at: Timestamp,
 }
 
+/// Every reason [`suppression`] gives, for metrics.
+pub const REASONS: [&str; 3] = [
+    "unchanged_retrigger",
+    "already_acknowledged",
+    "already_resolved",
+];
+
 /// Why an event is not queued, or `None` to queue it.
 pub fn suppression(
     current: Option<&IncidentState>,

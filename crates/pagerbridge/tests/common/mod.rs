@@ -82,6 +82,15 @@ targets:
         self.dir.path().join("data/bridge.db")
     }
 
+    /// Makes later starts listen on `addr` instead of a fresh port, e.g. so that a restarted
+    /// bridge keeps the address its clients were given.
+    pub fn listen_on(&self, addr: SocketAddr) {
+        let yaml = std::fs::read_to_string(&self.config).expect("config file");
+        let (first, rest) = yaml.split_once('\n').expect("a config of several lines");
+        assert!(first.starts_with("listen:"), "listen is the first line");
+        std::fs::write(&self.config, format!("listen: \"{addr}\"\n{rest}")).expect("config file");
+    }
+
     /// Starts `pagerbridge serve` and waits until it listens.
     pub async fn start(&self) -> Bridge {
         Bridge::start(&self.config).await
