@@ -234,7 +234,7 @@ impl Lane {
         if let Err(store_error) = self
             .shared
             .store
-            .record_failure(event.id, &error.to_string())
+            .record_failure(event.id, &error.to_string(), Timestamp::now())
             .await
         {
             tracing::error!(target_name = %self.target, %store_error, "could not record a failed attempt");

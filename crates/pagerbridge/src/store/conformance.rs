@@ -11,7 +11,7 @@ use pagerduty_events::Severity;
 use serde_json::json;
 
 use super::suppress::Status;
-use super::{Acceptance, Action, BudgetDecision, NewEvent, Store, SuppressionPolicy};
+use super::{Acceptance, Action, BudgetDecision, NewEvent, NoticeKind, Store, SuppressionPolicy};
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             settled_slots_count_from_the_answer,
             fingerprint_maps_to_the_last_dedup_key,
             stats_count_pending_dead_and_open_incidents,
+            fallback_hears_of_dead_letters_and_long_failures_once,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -131,7 +132,7 @@ pub async fn per_incident_order_holds_while_an_older_event_is_pending<S: Store>(
     );
     assert_eq!(next_id(store, "t").await, Some(first));
     store
-        .record_failure(first, "HTTP 500")
+        .record_failure(first, "HTTP 500", at(1))
         .await
         .expect("failure");
     assert_eq!(
@@ -162,7 +163,10 @@ pub async fn most_severe_eligible_event_goes_first<S: Store>(store: &S) {
 pub async fn change_events_order_against_nothing<S: Store>(store: &S) {
     let one = queued_id(&accept_one(store, event("t", None, Action::Change, None), at(0)).await);
     let two = queued_id(&accept_one(store, event("t", None, Action::Change, None), at(1)).await);
-    store.record_failure(one, "timeout").await.expect("failure");
+    store
+        .record_failure(one, "timeout", at(1))
+        .await
+        .expect("failure");
     let pending: Vec<i64> = store
         .pending(Some("t"), 10)
         .await
@@ -241,8 +245,14 @@ pub async fn delivered_events_leave_the_queue_and_mark_the_incident<S: Store>(st
 
 pub async fn failures_keep_the_event_in_place<S: Store>(store: &S) {
     let id = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
-    store.record_failure(id, "HTTP 503").await.expect("failure");
-    store.record_failure(id, "timeout").await.expect("failure");
+    store
+        .record_failure(id, "HTTP 503", at(1))
+        .await
+        .expect("failure");
+    store
+        .record_failure(id, "timeout", at(2))
+        .await
+        .expect("failure");
     let next = store
         .next_eligible("t")
         .await
@@ -438,4 +448,66 @@ pub async fn stats_count_pending_dead_and_open_incidents<S: Store>(store: &S) {
         "a and b; c is resolved"
     );
     store.ping().await.expect("ping");
+}
+
+pub async fn fallback_hears_of_dead_letters_and_long_failures_once<S: Store>(store: &S) {
+    let dead = queued_id(&accept_one(store, trigger("dead", Severity::Error), at(0)).await);
+    let failing = queued_id(&accept_one(store, trigger("failing", Severity::Error), at(0)).await);
+    let fresh = queued_id(&accept_one(store, trigger("fresh", Severity::Error), at(0)).await);
+    store
+        .dead_letter(dead, "HTTP 400: bad", at(1))
+        .await
+        .expect("dead");
+    store
+        .record_failure(failing, "HTTP 503", at(10))
+        .await
+        .expect("failure");
+    store
+        .record_failure(failing, "timeout", at(20))
+        .await
+        .expect("failure");
+    store
+        .record_failure(fresh, "HTTP 503", at(100))
+        .await
+        .expect("failure");
+
+    // Failing since before 50 s: only `failing` (its first failure was at 10 s).
+    let due = store.fallback_due(at(50), 10).await.expect("due");
+    let seen: Vec<(i64, NoticeKind, &str)> = due
+        .iter()
+        .map(|n| (n.event.id, n.kind, n.reason.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (dead, NoticeKind::DeadLettered, "HTTP 400: bad"),
+            (failing, NoticeKind::Failing, "timeout"),
+        ]
+    );
+    store
+        .mark_notified(dead, NoticeKind::DeadLettered, at(51))
+        .await
+        .expect("mark");
+    store
+        .mark_notified(failing, NoticeKind::Failing, at(51))
+        .await
+        .expect("mark");
+    assert!(
+        store
+            .fallback_due(at(50), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    // A failing event that then dies is told about again, as dead.
+    store
+        .dead_letter(failing, "expired", at(60))
+        .await
+        .expect("dead");
+    let due = store.fallback_due(at(50), 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].event.id, due[0].kind),
+        (failing, NoticeKind::DeadLettered)
+    );
 }

@@ -139,6 +139,25 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
+/// Why the fallback webhook is told about an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    /// PagerDuty has been failing for this event longer than `fallback_after`.
+    Failing,
+    /// The event was dead-lettered: PagerDuty refused it, or it grew too old.
+    DeadLettered,
+}
+
+/// An event the fallback webhook must hear about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub event: QueuedEvent,
+    /// The dead-letter reason, or the last error.
+    pub reason: String,
+}
+
 /// The answer of the shared send budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BudgetDecision {
@@ -185,7 +204,8 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError>;
 
     /// A request for the event failed in a way worth retrying; the event keeps its place.
-    async fn record_failure(&self, id: i64, error: &str) -> Result<(), StoreError>;
+    /// The first failure's time is kept, for the fallback's `fallback_after`.
+    async fn record_failure(&self, id: i64, error: &str, now: Timestamp) -> Result<(), StoreError>;
 
     /// Moves the event to dead letters with a reason an operator can read.
     async fn dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<(), StoreError>;
@@ -236,6 +256,22 @@ pub trait Store: Send + Sync + 'static {
         target: Option<&str>,
         limit: u32,
     ) -> Result<Vec<QueuedEvent>, StoreError>;
+
+    /// What the fallback webhook has not been told yet, oldest first: dead letters, and
+    /// pending events whose first failure is older than `failing_since`.
+    async fn fallback_due(
+        &self,
+        failing_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError>;
+
+    /// The fallback webhook was told about the event.
+    async fn mark_notified(
+        &self,
+        id: i64,
+        kind: NoticeKind,
+        at: Timestamp,
+    ) -> Result<(), StoreError>;
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -37,8 +37,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, LaneStats, NewEvent, QueuedEvent, Store,
-    StoreError, from_millis, severity_rank, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, LaneStats, NewEvent, Notice, NoticeKind,
+    QueuedEvent, Store, StoreError, from_millis, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -337,12 +337,17 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn record_failure(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
-            .bind(storable_text(error))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    async fn record_failure(&self, id: i64, error: &str, now: Timestamp) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1,
+                    first_failed_at = COALESCE(first_failed_at, $2)
+             WHERE id = $3",
+        )
+        .bind(storable_text(error))
+        .bind(to_millis(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -538,6 +543,64 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(queued_from_row).collect()
+    }
+
+    async fn fallback_due(
+        &self,
+        failing_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            ", status, dead_reason FROM outbox
+             WHERE (status = 'dead' AND dead_notified_at IS NULL)
+                OR (status = 'pending' AND failing_notified_at IS NULL AND first_failed_at < $1)
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(to_millis(failing_since))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let event = queued_from_row(row)?;
+                let dead = row.try_get::<String, _>("status")? == "dead";
+                let reason = if dead {
+                    row.try_get::<Option<String>, _>("dead_reason")?
+                } else {
+                    event.last_error.clone()
+                };
+                Ok(Notice {
+                    kind: if dead {
+                        NoticeKind::DeadLettered
+                    } else {
+                        NoticeKind::Failing
+                    },
+                    reason: reason.unwrap_or_default(),
+                    event,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_notified(
+        &self,
+        id: i64,
+        kind: NoticeKind,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = match kind {
+            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = $1 WHERE id = $2",
+            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = $1 WHERE id = $2",
+        };
+        sqlx::query(sql)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
