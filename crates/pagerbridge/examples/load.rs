@@ -296,6 +296,10 @@ async fn main() -> anyhow::Result<()> {
         ),
     );
     row(
+        "delivery rate by fifth (events/s)",
+        rate_by_fifth(&delivered_at),
+    );
+    row(
         "simulator requests (non-202, repeats)",
         format!("{} ({non_202}, {duplicates})", log.len()),
     );
@@ -426,6 +430,25 @@ fn per_second(count: usize, seconds: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Delivery rate over each fifth of the deliveries, in arrival order: a rate that falls from
+/// fifth to fifth means per-event cost grows with the backlog or the history.
+fn rate_by_fifth(delivered_at: &HashMap<String, Timestamp>) -> String {
+    let mut times: Vec<Timestamp> = delivered_at.values().copied().collect();
+    times.sort();
+    if times.len() < 10 {
+        return "-".to_owned();
+    }
+    let fifth = times.len() / 5;
+    (0..5)
+        .map(|i| {
+            let (start, end) = (times[i * fifth], times[(i + 1) * fifth - 1]);
+            let seconds = signed_ms(end.duration_since(start)) / 1000.0;
+            format!("{:.0}", per_second(fifth - 1, seconds))
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 fn row(label: &str, value: String) {

@@ -11,6 +11,9 @@ pub mod alert;
 pub mod config;
 pub mod delivery;
 pub mod format;
+/// Entry points for the fuzz targets and their corpus replay test; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod keyring;

@@ -41,6 +41,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub kind: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
 }
@@ -106,6 +112,7 @@ pub struct Metrics {
     pub dead_letters: Family<TargetLabel, Gauge>,
     pub open_incidents: Gauge,
     pub lane_state: Family<LaneStateLabels, Gauge>,
+    pub fallback_sends: Family<FallbackLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -137,6 +144,7 @@ impl Metrics {
             dead_letters: Family::default(),
             open_incidents: Gauge::default(),
             lane_state: Family::default(),
+            fallback_sends: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and `_seconds` is part of the name.
@@ -235,6 +243,11 @@ impl Metrics {
             "1 for the state each lane is in",
             m.lane_state.clone(),
         );
+        registry.register(
+            "pagerbridge_fallback_sends",
+            "Notices to the fallback webhook, by kind (failing, dead_lettered) and result",
+            m.fallback_sends.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -304,6 +317,16 @@ impl Metrics {
                 })
                 .set(i64::from(each == state));
         }
+    }
+
+    /// Counts one notice to the fallback webhook.
+    pub fn fallback_send(&self, kind: &str, result: &str) {
+        self.fallback_sends
+            .get_or_create(&FallbackLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one `(target, reason)` event in a labelled counter family.

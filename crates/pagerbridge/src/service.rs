@@ -13,8 +13,10 @@ use anyhow::Context;
 use jiff::Timestamp;
 use pagerduty_events::{Client, RoutingKey};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::delivery::fallback::{FallbackSettings, checked_webhook_url};
 use crate::delivery::{Budget, Delivery, LaneSettings, RoutingKeys, Shared};
 use crate::http::{self, AppState, Tokens};
 use crate::keyring::Keyring;
@@ -76,9 +78,11 @@ pub async fn run(
             client,
             keys: Arc::new(keyring),
             metrics: metrics.clone(),
+            fallback_wake: Arc::new(Notify::new()),
         },
         lanes,
-    );
+        fallback_settings(&config)?,
+    )?;
     let pipeline = Arc::new(Pipeline::new(
         Planner::new(targets)?,
         store.clone(),
@@ -117,6 +121,34 @@ pub async fn run(
     delivery.shutdown(config.delivery.shutdown_drain).await;
     tracing::info!("pagerbridge stopped");
     Ok(())
+}
+
+/// The fallback publisher's settings, when `fallback.url` is set.
+fn fallback_settings(config: &Config) -> anyhow::Result<Option<FallbackSettings>> {
+    let Some(url) = &config.fallback.url else {
+        return Ok(None);
+    };
+    let bearer_token = config
+        .fallback
+        .bearer_token_file
+        .as_deref()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map(|text| text.trim().to_owned())
+                .with_context(|| {
+                    format!("cannot read fallback.bearer_token_file {}", path.display())
+                })
+        })
+        .transpose()?;
+    Ok(Some(FallbackSettings {
+        url: checked_webhook_url(url).context("fallback.url")?,
+        after: config.fallback.after,
+        timeout: config.fallback.timeout,
+        bearer_token,
+        poll: Duration::from_secs(1),
+        failure_backoff: Duration::from_secs(1),
+        max_backoff: config.delivery.max_backoff,
+    }))
 }
 
 /// Dead-letters events past `max_event_age` and forgets incident state past `incident_ttl`.

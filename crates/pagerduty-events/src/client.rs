@@ -280,7 +280,9 @@ pub fn checked_base_url(raw: &str) -> Result<Url, ClientError> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the URL's host is a loopback address (127.0.0.0/8, ::1) or `localhost`: the only
+/// place plain http is allowed to, since nothing leaves the machine.
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

@@ -34,7 +34,14 @@ pub const ENV_PREFIX: &str = "PAGERBRIDGE_";
 /// a routing key in `PAGERBRIDGE_KEY_…`, or the `PAGERBRIDGE_PORT`/`PAGERBRIDGE_SERVICE_HOST`
 /// that Kubernetes injects into every pod when a Service is named `pagerbridge`. `targets`
 /// is a list, which environment variables cannot address, so it is file-only.
-const ENV_SECTIONS: [&str; 5] = ["listen", "storage", "pagerduty", "ingest", "delivery"];
+const ENV_SECTIONS: [&str; 6] = [
+    "listen",
+    "storage",
+    "pagerduty",
+    "ingest",
+    "delivery",
+    "fallback",
+];
 
 /// The whole configuration, validated by [`load`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,6 +53,7 @@ pub struct Config {
     pub pagerduty: PagerDutyConfig,
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
+    pub fallback: FallbackConfig,
     /// Never serialized, so that an inline routing key cannot leave the process that way
     /// (serialization only exists for figment's layering, which cannot address lists anyway).
     #[serde(skip_serializing)]
@@ -92,6 +100,33 @@ pub struct IngestConfig {
     pub bearer_token_file: Option<PathBuf>,
 }
 
+/// The fallback publisher: a generic webhook told about events PagerDuty refused (dead letters)
+/// or has been failing for longer than `after`, so humans still hear of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The webhook; none disables the fallback. https, or plain http to loopback only.
+    pub url: Option<String>,
+    /// How long an event must have been failing before the fallback hears of it.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A file holding a bearer token sent as `Authorization: Bearer …`, if the webhook wants one.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            after: Duration::from_secs(120),
+            timeout: Duration::from_secs(10),
+            bearer_token_file: None,
+        }
+    }
+}
+
 /// Timings of delivery (DESIGN.md "Delivery").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -121,6 +156,7 @@ impl Default for Config {
             pagerduty: PagerDutyConfig::default(),
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig::default(),
+            fallback: FallbackConfig::default(),
             targets: Vec::new(),
         }
     }
@@ -235,6 +271,13 @@ impl Config {
             ("max_backoff", delivery.max_backoff),
         ] {
             ensure!(!value.is_zero(), "delivery.{key} must be longer than 0s");
+        }
+        if let Some(url) = &self.fallback.url {
+            crate::delivery::fallback::checked_webhook_url(url).context("fallback.url")?;
+            ensure!(
+                !self.fallback.timeout.is_zero(),
+                "fallback.timeout must be longer than 0s"
+            );
         }
         self.resolve_targets().map(drop)
     }

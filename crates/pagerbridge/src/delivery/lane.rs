@@ -304,6 +304,7 @@ impl Lane {
         {
             tracing::error!(target_name = %self.target, %error, "could not dead-letter the event");
         }
+        self.shared.fallback_wake.notify_one();
     }
 }
 

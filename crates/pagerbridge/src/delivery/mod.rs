@@ -6,6 +6,7 @@
 //! budget frees up, or a backoff ends; storage is the only shared state, so a restart simply
 //! picks up where the last process stopped.
 
+pub mod fallback;
 pub mod lane;
 
 use std::collections::HashMap;
@@ -77,20 +78,37 @@ pub struct Shared {
     pub client: Client,
     pub keys: Arc<dyn RoutingKeys>,
     pub metrics: Arc<Metrics>,
+    /// Woken when an event is dead-lettered, so the fallback hears of it at once.
+    pub fallback_wake: Arc<Notify>,
 }
 
 /// The running lanes. Dropping it does not stop them; call [`Delivery::shutdown`].
 pub struct Delivery {
     wakers: HashMap<String, Arc<Notify>>,
+    fallback_wake: Arc<Notify>,
     stop: watch::Sender<Option<tokio::time::Instant>>,
     tasks: JoinSet<()>,
 }
 
 impl Delivery {
-    /// Starts one lane per target.
-    pub fn start(shared: Shared, lanes: Vec<(String, LaneSettings)>) -> Self {
+    /// Starts one lane per target, and the fallback publisher when configured.
+    pub fn start(
+        shared: Shared,
+        lanes: Vec<(String, LaneSettings)>,
+        fallback: Option<fallback::FallbackSettings>,
+    ) -> anyhow::Result<Self> {
         let (stop, stop_rx) = watch::channel(None);
         let mut tasks = JoinSet::new();
+        if let Some(settings) = fallback {
+            let lane = fallback::FallbackLane::new(
+                settings,
+                shared.store.clone(),
+                shared.metrics.clone(),
+                shared.fallback_wake.clone(),
+                stop_rx.clone(),
+            )?;
+            tasks.spawn(lane.run());
+        }
         let mut wakers = HashMap::new();
         for (target, settings) in lanes {
             let wake = Arc::new(Notify::new());
@@ -99,11 +117,12 @@ impl Delivery {
             let lane = lane::Lane::new(target, settings, shared.clone(), wake, stop_rx.clone());
             tasks.spawn(lane.run());
         }
-        Self {
+        Ok(Self {
             wakers,
             stop,
             tasks,
-        }
+            fallback_wake: shared.fallback_wake,
+        })
     }
 
     /// A handle ingest uses to wake lanes after a commit.
@@ -121,6 +140,7 @@ impl Delivery {
         for wake in self.wakers.values() {
             wake.notify_one();
         }
+        self.fallback_wake.notify_one();
         while let Some(result) = self.tasks.join_next().await {
             if let Err(error) = result {
                 tracing::error!(%error, "a delivery lane crashed");

@@ -11,7 +11,10 @@ use pagerduty_events::Severity;
 use serde_json::json;
 
 use super::suppress::Status;
-use super::{Acceptance, Action, BudgetDecision, NewEvent, NoticeKind, Store, SuppressionPolicy};
+use super::{
+    Acceptance, Action, BudgetDecision, DeadLetterFilter, NewEvent, NoticeKind, Store, Superseded,
+    SuppressionPolicy,
+};
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
@@ -34,6 +37,13 @@ macro_rules! conformance_tests {
             fingerprint_maps_to_the_last_dedup_key,
             stats_count_pending_dead_and_open_incidents,
             fallback_hears_of_dead_letters_and_long_failures_once,
+            replay_puts_a_dead_letter_back_in_its_place_with_a_clean_slate,
+            replay_skips_what_a_delivered_newer_event_superseded,
+            replay_of_a_whole_incident_keeps_its_order,
+            a_replay_overtaken_in_flight_goes_back_to_dead,
+            replay_and_drop_select_by_filter_and_never_by_default,
+            drop_keeps_a_record_and_touches_only_dead_letters,
+            replayed_events_expire_from_their_replay,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -453,7 +463,14 @@ pub async fn stats_count_pending_dead_and_open_incidents<S: Store>(store: &S) {
 pub async fn fallback_hears_of_dead_letters_and_long_failures_once<S: Store>(store: &S) {
     let dead = queued_id(&accept_one(store, trigger("dead", Severity::Error), at(0)).await);
     let failing = queued_id(&accept_one(store, trigger("failing", Severity::Error), at(0)).await);
-    let fresh = queued_id(&accept_one(store, trigger("fresh", Severity::Error), at(0)).await);
+    let waiting = queued_id(&accept_one(store, trigger("waiting", Severity::Info), at(1)).await);
+    accept_one(store, trigger("fresh", Severity::Error), at(100)).await;
+    accept_one(
+        store,
+        event("calm", Some("k"), Action::Resolve, None),
+        at(0),
+    )
+    .await;
     store
         .dead_letter(dead, "HTTP 400: bad", at(1))
         .await
@@ -466,32 +483,32 @@ pub async fn fallback_hears_of_dead_letters_and_long_failures_once<S: Store>(sto
         .record_failure(failing, "timeout", at(20))
         .await
         .expect("failure");
-    store
-        .record_failure(fresh, "HTTP 503", at(100))
-        .await
-        .expect("failure");
 
-    // Failing since before 50 s: only `failing` (its first failure was at 10 s).
+    // The lane of `t` has been failing since 10 s; `calm` has had no failure.
     let due = store.fallback_due(at(50), 10).await.expect("due");
-    let seen: Vec<(i64, NoticeKind, &str)> = due
-        .iter()
-        .map(|n| (n.event.id, n.kind, n.reason.as_str()))
-        .collect();
+    let seen: Vec<(i64, NoticeKind)> = due.iter().map(|n| (n.event.id, n.kind)).collect();
     assert_eq!(
         seen,
         [
-            (dead, NoticeKind::DeadLettered, "HTTP 400: bad"),
-            (failing, NoticeKind::Failing, "timeout"),
+            (dead, NoticeKind::DeadLettered),
+            (failing, NoticeKind::Failing),
+            (waiting, NoticeKind::Failing),
         ]
     );
-    store
-        .mark_notified(dead, NoticeKind::DeadLettered, at(51))
-        .await
-        .expect("mark");
-    store
-        .mark_notified(failing, NoticeKind::Failing, at(51))
-        .await
-        .expect("mark");
+    assert_eq!(due[0].reason, "HTTP 400: bad");
+    assert_eq!(due[1].reason, "timeout");
+    assert!(
+        due[2].reason.contains("waiting behind"),
+        "{}",
+        due[2].reason
+    );
+    // Not yet failing long enough: nothing pending is due.
+    let early = store.fallback_due(at(5), 10).await.expect("due");
+    assert_eq!(early.iter().map(|n| n.event.id).collect::<Vec<_>>(), [dead]);
+
+    for (id, kind) in seen {
+        store.mark_notified(id, kind, at(51)).await.expect("mark");
+    }
     assert!(
         store
             .fallback_due(at(50), 10)
@@ -509,5 +526,460 @@ pub async fn fallback_hears_of_dead_letters_and_long_failures_once<S: Store>(sto
     assert_eq!(
         (due[0].event.id, due[0].kind),
         (failing, NoticeKind::DeadLettered)
+    );
+}
+
+async fn dead_ids<S: Store>(store: &S) -> Vec<i64> {
+    store
+        .find_dead_letters(&DeadLetterFilter::everything(), false, None, 1000)
+        .await
+        .expect("list")
+        .iter()
+        .map(|d| d.id)
+        .collect()
+}
+
+async fn pending_ids<S: Store>(store: &S) -> Vec<i64> {
+    store
+        .pending(None, 1000)
+        .await
+        .expect("pending")
+        .iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+pub async fn replay_puts_a_dead_letter_back_in_its_place_with_a_clean_slate<S: Store>(store: &S) {
+    let trigger_id = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
+    store
+        .record_failure(trigger_id, "HTTP 503", at(1))
+        .await
+        .expect("failure");
+    store
+        .dead_letter(trigger_id, "PagerDuty rejected the event (HTTP 400)", at(2))
+        .await
+        .expect("dead");
+    store
+        .mark_notified(trigger_id, NoticeKind::DeadLettered, at(3))
+        .await
+        .expect("notified");
+    // A newer event of the same incident, still pending (queued after the trigger died).
+    let ack = queued_id(
+        &accept_one(
+            store,
+            event(
+                "t",
+                Some("k"),
+                Action::Acknowledge,
+                Some(Severity::Critical),
+            ),
+            at(4),
+        )
+        .await,
+    );
+    assert_eq!(next_id(store, "t").await, Some(ack));
+
+    let report = store
+        .replay(&DeadLetterFilter::ids([trigger_id]), at(10))
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed, [trigger_id]);
+    assert!(report.superseded.is_empty(), "{report:?}");
+    assert_eq!(report.targets, ["t"]);
+
+    // The original id, so it goes before the newer acknowledge of its incident.
+    assert_eq!(pending_ids(store).await, [trigger_id, ack]);
+    let again = store
+        .next_eligible("t")
+        .await
+        .expect("next")
+        .expect("replayed event is eligible");
+    assert_eq!(again.id, trigger_id);
+    assert_eq!(again.attempts, 0);
+    assert_eq!(again.last_error, None);
+    assert_eq!(again.accepted_at, at(0), "acceptance time is history");
+    assert!(dead_ids(store).await.is_empty());
+    let stats = store.lane_stats().await.expect("stats");
+    assert_eq!((stats[0].pending, stats[0].dead), (2, 0));
+    // first_failed_at and the notices were reset: the fallback hears of it afresh if it fails.
+    assert!(
+        store
+            .fallback_due(at(1000), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    store
+        .dead_letter(trigger_id, "rejected again", at(11))
+        .await
+        .expect("dead");
+    let due = store.fallback_due(at(0), 10).await.expect("due");
+    assert_eq!(
+        due.iter().map(|n| (n.event.id, n.kind)).collect::<Vec<_>>(),
+        [(trigger_id, NoticeKind::DeadLettered)]
+    );
+    // Replaying it again is harmless; replaying something not dead does nothing.
+    let report = store
+        .replay(&DeadLetterFilter::ids([ack, 999_999]), at(12))
+        .await
+        .expect("replay");
+    assert_eq!(report, Default::default());
+}
+
+pub async fn replay_skips_what_a_delivered_newer_event_superseded<S: Store>(store: &S) {
+    // The trigger dies, then the alert resolves and PagerDuty takes the resolve: replaying the
+    // trigger now would re-open a resolved alert.
+    let old_trigger = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
+    store
+        .dead_letter(old_trigger, "HTTP 400", at(1))
+        .await
+        .expect("dead");
+    let resolve =
+        queued_id(&accept_one(store, event("t", Some("k"), Action::Resolve, None), at(2)).await);
+    store
+        .mark_delivered(resolve, at(3))
+        .await
+        .expect("delivered");
+    // And a resolve that died, after which the alert fired again and that trigger went through.
+    let old_resolve =
+        queued_id(&accept_one(store, event("t", Some("j"), Action::Resolve, None), at(4)).await);
+    store
+        .dead_letter(old_resolve, "HTTP 400", at(5))
+        .await
+        .expect("dead");
+    let refire = queued_id(&accept_one(store, trigger("j", Severity::Error), at(6)).await);
+    store
+        .mark_delivered(refire, at(7))
+        .await
+        .expect("delivered");
+    // Unrelated: an independent change event and a trigger of another incident.
+    let change = queued_id(&accept_one(store, event("t", None, Action::Change, None), at(8)).await);
+    let other = queued_id(&accept_one(store, trigger("other", Severity::Error), at(8)).await);
+    for id in [change, other] {
+        store
+            .dead_letter(id, "HTTP 400", at(9))
+            .await
+            .expect("dead");
+    }
+    // Incident state expiring does not make the superseded replayable.
+    store.expire_incidents(at(100)).await.expect("expire");
+
+    let report = store
+        .replay(&DeadLetterFilter::everything(), at(10))
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed, [change, other]);
+    assert_eq!(
+        report.superseded,
+        [
+            Superseded {
+                id: old_trigger,
+                by: resolve
+            },
+            Superseded {
+                id: old_resolve,
+                by: refire
+            },
+        ]
+    );
+    assert_eq!(pending_ids(store).await, [change, other]);
+    let dead = store
+        .find_dead_letters(&DeadLetterFilter::everything(), false, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(
+        dead.iter()
+            .map(|d| (d.id, d.superseded_by))
+            .collect::<Vec<_>>(),
+        [(old_trigger, Some(resolve)), (old_resolve, Some(refire))],
+        "superseded events stay dead letters, saying by what"
+    );
+    assert_eq!(dead[0].reason, "HTTP 400", "the original reason is kept");
+}
+
+pub async fn replay_of_a_whole_incident_keeps_its_order<S: Store>(store: &S) {
+    // An outage long enough for everything to expire: trigger, acknowledge and resolve of `k`.
+    let mut ids = Vec::new();
+    for (i, action) in [Action::Trigger, Action::Acknowledge, Action::Resolve]
+        .into_iter()
+        .enumerate()
+    {
+        let e = event("t", Some("k"), action, Some(Severity::Warning));
+        ids.push(queued_id(&accept_one(store, e, at(i as i64)).await));
+    }
+    let late = queued_id(&accept_one(store, trigger("late", Severity::Critical), at(50)).await);
+    assert_eq!(
+        store.expire_events(at(10), at(20)).await.expect("expire"),
+        3
+    );
+
+    // Only the trigger: its incident's acknowledge and resolve are dead and would not follow,
+    // so PagerDuty would be left triggered. Superseded by the oldest of them.
+    let report = store
+        .replay(&DeadLetterFilter::ids([ids[0]]), at(21))
+        .await
+        .expect("replay");
+    assert!(report.replayed.is_empty(), "{report:?}");
+    assert_eq!(
+        report.superseded,
+        [Superseded {
+            id: ids[0],
+            by: ids[1]
+        }]
+    );
+
+    // The whole incident: all three, in their original order.
+    let filter = DeadLetterFilter {
+        dedup_key: Some("k".into()),
+        ..DeadLetterFilter::default()
+    };
+    let report = store.replay(&filter, at(22)).await.expect("replay");
+    assert_eq!(report.replayed, ids);
+    assert!(report.superseded.is_empty());
+    // `late` is more severe, but it is another incident: per-incident order is what holds.
+    assert_eq!(next_id(store, "t").await, Some(late));
+    store.mark_delivered(late, at(23)).await.expect("delivered");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(next_id(store, "t").await, Some(*id), "step {i}");
+        store
+            .mark_delivered(*id, at(24 + i as i64))
+            .await
+            .expect("delivered");
+    }
+    assert_eq!(next_id(store, "t").await, None);
+    assert!(dead_ids(store).await.is_empty());
+}
+
+pub async fn a_replay_overtaken_in_flight_goes_back_to_dead<S: Store>(store: &S) {
+    let old = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
+    store
+        .dead_letter(old, "HTTP 400", at(1))
+        .await
+        .expect("dead");
+    let resolve =
+        queued_id(&accept_one(store, event("t", Some("k"), Action::Resolve, None), at(2)).await);
+    // The lane has picked the resolve and is sending it when the operator replays the trigger.
+    assert_eq!(next_id(store, "t").await, Some(resolve));
+    let report = store
+        .replay(&DeadLetterFilter::ids([old]), at(3))
+        .await
+        .expect("replay");
+    assert_eq!(
+        report.replayed,
+        [old],
+        "the resolve is pending: it would follow"
+    );
+    store
+        .mark_delivered(resolve, at(4))
+        .await
+        .expect("delivered");
+    // The trigger must not be sent after its resolve reached PagerDuty.
+    assert_eq!(next_id(store, "t").await, None);
+    let dead = store
+        .find_dead_letters(&DeadLetterFilter::everything(), false, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, old);
+    assert_eq!(dead[0].superseded_by, Some(resolve));
+    assert!(
+        dead[0].reason.starts_with("superseded"),
+        "{}",
+        dead[0].reason
+    );
+    // Nothing for humans to act on: the fallback is not told.
+    assert!(store.fallback_due(at(0), 10).await.expect("due").is_empty());
+}
+
+pub async fn replay_and_drop_select_by_filter_and_never_by_default<S: Store>(store: &S) {
+    // Independent incidents on two targets, dead at 10 s, 20 s, 30 s, 40 s.
+    let mut ids = Vec::new();
+    for (i, (target, action)) in [
+        ("t", Action::Trigger),
+        ("t", Action::Resolve),
+        ("u", Action::Trigger),
+        ("u", Action::Acknowledge),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = format!("k{i}");
+        let e = event(target, Some(&key), action, Some(Severity::Error));
+        let id = queued_id(&accept_one(store, e, at(0)).await);
+        store
+            .dead_letter(id, "HTTP 400", at(10 * (i as i64 + 1)))
+            .await
+            .expect("dead");
+        ids.push(id);
+    }
+    let find = |filter: DeadLetterFilter| async move {
+        store
+            .find_dead_letters(&filter, false, None, 100)
+            .await
+            .expect("find")
+            .iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>()
+    };
+    // An empty filter selects nothing, for listing, replay and drop alike.
+    assert!(find(DeadLetterFilter::default()).await.is_empty());
+    assert!(DeadLetterFilter::default().is_empty());
+    let nothing = store
+        .replay(&DeadLetterFilter::default(), at(50))
+        .await
+        .expect("replay");
+    assert!(nothing.replayed.is_empty());
+    assert_eq!(
+        store
+            .drop_dead(&DeadLetterFilter::default(), "oops", at(50))
+            .await
+            .expect("drop"),
+        0
+    );
+    assert!(find(DeadLetterFilter::ids([])).await.is_empty());
+    assert_eq!(find(DeadLetterFilter::everything()).await, ids);
+
+    let by_target = DeadLetterFilter {
+        target: Some("u".into()),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(find(by_target).await, ids[2..]);
+    let by_action = DeadLetterFilter {
+        action: Some(Action::Trigger),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(find(by_action).await, [ids[0], ids[2]]);
+    let by_time = DeadLetterFilter {
+        dead_since: Some(at(20)),
+        dead_before: Some(at(40)),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(find(by_time).await, [ids[1], ids[2]]);
+    // Criteria combine: the trigger on `u` only.
+    let both = DeadLetterFilter {
+        target: Some("u".into()),
+        action: Some(Action::Trigger),
+        all: true,
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(find(both.clone()).await, [ids[2]]);
+    let by_key_and_ids = DeadLetterFilter {
+        ids: Some(vec![ids[0], ids[1]]),
+        dedup_key: Some("k1".into()),
+        ..DeadLetterFilter::default()
+    };
+    assert_eq!(find(by_key_and_ids).await, [ids[1]]);
+    // Paging.
+    let page = store
+        .find_dead_letters(&DeadLetterFilter::everything(), false, Some(ids[1]), 1)
+        .await
+        .expect("page");
+    assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [ids[2]]);
+
+    let report = store.replay(&both, at(50)).await.expect("replay");
+    assert_eq!(report.replayed, [ids[2]]);
+    assert_eq!(report.targets, ["u"]);
+    assert_eq!(pending_ids(store).await, [ids[2]]);
+    let dropped = store
+        .drop_dead(
+            &DeadLetterFilter {
+                target: Some("t".into()),
+                ..DeadLetterFilter::default()
+            },
+            "known bad payloads",
+            at(51),
+        )
+        .await
+        .expect("drop");
+    assert_eq!(dropped, 2);
+    assert_eq!(dead_ids(store).await, [ids[3]]);
+}
+
+pub async fn drop_keeps_a_record_and_touches_only_dead_letters<S: Store>(store: &S) {
+    let bad = queued_id(&accept_one(store, trigger("bad", Severity::Error), at(0)).await);
+    let queued = queued_id(&accept_one(store, trigger("queued", Severity::Error), at(0)).await);
+    store
+        .dead_letter(bad, "HTTP 400", at(1))
+        .await
+        .expect("dead");
+    // A pending event is never dropped, even by id.
+    let dropped = store
+        .drop_dead(&DeadLetterFilter::ids([queued]), "no", at(2))
+        .await
+        .expect("drop");
+    assert_eq!(dropped, 0);
+    assert_eq!(pending_ids(store).await, [queued]);
+
+    let reason = "duplicate of INC-42, handled by hand";
+    let dropped = store
+        .drop_dead(&DeadLetterFilter::everything(), reason, at(3))
+        .await
+        .expect("drop");
+    assert_eq!(dropped, 1);
+    // Gone from the dead letters, the counts and the fallback; never replayed.
+    assert!(dead_ids(store).await.is_empty());
+    assert!(store.dead_letters(None, 10).await.expect("list").is_empty());
+    let stats = store.lane_stats().await.expect("stats");
+    assert_eq!((stats[0].pending, stats[0].dead), (1, 0));
+    assert!(
+        store
+            .fallback_due(at(0), 10)
+            .await
+            .expect("due")
+            .iter()
+            .all(|n| n.event.id != bad)
+    );
+    let report = store
+        .replay(&DeadLetterFilter::everything(), at(4))
+        .await
+        .expect("replay");
+    assert!(report.replayed.is_empty());
+    assert_eq!(pending_ids(store).await, [queued]);
+    // Dropping again finds nothing.
+    assert_eq!(
+        store
+            .drop_dead(&DeadLetterFilter::ids([bad]), "again", at(5))
+            .await
+            .expect("drop"),
+        0
+    );
+    // The record: listed when asked for, with the reason, the time and the original reason.
+    let record = store
+        .find_dead_letters(&DeadLetterFilter::everything(), true, None, 10)
+        .await
+        .expect("list");
+    assert_eq!(record.len(), 1);
+    assert_eq!(record[0].id, bad);
+    assert_eq!(record[0].drop_reason.as_deref(), Some(reason));
+    assert_eq!(record[0].dropped_at, Some(at(3)));
+    assert_eq!(record[0].reason, "HTTP 400");
+}
+
+pub async fn replayed_events_expire_from_their_replay<S: Store>(store: &S) {
+    let old = queued_id(&accept_one(store, trigger("k", Severity::Error), at(0)).await);
+    assert_eq!(
+        store.expire_events(at(100), at(100)).await.expect("expire"),
+        1
+    );
+    let report = store
+        .replay(&DeadLetterFilter::ids([old]), at(1000))
+        .await
+        .expect("replay");
+    assert_eq!(report.replayed, [old]);
+    // Accepted at 0 s, but replayed at 1000 s: not too old at a cutoff of 500 s.
+    assert_eq!(
+        store
+            .expire_events(at(500), at(1001))
+            .await
+            .expect("expire"),
+        0
+    );
+    assert_eq!(next_id(store, "t").await, Some(old));
+    assert_eq!(
+        store
+            .expire_events(at(1001), at(1002))
+            .await
+            .expect("expire"),
+        1
     );
 }

@@ -20,8 +20,9 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, LaneStats, NewEvent, Notice, NoticeKind,
-    QueuedEvent, Store, StoreError, from_millis, severity_rank, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, LaneStats, NewEvent, Notice,
+    NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError, from_millis,
+    severity_rank, superseded_among, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -162,6 +163,66 @@ fn queued_from_row(row: &SqliteRow) -> Result<QueuedEvent, StoreError> {
     })
 }
 
+/// The columns of a [`DeadLetter`], as a macro for the same reason as [`queued_columns`].
+macro_rules! dead_letter_columns {
+    () => {
+        "id, target, dedup_key, action, event, accepted_at, dead_at, dead_reason, attempts, \
+         superseded_by, dropped_at, drop_reason"
+    };
+}
+
+/// The conditions of a [`DeadLetterFilter`], bound by [`bind_filter`] as `?1`…`?7`. `?7` is
+/// false for an empty filter, which therefore selects nothing.
+macro_rules! dead_filter {
+    () => {
+        "(?1 IS NULL OR id IN (SELECT value FROM json_each(?1)))
+         AND (?2 IS NULL OR target = ?2) AND (?3 IS NULL OR dedup_key = ?3)
+         AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR dead_at >= ?5)
+         AND (?6 IS NULL OR dead_at < ?6) AND ?7"
+    };
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_filter<'q>(query: SqliteQuery<'q>, filter: &DeadLetterFilter) -> SqliteQuery<'q> {
+    query
+        .bind(filter.ids.as_deref().map(id_list))
+        .bind(filter.target.clone())
+        .bind(filter.dedup_key.clone())
+        .bind(filter.action.map(Action::as_str))
+        .bind(filter.dead_since.map(to_millis))
+        .bind(filter.dead_before.map(to_millis))
+        .bind(!filter.is_empty())
+}
+
+fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
+    Ok(DeadLetter {
+        id: row.try_get("id")?,
+        target: row.try_get("target")?,
+        dedup_key: row.try_get("dedup_key")?,
+        action: Action::parse(row.try_get("action")?)?,
+        event: json_column(row, "event")?,
+        accepted_at: from_millis(row.try_get("accepted_at")?)?,
+        dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
+        reason: row
+            .try_get::<Option<String>, _>("dead_reason")?
+            .unwrap_or_default(),
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        superseded_by: row.try_get("superseded_by")?,
+        dropped_at: row
+            .try_get::<Option<i64>, _>("dropped_at")?
+            .map(from_millis)
+            .transpose()?,
+        drop_reason: row.try_get("drop_reason")?,
+    })
+}
+
+/// A JSON array of ids, for `id IN (SELECT value FROM json_each(?))`.
+fn id_list(ids: &[i64]) -> String {
+    let items: Vec<String> = ids.iter().map(i64::to_string).collect();
+    format!("[{}]", items.join(","))
+}
+
 fn incident_from_row(row: &SqliteRow) -> Result<IncidentState, StoreError> {
     let status: String = row.try_get("status")?;
     let optional_time = |column: &str| -> Result<Option<Timestamp>, StoreError> {
@@ -275,10 +336,34 @@ impl Store for SqliteStore {
         if let Some((target, Some(dedup_key))) = incident {
             sqlx::query("UPDATE incidents SET last_sent_at = ? WHERE target = ? AND dedup_key = ?")
                 .bind(to_millis(now))
-                .bind(target)
-                .bind(dedup_key)
+                .bind(&target)
+                .bind(&dedup_key)
                 .execute(&mut *tx)
                 .await?;
+            // Older dead letters of the incident are superseded now (see `Store::replay`). An
+            // older *pending* event exists only if it was replayed while this one was in
+            // flight: sending it now would regress PagerDuty, so it goes back to dead.
+            sqlx::query(
+                "UPDATE outbox SET superseded_by = ?1
+                 WHERE target = ?2 AND dedup_key = ?3 AND status = 'dead' AND id < ?1",
+            )
+            .bind(id)
+            .bind(&target)
+            .bind(&dedup_key)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE outbox SET status = 'dead', superseded_by = ?1, dead_at = ?4,
+                        dead_reason = ?5, dead_notified_at = ?4
+                 WHERE target = ?2 AND dedup_key = ?3 AND status = 'pending' AND id < ?1",
+            )
+            .bind(id)
+            .bind(&target)
+            .bind(&dedup_key)
+            .bind(to_millis(now))
+            .bind(SUPERSEDED_IN_FLIGHT)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -315,7 +400,7 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE outbox SET status = 'dead', dead_at = ?,
                     dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND accepted_at < ?",
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?",
         )
         .bind(to_millis(now))
         .bind(to_millis(cutoff))
@@ -432,32 +517,18 @@ impl Store for SqliteStore {
         target: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, target, dedup_key, action, event, accepted_at, dead_at, dead_reason, attempts
-             FROM outbox WHERE status = 'dead' AND (?1 IS NULL OR target = ?1)
-             ORDER BY id LIMIT ?2",
-        )
-        .bind(target)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeadLetter {
-                    id: row.try_get("id")?,
-                    target: row.try_get("target")?,
-                    dedup_key: row.try_get("dedup_key")?,
-                    action: Action::parse(row.try_get("action")?)?,
-                    event: json_column(row, "event")?,
-                    accepted_at: from_millis(row.try_get("accepted_at")?)?,
-                    dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
-                    reason: row
-                        .try_get::<Option<String>, _>("dead_reason")?
-                        .unwrap_or_default(),
-                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                })
-            })
-            .collect()
+        let sql = concat!(
+            "SELECT ",
+            dead_letter_columns!(),
+            " FROM outbox WHERE status = 'dead' AND (?1 IS NULL OR target = ?1)
+             ORDER BY id LIMIT ?2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dead_letter_from_row).collect()
     }
 
     async fn pending(
@@ -487,10 +558,14 @@ impl Store for SqliteStore {
         let sql = concat!(
             "SELECT ",
             queued_columns!(),
-            ", status, dead_reason FROM outbox
-             WHERE (status = 'dead' AND dead_notified_at IS NULL)
-                OR (status = 'pending' AND failing_notified_at IS NULL AND first_failed_at < ?1)
-             ORDER BY id LIMIT ?2"
+            ", status, dead_reason FROM outbox o
+             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
+                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
+                    AND o.accepted_at < ?1
+                    AND EXISTS (SELECT 1 FROM outbox f
+                                WHERE f.target = o.target AND f.status = 'pending'
+                                  AND f.first_failed_at < ?1))
+             ORDER BY o.id LIMIT ?2"
         );
         let rows = sqlx::query(sql)
             .bind(to_millis(failing_since))
@@ -504,7 +579,10 @@ impl Store for SqliteStore {
                 let reason = if dead {
                     row.try_get::<Option<String>, _>("dead_reason")?
                 } else {
-                    event.last_error.clone()
+                    // Events behind a failing one have not failed themselves; they wait.
+                    Some(event.last_error.clone().unwrap_or_else(|| {
+                        "waiting behind a failing delivery to PagerDuty".to_owned()
+                    }))
                 };
                 Ok(Notice {
                     kind: if dead {
@@ -540,5 +618,121 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn find_dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        include_dropped: bool,
+        after_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            dead_letter_columns!(),
+            " FROM outbox WHERE (status = 'dead' OR (?8 AND status = 'dropped')) AND ",
+            dead_filter!(),
+            " AND id > ?9 ORDER BY id LIMIT ?10"
+        );
+        let rows = bind_filter(sqlx::query(sql), filter)
+            .bind(include_dropped)
+            .bind(after_id.unwrap_or(i64::MIN))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(dead_letter_from_row).collect()
+    }
+
+    async fn replay(
+        &self,
+        filter: &DeadLetterFilter,
+        now: Timestamp,
+    ) -> Result<ReplayReport, StoreError> {
+        // One writer at a time in SQLite: the transaction sees a stable outbox, and no lane
+        // commits a delivery in between.
+        let mut tx = self.pool.begin().await?;
+        let sql = concat!(
+            "SELECT id, target, dedup_key, superseded_by FROM outbox WHERE status = 'dead' AND ",
+            dead_filter!(),
+            " ORDER BY id"
+        );
+        let rows = bind_filter(sqlx::query(sql), filter)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut selected = Vec::with_capacity(rows.len());
+        let mut targets = std::collections::HashMap::new();
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let target: String = row.try_get("target")?;
+            let key: Option<String> = row.try_get("dedup_key")?;
+            let incident = key.map(|key| (target.clone(), key));
+            selected.push((id, incident, row.try_get("superseded_by")?));
+            targets.insert(id, target);
+        }
+        let ids: Vec<i64> = selected.iter().map(|(id, ..)| *id).collect();
+        // Every dead or dropped event of the selected events' incidents.
+        let settled: Vec<(i64, (String, String), bool)> = sqlx::query(
+            "SELECT o.id, o.target, o.dedup_key, o.status = 'dead' AS dead
+             FROM (SELECT DISTINCT target, dedup_key FROM outbox
+                   WHERE id IN (SELECT value FROM json_each(?1)) AND dedup_key IS NOT NULL) s
+             JOIN outbox o ON o.target = s.target AND o.dedup_key = s.dedup_key
+             WHERE o.status IN ('dead', 'dropped')",
+        )
+        .bind(id_list(&ids))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("id")?,
+                (row.try_get("target")?, row.try_get("dedup_key")?),
+                row.try_get("dead")?,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+        let superseded = superseded_among(&selected, &settled);
+        let skipped: std::collections::HashSet<i64> = superseded.iter().map(|s| s.id).collect();
+        let replayed: Vec<i64> = ids.into_iter().filter(|id| !skipped.contains(id)).collect();
+        sqlx::query(
+            "UPDATE outbox SET status = 'pending', attempts = 0, last_error = NULL,
+                    first_failed_at = NULL, failing_notified_at = NULL, dead_at = NULL,
+                    dead_reason = NULL, dead_notified_at = NULL, replayed_at = ?2
+             WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'dead'",
+        )
+        .bind(id_list(&replayed))
+        .bind(to_millis(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut lanes: Vec<String> = replayed
+            .iter()
+            .filter_map(|id| targets.get(id).cloned())
+            .collect();
+        lanes.sort();
+        lanes.dedup();
+        Ok(ReplayReport {
+            replayed,
+            superseded,
+            targets: lanes,
+        })
+    }
+
+    async fn drop_dead(
+        &self,
+        filter: &DeadLetterFilter,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let sql = concat!(
+            "UPDATE outbox SET status = 'dropped', dropped_at = ?8, drop_reason = ?9
+             WHERE status = 'dead' AND ",
+            dead_filter!()
+        );
+        let done = bind_filter(sqlx::query(sql), filter)
+            .bind(to_millis(now))
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

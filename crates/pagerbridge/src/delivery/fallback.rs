@@ -1,0 +1,248 @@
+//! The fallback publisher: when PagerDuty refuses an event (dead letter) or has been failing
+//! for it longer than `fallback.after`, a generic webhook is told, so humans still hear about it.
+//!
+//! Its work list is the outbox itself (`Store::fallback_due`): a notice is due until the webhook
+//! answered 2xx and the notice was marked, so notices are as durable as the events, survive
+//! restarts, and are sent at least once. It runs as its own lane: one request at a time, with
+//! exponential backoff and full jitter when the webhook fails, and its own metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jiff::Timestamp;
+use pagerduty_events::RetryPolicy;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::metrics::Metrics;
+use crate::store::{Notice, NoticeKind, Store};
+
+/// Notices read from storage per round.
+const BATCH: u32 = 50;
+
+/// A webhook URL: https anywhere, plain http only to loopback (like PagerDuty's).
+pub fn checked_webhook_url(raw: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw.trim()).with_context(|| format!("{raw:?} is not a URL"))?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if pagerduty_events::client::is_loopback(&url) => Ok(url),
+        "http" => bail!(
+            "plain http is only allowed to a loopback address (127.0.0.0/8, ::1, localhost); use https"
+        ),
+        other => bail!("the scheme must be https, not {other}"),
+    }
+}
+
+/// How the fallback lane runs.
+#[derive(Clone, Debug)]
+pub struct FallbackSettings {
+    pub url: Url,
+    /// How long an event must have been failing before the webhook hears of it.
+    pub after: Duration,
+    pub timeout: Duration,
+    pub bearer_token: Option<String>,
+    /// How often to look for due notices when nothing wakes the lane.
+    pub poll: Duration,
+    /// First backoff cap after the webhook failed; doubles per consecutive failure.
+    pub failure_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+pub(crate) struct FallbackLane {
+    settings: FallbackSettings,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+    stop: watch::Receiver<Option<Instant>>,
+    failures: u32,
+}
+
+impl FallbackLane {
+    pub(crate) fn new(
+        settings: FallbackSettings,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+        stop: watch::Receiver<Option<Instant>>,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .tls_version_min(reqwest::tls::Version::TLS_1_2)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!(
+                "pagerbridge/",
+                env!("CARGO_PKG_VERSION"),
+                " (fallback)"
+            ))
+            .build()
+            .context("cannot set up the fallback HTTP client")?;
+        Ok(Self {
+            settings,
+            http,
+            store,
+            metrics,
+            wake,
+            stop,
+            failures: 0,
+        })
+    }
+
+    pub(crate) async fn run(mut self) {
+        tracing::info!(url = %self.settings.url, "fallback publisher started");
+        loop {
+            let draining = self.stop.borrow().is_some();
+            let pause = match self.round().await {
+                Ok(0) if draining => break,
+                Ok(0) => self.settings.poll,
+                Ok(_) => continue,
+                Err(pause) => pause,
+            };
+            if let Some(deadline) = *self.stop.borrow()
+                && Instant::now() + pause >= deadline
+            {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.wake.notified() => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+        tracing::info!("fallback publisher stopped");
+    }
+
+    /// Sends what is due; returns how many were sent, or the pause after a failure.
+    async fn round(&mut self) -> Result<usize, Duration> {
+        let now = Timestamp::now();
+        let failing_since = jiff::SignedDuration::try_from(self.settings.after)
+            .ok()
+            .and_then(|after| now.checked_sub(after).ok())
+            .unwrap_or(Timestamp::MIN);
+        let due = match self.store.fallback_due(failing_since, BATCH).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::error!(%error, "fallback: cannot read the outbox");
+                return Err(Duration::from_secs(1));
+            }
+        };
+        let mut sent = 0;
+        for notice in &due {
+            if let Err(pause) = self.send(notice).await {
+                return Err(pause);
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    async fn send(&mut self, notice: &Notice) -> Result<(), Duration> {
+        let kind = kind_name(notice.kind);
+        let mut request = self
+            .http
+            .post(self.settings.url.clone())
+            .json(&body(notice));
+        if let Some(token) = &self.settings.bearer_token {
+            request = request.bearer_auth(token);
+        }
+        let outcome = match request.send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+            Err(error) => Err(if error.is_timeout() {
+                "timeout".to_owned()
+            } else {
+                error.without_url().to_string()
+            }),
+        };
+        match outcome {
+            Ok(()) => {
+                self.failures = 0;
+                self.metrics.fallback_send(kind, "sent");
+                tracing::warn!(
+                    target_name = %notice.event.target,
+                    kind,
+                    event_id = notice.event.id,
+                    dedup_key = notice.event.dedup_key.as_deref().unwrap_or(""),
+                    "fallback webhook notified"
+                );
+                if let Err(error) = self
+                    .store
+                    .mark_notified(notice.event.id, notice.kind, Timestamp::now())
+                    .await
+                {
+                    // The notice stays due and is sent again later: at least once.
+                    tracing::error!(%error, "fallback: notified, but could not record it");
+                    return Err(Duration::from_secs(1));
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.failures += 1;
+                self.metrics.fallback_send(kind, "failed");
+                let pause = RetryPolicy {
+                    max_attempts: u32::MAX,
+                    base_delay: self.settings.failure_backoff,
+                    max_delay: self.settings.max_backoff,
+                }
+                .backoff(self.failures);
+                tracing::error!(
+                    %error,
+                    kind,
+                    event_id = notice.event.id,
+                    pause_ms = pause.as_millis() as u64,
+                    "fallback webhook failed; will retry"
+                );
+                Err(pause)
+            }
+        }
+    }
+}
+
+fn kind_name(kind: NoticeKind) -> &'static str {
+    match kind {
+        NoticeKind::Failing => "failing",
+        NoticeKind::DeadLettered => "dead_lettered",
+    }
+}
+
+/// The webhook's JSON: what happened, the alert, and the PagerDuty event we meant to send.
+fn body(notice: &Notice) -> Value {
+    let event = &notice.event;
+    let headline = match notice.kind {
+        NoticeKind::Failing => {
+            "PagerDuty has been failing for this target for longer than fallback.after; the \
+             event stays queued and will be delivered when PagerDuty recovers"
+        }
+        NoticeKind::DeadLettered => "PagerDuty will not get this event: it was dead-lettered",
+    };
+    json!({
+        "kind": kind_name(notice.kind),
+        "message": headline,
+        "reason": notice.reason,
+        "target": event.target,
+        "action": event.action.as_str(),
+        "dedup_key": event.dedup_key,
+        "event_id": event.id,
+        "accepted_at": event.accepted_at.to_string(),
+        "attempts": event.attempts,
+        "pagerduty_event": event.event,
+        "alert": event.alert,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_follow_the_transport_rule() {
+        assert!(checked_webhook_url("https://hooks.example.com/x?token=1").is_ok());
+        assert!(checked_webhook_url("http://127.0.0.1:9/hook").is_ok());
+        assert!(checked_webhook_url("http://hooks.example.com/x").is_err());
+        assert!(checked_webhook_url("ftp://127.0.0.1/x").is_err());
+        assert!(checked_webhook_url("not a url").is_err());
+    }
+}
