@@ -83,10 +83,11 @@ pub async fn run(
         lanes,
         fallback_settings(&config)?,
     )?;
+    let waker = delivery.waker();
     let pipeline = Arc::new(Pipeline::new(
         Planner::new(targets)?,
         store.clone(),
-        delivery.waker(),
+        waker.clone(),
         metrics.clone(),
         SuppressionPolicy {
             retrigger_after: config.delivery.retrigger_after,
@@ -99,12 +100,22 @@ pub async fn run(
         .map(Tokens::from_file)
         .transpose()?
         .map(Arc::new);
+    let admin_tokens = config
+        .admin
+        .bearer_token_file
+        .as_deref()
+        .map(Tokens::from_file)
+        .transpose()
+        .context("admin.bearer_token_file")?
+        .map(Arc::new);
     let state = AppState {
         pipeline,
         store: store.clone(),
         metrics,
         ingest_tokens,
         max_body_bytes: config.ingest.max_body_bytes,
+        admin_tokens,
+        waker,
     };
     let maintenance = tokio::spawn(maintain(store, config.clone()));
     let addr: SocketAddr = listener.local_addr()?;

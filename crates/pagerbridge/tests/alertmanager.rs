@@ -326,7 +326,10 @@ async fn alertmanager_groups_become_one_pagerduty_alert_per_alert() {
 
     let started = Timestamp::now();
     let db1 = TestAlert::new("DiskFull", "db-1", "critical", started);
-    let db2 = TestAlert::new("DiskFull", "db-2", "warning", started);
+    let mut db2 = TestAlert::new("DiskFull", "db-2", "warning", started);
+    // A value the canonical label text must escape (`\\`, `\"`, `\n`), and non-ASCII.
+    db2.labels
+        .push(("mountpoint", "D:\\data \"pg\"\nvolume ü".to_owned()));
     let db3 = TestAlert::new("DiskFull", "db-3", "info", started);
     let keys = [db1.dedup_key(), db2.dedup_key(), db3.dedup_key()];
 

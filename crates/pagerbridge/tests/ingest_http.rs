@@ -324,17 +324,19 @@ async fn the_routing_key_never_leaves_the_process() {
     bridge.kill9();
     assert!(!logs.contains(ROUTING_KEY), "routing key in the logs");
     assert!(!metrics.contains(ROUTING_KEY), "routing key in /metrics");
+    let mut files_read = 0;
     for file in ["bridge.db", "bridge.db-wal"] {
         let path = setup.db_path().with_file_name(file);
         if let Ok(bytes) = std::fs::read(&path) {
-            let needle = ROUTING_KEY.as_bytes();
+            files_read += 1;
             assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
+                !common::holds_routing_key(&bytes),
                 "routing key in {}",
                 path.display()
             );
         }
     }
+    assert!(files_read >= 1, "the database was read");
     // ...while PagerDuty did get it.
     assert!(
         sim.sim
@@ -342,6 +344,21 @@ async fn the_routing_key_never_leaves_the_process() {
             .iter()
             .all(|e| e.body["routing_key"] == ROUTING_KEY)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_file_others_can_read_is_warned_about() {
+    let sim = simulator(SimConfig::default()).await;
+    let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "");
+    common::set_mode(&setup.dir.path().join("routing-key"), 0o644);
+    let bridge = setup.start().await;
+    let logs = bridge.logs();
+    let warning = logs
+        .iter()
+        .find(|l| l.contains("readable by group or others"))
+        .expect("a warning about the key file's permissions");
+    assert!(warning.contains("\"level\":\"WARN\""), "{warning}");
+    assert!(warning.contains("644"), "{warning}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,13 +34,14 @@ pub const ENV_PREFIX: &str = "PAGERBRIDGE_";
 /// a routing key in `PAGERBRIDGE_KEY_…`, or the `PAGERBRIDGE_PORT`/`PAGERBRIDGE_SERVICE_HOST`
 /// that Kubernetes injects into every pod when a Service is named `pagerbridge`. `targets`
 /// is a list, which environment variables cannot address, so it is file-only.
-const ENV_SECTIONS: [&str; 6] = [
+const ENV_SECTIONS: [&str; 7] = [
     "listen",
     "storage",
     "pagerduty",
     "ingest",
     "delivery",
     "fallback",
+    "admin",
 ];
 
 /// The whole configuration, validated by [`load`].
@@ -54,6 +55,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
     pub fallback: FallbackConfig,
+    pub admin: AdminConfig,
     /// Never serialized, so that an inline routing key cannot leave the process that way
     /// (serialization only exists for figment's layering, which cannot address lists anyway).
     #[serde(skip_serializing)]
@@ -97,6 +99,16 @@ pub struct RateLimit {
 pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// A file with one token per line; when set, ingest requires `Authorization: Bearer …`.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// The admin API (`/api/v1/admin/…`: queue, lanes, dead letters, replay, drop). Off unless a
+/// token file is set: it can replay and drop events, so it is never open by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file with one token per line (blank lines and `#` comments ignored); the admin API
+    /// then requires `Authorization: Bearer <token>`. Keep these apart from ingest tokens.
     pub bearer_token_file: Option<PathBuf>,
 }
 
@@ -157,6 +169,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             delivery: DeliveryConfig::default(),
             fallback: FallbackConfig::default(),
+            admin: AdminConfig::default(),
             targets: Vec::new(),
         }
     }
@@ -465,6 +478,18 @@ targets:
             Duration::from_secs(4 * 3600)
         );
         assert_eq!(parse("# only a comment\n").expect("comments only"), config);
+    }
+
+    #[test]
+    fn admin_api_is_off_by_default_and_strictly_parsed() {
+        assert_eq!(parse("").expect("defaults").admin.bearer_token_file, None);
+        let config = parse("admin:\n  bearer_token_file: /run/secrets/admin\n").expect("valid");
+        assert_eq!(
+            config.admin.bearer_token_file.as_deref(),
+            Some(Path::new("/run/secrets/admin"))
+        );
+        let message = error("admin:\n  token_file: /x\n");
+        assert!(message.contains("unknown field `token_file`"), "{message}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The HTTP surface: ingest endpoints, health, readiness and metrics.
+//! The HTTP surface: ingest endpoints, health, readiness, metrics and the admin API
+//! ([`admin`]).
 //!
 //! Every error is JSON `{"error": code, "detail": text}` with a 4xx that names the problem
 //! (bad input is answered, not obeyed), or 503 when storage fails so senders retry. A 2xx is
 //! sent only after the whole request is committed to storage.
 
+mod admin;
 mod auth;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use serde_json::json;
 pub use auth::Tokens;
 
 use crate::alert::GroupContext;
+use crate::delivery::LaneWaker;
 use crate::format::FormatNote;
 use crate::ingest::{self, IngestError};
 use crate::metrics::Metrics;
@@ -35,6 +38,10 @@ pub struct AppState {
     /// Bearer tokens for ingest; `None` leaves ingest open.
     pub ingest_tokens: Option<Arc<Tokens>>,
     pub max_body_bytes: usize,
+    /// Bearer tokens for the admin API; `None` disables it (403), never leaves it open.
+    pub admin_tokens: Option<Arc<Tokens>>,
+    /// Wakes a target's lane, e.g. after an admin replay.
+    pub waker: LaneWaker,
 }
 
 /// The whole HTTP API.
@@ -53,6 +60,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         ));
     Router::new()
         .merge(ingest)
+        .merge(admin::routes(state.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

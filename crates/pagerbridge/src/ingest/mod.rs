@@ -179,7 +179,7 @@ pub(crate) fn common_alert(
         starts_at: optional_timestamp(fields, "startsAt")?,
         ends_at: optional_timestamp(fields, "endsAt")?,
         generator_url: non_empty(optional_string(fields, "generatorURL")?),
-        fingerprint: non_empty(optional_string(fields, "fingerprint")?),
+        fingerprint: non_empty(identifier(fields, "fingerprint")?),
         dedup_key: None,
         classification: None,
     })
@@ -227,8 +227,27 @@ pub(crate) fn optional_string(
     }
 }
 
+/// An optional string that the bridge keeps as a key of its own (a fingerprint, a caller's
+/// dedup key): stored in indexed text columns, so it must hold no NUL, which PostgreSQL's TEXT
+/// cannot store (it would fail the insert, and the sender would retry a 503 for ever).
+pub(crate) fn identifier(
+    fields: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, String> {
+    let text = optional_string(fields, field)?;
+    if let Some(text) = &text
+        && text.contains('\0')
+    {
+        return Err(format!(
+            "\"{field}\" must not contain NUL characters ({})",
+            quote(text)
+        ));
+    }
+    Ok(text)
+}
+
 /// An optional RFC 3339 timestamp. Absent, `null`, `""` and Go's zero time (Alertmanager's
-/// "unset") all mean `None`.
+/// "unset") all mean `None`; a time before the year 1 is refused as nonsense.
 pub(crate) fn optional_timestamp(
     fields: &Map<String, Value>,
     field: &str,
@@ -245,8 +264,15 @@ pub(crate) fn optional_timestamp(
             quote(&text)
         )
     })?;
-    if timestamp.as_second() <= GO_ZERO_TIME_SECONDS {
+    // Go's zero time, in whatever offset it was written: Alertmanager's "unset".
+    if text.starts_with("0001-01-01T00:00:00") || timestamp.as_second() == GO_ZERO_TIME_SECONDS {
         return Ok(None);
+    }
+    if timestamp.as_second() < GO_ZERO_TIME_SECONDS {
+        return Err(format!(
+            "\"{field}\" {} is before the year 1",
+            quote(&text)
+        ));
     }
     Ok(Some(timestamp))
 }
@@ -403,6 +429,40 @@ mod tests {
             .expect("valid")
             .expect("set");
         assert_eq!(d.to_string(), "2024-05-01T08:00:00Z");
+    }
+
+    #[test]
+    fn times_before_the_year_1_are_refused_go_zero_in_any_offset_is_unset() {
+        let fields = json!({
+            "year0": "0000-06-01T00:00:00Z",
+            "negative": "-000001-01-01T00:00:00Z",
+            "year99999": "+099999-01-01T00:00:00Z",
+            "go_zero_east": "0001-01-01T00:00:00+05:00",
+            "go_zero_west": "0001-01-01T00:00:00-05:00",
+            "long": format!("2024-05-01T10:00:00{}Z", "9".repeat(5000)),
+        });
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
+        for field in ["year0", "negative", "year99999", "long"] {
+            let error = optional_timestamp(&fields, field).expect_err(field);
+            assert!(error.starts_with(&format!("\"{field}\"")), "{error}");
+            assert!(error.len() < 500, "{field}: a detail of {} bytes", error.len());
+        }
+        assert_eq!(optional_timestamp(&fields, "go_zero_east"), Ok(None));
+        assert_eq!(optional_timestamp(&fields, "go_zero_west"), Ok(None));
+    }
+
+    #[test]
+    fn nul_in_identifiers_is_refused() {
+        let fields = json!({"fingerprint": "ab\0cd", "ok": "abcd"});
+        let Value::Object(fields) = fields else {
+            unreachable!()
+        };
+        let error = identifier(&fields, "fingerprint").expect_err("NUL");
+        assert!(error.contains("NUL"), "{error}");
+        assert_eq!(identifier(&fields, "ok"), Ok(Some("abcd".to_owned())));
+        assert_eq!(identifier(&fields, "missing"), Ok(None));
     }
 
     #[test]

@@ -46,7 +46,7 @@ use serde_json::{Map, Value};
 
 use crate::alert::{Alert, AlertStatus, Classification};
 use crate::ingest::{
-    IngestError, IngestProblem, alert_position, alerts_array, common_alert, kind, optional_string,
+    IngestError, IngestProblem, alert_position, alerts_array, common_alert, identifier, kind,
     parse_object, target,
 };
 
@@ -89,7 +89,7 @@ fn native_alert(value: &Value) -> Result<Alert, String> {
     let Value::Object(fields) = value else {
         return Ok(alert);
     };
-    if let Some(key) = optional_string(fields, "dedup_key")? {
+    if let Some(key) = identifier(fields, "dedup_key")? {
         alert.dedup_key =
             Some(DedupKey::new(key).map_err(|e| format!("\"dedup_key\" is invalid: {e}"))?);
     }

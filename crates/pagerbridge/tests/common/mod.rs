@@ -51,6 +51,7 @@ impl Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("routing-key");
         std::fs::write(&key, format!("{ROUTING_KEY}\n")).expect("key file");
+        set_mode(&key, 0o600);
         let config = dir.path().join("pagerbridge.yaml");
         let yaml = format!(
             r#"listen: "127.0.0.1:0"
@@ -202,9 +203,47 @@ impl Bridge {
 }
 
 impl Drop for Bridge {
+    /// Every end-to-end test is also a secret-hygiene test: the bridge ran at DEBUG, and not
+    /// one log line may hold the routing key.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            assert_no_routing_key_in_logs(&self.logs());
+        }
+    }
+}
+
+pub fn assert_no_routing_key_in_logs(logs: &[String]) {
+    if let Some(line) = logs.iter().find(|line| line.contains(ROUTING_KEY)) {
+        panic!("the routing key leaked into a log line: {line}");
+    }
+}
+
+/// Whether `bytes` hold the routing key.
+pub fn holds_routing_key(bytes: &[u8]) -> bool {
+    let needle = ROUTING_KEY.as_bytes();
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Drop for Setup {
+    /// ...and no byte of its database (main file, WAL) may hold it either.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("data")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Ok(bytes) = std::fs::read(entry.path()) {
+                assert!(
+                    !holds_routing_key(&bytes),
+                    "the routing key is stored in {}",
+                    entry.path().display()
+                );
+            }
+        }
     }
 }
 
@@ -292,4 +331,10 @@ pub fn expected_dedup_key(labels: &[(&str, &str)]) -> String {
         })
         .collect();
     hex::encode(sha2::Sha256::digest(format!("{{{}}}", body.join(","))))
+}
+
+/// Sets a file's Unix permission bits.
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
