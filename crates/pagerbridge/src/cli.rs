@@ -4,8 +4,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    check_config::CheckConfigArgs, render::RenderArgs, send::SendArgs, serve::ServeArgs,
-    simulate::SimulateArgs,
+    admin::AdminArgs, check_config::CheckConfigArgs, render::RenderArgs, send::SendArgs,
+    serve::ServeArgs, simulate::SimulateArgs,
 };
 use crate::logging::LoggingArgs;
 
@@ -48,4 +48,10 @@ pub enum Command {
     /// Run the PagerDuty Events API v2 simulator: PagerDuty's validation, dedup semantics and
     /// rate limits, plus injectable faults, on a local port. For tests, demos and load tests.
     Simulate(SimulateArgs),
+
+    /// Operate a running bridge through its admin API: lanes, queue and dead letters, and
+    /// replay or drop dead letters (progress bars on long work).
+    ///
+    /// Exit codes: 0 done; 1 error (message on stderr); 2 usage.
+    Admin(AdminArgs),
 }

@@ -321,7 +321,7 @@ fn check_body(
 }
 
 /// The alert with every label and annotation value repeated until they add up to more than
-/// [`AMPLIFIED_BYTES`]; `None` when it has no text to repeat.
+/// [`AMPLIFIED_BYTES`] (`change_event` aside); `None` when it has no text to repeat.
 fn amplified(alert: &Alert) -> Option<Alert> {
     let total: usize = alert
         .labels
@@ -333,9 +333,13 @@ fn amplified(alert: &Alert) -> Option<Alert> {
         return None;
     }
     let times = AMPLIFIED_BYTES / total + 1;
+    // `change_event="true"` stays as it is, so that change events are amplified too.
     let grow = |map: &BTreeMap<String, String>| {
         map.iter()
-            .map(|(name, value)| (name.clone(), value.repeat(times)))
+            .map(|(name, value)| match name.as_str() {
+                "change_event" => (name.clone(), value.clone()),
+                _ => (name.clone(), value.repeat(times)),
+            })
             .collect()
     };
     let mut big = alert.clone();

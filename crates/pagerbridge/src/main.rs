@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Render(args) => commands::render::run(args).await,
             Command::Send(args) => commands::send::run(args).await,
             Command::Simulate(args) => commands::simulate::run(args).await,
+            Command::Admin(args) => commands::admin::run(args).await,
         }
     })
 }

@@ -25,8 +25,6 @@ use crate::pipeline::{Pipeline, Planner};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, SuppressionPolicy};
 
-/// Slow or stalled clients get 408 after this long.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often old events are dead-lettered and stale incident state forgotten.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
@@ -120,7 +118,7 @@ pub async fn run(
     let maintenance = tokio::spawn(maintain(store, config.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, storage = %config.storage.path.display(), "pagerbridge listening");
-    axum::serve(listener, http::router(state, REQUEST_TIMEOUT))
+    axum::serve(listener, http::router(state, config.ingest.request_timeout))
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server failed")?;

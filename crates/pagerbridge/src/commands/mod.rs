@@ -1,5 +1,6 @@
 //! One module per command of the `pagerbridge` binary.
 
+pub mod admin;
 pub mod check_config;
 pub mod render;
 pub mod send;

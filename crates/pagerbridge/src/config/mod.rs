@@ -100,6 +100,10 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// A file with one token per line; when set, ingest requires `Authorization: Bearer …`.
     pub bearer_token_file: Option<PathBuf>,
+    /// A request (body included) not answered within this long gets 408, so slow or stalled
+    /// clients cannot hold connections and memory for ever.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 /// The admin API (`/api/v1/admin/…`: queue, lanes, dead letters, replay, drop). Off unless a
@@ -209,6 +213,7 @@ impl Default for IngestConfig {
         Self {
             max_body_bytes: 5 * 1024 * 1024,
             bearer_token_file: None,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -276,6 +281,10 @@ impl Config {
         ensure!(
             self.ingest.max_body_bytes >= 1,
             "ingest.max_body_bytes must be at least 1"
+        );
+        ensure!(
+            !self.ingest.request_timeout.is_zero(),
+            "ingest.request_timeout must be longer than 0s"
         );
         let delivery = &self.delivery;
         for (key, value) in [
@@ -443,6 +452,7 @@ pagerduty:
 ingest:
   max_body_bytes: 1000
   bearer_token_file: /run/secrets/ingest-tokens
+  request_timeout: "5s"
 delivery:
   retrigger_after: "1h"
   max_event_age: "48h"
@@ -473,6 +483,7 @@ targets:
             "120 requests per 1m"
         );
         assert_eq!(config.ingest.max_body_bytes, 5_242_880);
+        assert_eq!(config.ingest.request_timeout, Duration::from_secs(30));
         assert_eq!(
             config.delivery.retrigger_after,
             Duration::from_secs(4 * 3600)
@@ -501,6 +512,7 @@ targets:
             config.ingest.bearer_token_file.as_deref(),
             Some(Path::new("/run/secrets/ingest-tokens"))
         );
+        assert_eq!(config.ingest.request_timeout, Duration::from_secs(5));
 
         let targets = config.targets().expect("targets");
         let db = &targets[0];

@@ -129,14 +129,10 @@ impl FallbackLane {
                 return Err(Duration::from_secs(1));
             }
         };
-        let mut sent = 0;
         for notice in &due {
-            if let Err(pause) = self.send(notice).await {
-                return Err(pause);
-            }
-            sent += 1;
+            self.send(notice).await?;
         }
-        Ok(sent)
+        Ok(due.len())
     }
 
     async fn send(&mut self, notice: &Notice) -> Result<(), Duration> {

@@ -28,6 +28,9 @@ use crate::store::{Action, BudgetDecision, QueuedEvent};
 /// failover) and the lane must not spin on them.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// The longest `Retry-After` obeyed; a larger one is treated as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// What one step of the lane came to.
 #[derive(Debug, PartialEq)]
 enum Step {
@@ -73,31 +76,43 @@ impl Lane {
     pub(crate) async fn run(mut self) {
         tracing::info!(target_name = %self.target, "delivery lane started");
         loop {
-            let drain_deadline = *self.stop.borrow();
-            let step = self.step().await;
-            let pause = match (step, drain_deadline) {
-                (Step::Progressed, _) => continue,
+            let draining = self.stop.borrow().is_some();
+            let keep_going = match self.step().await {
+                Step::Progressed => true,
                 // Draining and nothing left: done.
-                (Step::Idle, Some(_)) => break,
-                (Step::Idle, None) => self.settings.idle_poll,
-                (Step::Pause(pause), _) => pause,
+                Step::Idle if draining => false,
+                Step::Idle => self.wait(self.settings.idle_poll, true).await,
+                Step::Pause(pause) => self.wait(pause, false).await,
             };
-            if let Some(deadline) = drain_deadline
-                && Instant::now() + pause >= deadline
-            {
+            if !keep_going {
                 break;
             }
-            self.wait(pause).await;
         }
         tracing::info!(target_name = %self.target, "delivery lane stopped");
     }
 
-    /// Sleeps for `pause`, or less if woken by ingest or by shutdown.
-    async fn wait(&mut self, pause: Duration) {
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = self.wake.notified() => {}
-            _ = self.stop.changed() => {}
+    /// Sleeps for `pause`. New events end the sleep only when the lane is idle (`wakeable`):
+    /// a pause after a 429 or a failure is PagerDuty's, and new alerts must not cut it short.
+    /// Returns false when the lane should stop: draining, and the pause outlasts the deadline.
+    async fn wait(&mut self, pause: Duration, wakeable: bool) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            if let Some(deadline) = *self.stop.borrow()
+                && until >= deadline
+            {
+                return false;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return true,
+                () = self.wake.notified(), if wakeable => return true,
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        // Nobody can ask us to stop any more; just finish the pause.
+                        tokio::time::sleep_until(until).await;
+                        return true;
+                    }
+                }
+            }
         }
     }
 
@@ -249,9 +264,13 @@ impl Lane {
                     })
                     .inc();
                 metrics.set_lane_state(&self.target, LaneState::rate_limited);
-                retry_after
-                    .unwrap_or_else(|| doubling(self.settings.rate_limit_backoff, self.throttles))
-                    .min(self.settings.max_backoff)
+                match retry_after {
+                    // PagerDuty's own word is honoured even past `max_backoff` (retrying sooner
+                    // would only be refused again), within reason.
+                    Some(asked) => (*asked).min(MAX_RETRY_AFTER),
+                    None => doubling(self.settings.rate_limit_backoff, self.throttles)
+                        .min(self.settings.max_backoff),
+                }
             }
             SendError::UnexpectedStatus { .. } => {
                 metrics.set_lane_state(&self.target, LaneState::misconfigured);

@@ -109,11 +109,10 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn parse(raw: Option<String>, known: &[&str]) -> Result<Self, ApiError> {
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(
-            raw.as_deref().unwrap_or_default().as_bytes(),
-        )
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
         for (index, (name, _)) in pairs.iter().enumerate() {
             if !known.contains(&name.as_str()) {
                 return Err(bad_request(
@@ -206,7 +205,10 @@ struct Lane {
     oldest_pending_age_seconds: Option<f64>,
 }
 
-async fn lanes(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn lanes(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     Params::parse(raw, &[])?;
     let stats = state.store.lane_stats().await.map_err(storage_failed)?;
     let now = Timestamp::now();
@@ -284,7 +286,10 @@ impl<'a> From<&'a QueuedEvent> for Pending<'a> {
     }
 }
 
-async fn queue(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn queue(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw, &["target", "limit"])?;
     let limit = params.limit()?;
     let events = state
@@ -383,7 +388,10 @@ async fn dead_letters(
         .then(|| found.last().map(|d| d.id))
         .flatten();
     let listed: Vec<Listed<'_>> = found.iter().map(Listed::from).collect();
-    Ok(axum::Json(json!({ "dead_letters": listed, "next_after_id": next_after_id })).into_response())
+    Ok(
+        axum::Json(json!({ "dead_letters": listed, "next_after_id": next_after_id }))
+            .into_response(),
+    )
 }
 
 /// Parses and checks a filter: unknown fields, an empty filter and an empty id list are refused.
@@ -509,7 +517,9 @@ mod tests {
         assert_eq!(refused(json!({"ids": "1"})), "invalid_filter");
         assert_eq!(refused(json!({"action": "explode"})), "invalid_filter");
         assert_eq!(
-            refused(json!({"dead_since": "2026-01-02T00:00:00Z", "dead_before": "2026-01-01T00:00:00Z"})),
+            refused(
+                json!({"dead_since": "2026-01-02T00:00:00Z", "dead_before": "2026-01-01T00:00:00Z"})
+            ),
             "invalid_filter"
         );
         let ok = checked_filter(json!({"target": "db", "action": "trigger"})).expect("valid");
@@ -521,8 +531,14 @@ mod tests {
     #[test]
     fn query_parameters_are_checked() {
         let parse = |q: &str| Params::parse(Some(q.to_owned()), &["target", "limit"]);
-        assert_eq!(parse("tagret=x").err().map(|e| e.error), Some("unknown_parameter"));
-        assert_eq!(parse("limit=1&limit=2").err().map(|e| e.error), Some("invalid_parameter"));
+        assert_eq!(
+            parse("tagret=x").err().map(|e| e.error),
+            Some("unknown_parameter")
+        );
+        assert_eq!(
+            parse("limit=1&limit=2").err().map(|e| e.error),
+            Some("invalid_parameter")
+        );
         let params = parse("target=a%20b&limit=").expect("valid");
         assert_eq!(params.text("target"), Some("a b"));
         assert_eq!(params.limit().expect("default"), DEFAULT_LIMIT);

@@ -66,11 +66,32 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             request_timeout,
+            time_limit,
         ))
         .with_state(state)
+}
+
+/// Answers 408 (as JSON, like every error) when a request, reading its body included, is not
+/// done within `limit`: a client that stalls mid-body holds nothing for long.
+async fn time_limit(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not complete within {}; nothing was stored",
+                humantime::format_duration(limit)
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// A JSON error answer.
@@ -121,7 +142,10 @@ impl From<PipelineError> for ApiError {
             PipelineError::UnknownTarget(name) => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_target",
-                format!("no target named {name:?} is configured; nothing was stored"),
+                format!(
+                    "no target named {} is configured; nothing was stored",
+                    ingest::quote(&name)
+                ),
             ),
             PipelineError::NoTargets => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -151,8 +175,19 @@ async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("Content-Type must be application/json, not {content_type:?}"),
+            format!(
+                "Content-Type must be application/json, not {}",
+                ingest::quote(content_type)
+            ),
         ));
+    }
+    // A body announced over the limit is refused before a byte of it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|length| length > state.max_body_bytes as u64) {
+        return Err(body_too_large(state.max_body_bytes));
     }
     axum::body::to_bytes(body, state.max_body_bytes)
         .await
@@ -160,14 +195,7 @@ async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
             let too_large = std::error::Error::source(&error)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!(
-                        "the body is over the limit of {} bytes",
-                        state.max_body_bytes
-                    ),
-                )
+                body_too_large(state.max_body_bytes)
             } else {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -176,6 +204,14 @@ async fn json_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<
                 )
             }
         })
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is over the limit of {limit} bytes"),
+    )
 }
 
 fn accepted(receipt: Receipt) -> Response {
@@ -192,10 +228,21 @@ async fn alertmanager(
 
 async fn alertmanager_for_target(
     State(state): State<AppState>,
-    Path(target): Path<String>,
+    target: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // axum's own rejection (e.g. a name that is not UTF-8) would be plain text.
+    let Path(target) = target.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "the target in the path is not a valid name: {}",
+                ingest::quote(&rejection.body_text())
+            ),
+        )
+    })?;
     ingest_alertmanager(state, Some(target), headers, body).await
 }
 

@@ -258,9 +258,11 @@ pub(crate) fn optional_timestamp(
     if text.is_empty() {
         return Ok(None);
     }
-    let timestamp: Timestamp = text.parse().map_err(|e| {
+    let timestamp: Timestamp = text.parse().map_err(|e: jiff::Error| {
+        // jiff's message quotes the whole input: cut it like any sender text.
+        let reason: String = e.to_string().chars().take(2 * MAX_QUOTED_CHARS).collect();
         format!(
-            "\"{field}\" is not an RFC 3339 timestamp ({}): {e}",
+            "\"{field}\" is not an RFC 3339 timestamp ({}): {reason}",
             quote(&text)
         )
     })?;
@@ -269,10 +271,7 @@ pub(crate) fn optional_timestamp(
         return Ok(None);
     }
     if timestamp.as_second() < GO_ZERO_TIME_SECONDS {
-        return Err(format!(
-            "\"{field}\" {} is before the year 1",
-            quote(&text)
-        ));
+        return Err(format!("\"{field}\" {} is before the year 1", quote(&text)));
     }
     Ok(Some(timestamp))
 }
@@ -447,7 +446,11 @@ mod tests {
         for field in ["year0", "negative", "year99999", "long"] {
             let error = optional_timestamp(&fields, field).expect_err(field);
             assert!(error.starts_with(&format!("\"{field}\"")), "{error}");
-            assert!(error.len() < 500, "{field}: a detail of {} bytes", error.len());
+            assert!(
+                error.len() < 500,
+                "{field}: a detail of {} bytes",
+                error.len()
+            );
         }
         assert_eq!(optional_timestamp(&fields, "go_zero_east"), Ok(None));
         assert_eq!(optional_timestamp(&fields, "go_zero_west"), Ok(None));

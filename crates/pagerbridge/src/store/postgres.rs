@@ -215,7 +215,7 @@ fn queued_from_row(row: &PgRow) -> Result<QueuedEvent, StoreError> {
     })
 }
 
-/// The columns of a [`DeadLetter`], as a macro for the same reason as [`queued_columns`].
+/// The columns of a [`DeadLetter`], as a macro for the same reason as `queued_columns!`.
 macro_rules! dead_letter_columns {
     () => {
         "id, target, dedup_key, action, event, accepted_at, dead_at, dead_reason, attempts, \
@@ -223,7 +223,7 @@ macro_rules! dead_letter_columns {
     };
 }
 
-/// The conditions of a [`DeadLetterFilter`], bound by [`bind_filter`] as `$1`…`$7`. `$7` is
+/// The conditions of a [`DeadLetterFilter`], bound by `bind_filter` as `$1`…`$7`. `$7` is
 /// false for an empty filter, which therefore selects nothing.
 macro_rules! dead_filter {
     () => {

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
 use super::{
@@ -68,6 +68,25 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
+            // On some errors (SQLITE_FULL, SQLITE_IOERR…) SQLite rolls the transaction back by
+            // itself; sqlx's ROLLBACK then fails and sqlx still counts a transaction as open,
+            // so its next `begin` is a SAVEPOINT inside a transaction that nobody commits, and
+            // every later "commit" (and 2xx) would vanish at the next restart. A connection
+            // released in that state is closed, never reused; the pool opens a new one.
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    // Runs a rollback queued by a dropped transaction before looking.
+                    conn.ping().await?;
+                    let stuck = conn.is_in_transaction();
+                    if stuck {
+                        tracing::error!(
+                            "a storage connection was left inside a transaction after an error; \
+                             replacing it"
+                        );
+                    }
+                    Ok(!stuck)
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -163,7 +182,7 @@ fn queued_from_row(row: &SqliteRow) -> Result<QueuedEvent, StoreError> {
     })
 }
 
-/// The columns of a [`DeadLetter`], as a macro for the same reason as [`queued_columns`].
+/// The columns of a [`DeadLetter`], as a macro for the same reason as `queued_columns!`.
 macro_rules! dead_letter_columns {
     () => {
         "id, target, dedup_key, action, event, accepted_at, dead_at, dead_reason, attempts, \
@@ -171,7 +190,7 @@ macro_rules! dead_letter_columns {
     };
 }
 
-/// The conditions of a [`DeadLetterFilter`], bound by [`bind_filter`] as `?1`…`?7`. `?7` is
+/// The conditions of a [`DeadLetterFilter`], bound by `bind_filter` as `?1`…`?7`. `?7` is
 /// false for an empty filter, which therefore selects nothing.
 macro_rules! dead_filter {
     () => {

@@ -92,6 +92,20 @@ targets:
         std::fs::write(&self.config, format!("listen: \"{addr}\"\n{rest}")).expect("config file");
     }
 
+    /// Sets `pagerduty.timeout` (the PagerDuty client's request timeout; `new` writes "2s")
+    /// for later starts, e.g. `Setup::new(…).with_pagerduty_timeout("300ms")`.
+    pub fn with_pagerduty_timeout(self, timeout: &str) -> Self {
+        let yaml = std::fs::read_to_string(&self.config).expect("config file");
+        let written = "  timeout: \"2s\"\ndelivery:\n";
+        assert!(
+            yaml.contains(written),
+            "the pagerduty section as `new` writes it"
+        );
+        let wanted = format!("  timeout: \"{timeout}\"\ndelivery:\n");
+        std::fs::write(&self.config, yaml.replacen(written, &wanted, 1)).expect("config file");
+        self
+    }
+
     /// Starts `pagerbridge serve` and waits until it listens.
     pub async fn start(&self) -> Bridge {
         Bridge::start(&self.config).await

@@ -1,0 +1,741 @@
+//! The admin API and `pagerbridge admin` end to end: the real binary, a real SQLite file and
+//! the PagerDuty simulator, over loopback HTTP. Dead letters are made the way production makes
+//! them — PagerDuty answering 400, or events outliving `max_event_age` during an outage — then
+//! listed, replayed and dropped, and what PagerDuty sees afterwards is checked.
+
+mod common;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Bridge, ROUTING_KEY, Setup, assert_lifecycles, delivered, native_alerts, simulator};
+use pagerduty_simulator::{AlertState, Config as SimConfig, Faults};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// Waits for an async condition, checking every 50 ms, failing the test after `timeout`.
+async fn poll<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A bridge configuration with the admin API on (token in a file of its own).
+struct AdminSetup {
+    setup: Setup,
+    token_file: PathBuf,
+    _tokens: tempfile::TempDir,
+}
+
+fn admin_setup(pagerduty_url: &str) -> AdminSetup {
+    let tokens = tempfile::tempdir().expect("temp dir");
+    let token_file = tokens.path().join("admin-tokens");
+    std::fs::write(&token_file, format!("# admin tokens\n\n{TOKEN}\n")).expect("token file");
+    let extra = format!(
+        "admin:\n  bearer_token_file: \"{}\"\n",
+        token_file.display()
+    );
+    AdminSetup {
+        setup: Setup::new(pagerduty_url, (1000, "60s"), &extra, ""),
+        token_file,
+        _tokens: tokens,
+    }
+}
+
+/// An admin request; `token` None sends no Authorization header.
+async fn admin(
+    bridge: &Bridge,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = bridge.url(path);
+    let mut request = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("admin request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    assert!(!text.contains(ROUTING_KEY), "routing key in {path}: {text}");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn get(bridge: &Bridge, path: &str) -> Value {
+    let (status, body) = admin(bridge, "GET", path, Some(TOKEN), None).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+async fn post(bridge: &Bridge, path: &str, body: Value) -> Value {
+    let (status, answer) = admin(bridge, "POST", path, Some(TOKEN), Some(body)).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
+async fn dead_letters(bridge: &Bridge) -> Vec<Value> {
+    get(bridge, "/api/v1/admin/dead-letters").await["dead_letters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn default_lane(bridge: &Bridge) -> Value {
+    let lanes = get(bridge, "/api/v1/admin/lanes").await;
+    lanes["lanes"]
+        .as_array()
+        .and_then(|lanes| lanes.iter().find(|l| l["target"] == "default").cloned())
+        .unwrap_or_else(|| panic!("no default lane in {lanes}"))
+}
+
+async fn wait_for_dead_letters(bridge: &Bridge, n: usize) -> Vec<Value> {
+    poll(&format!("{n} dead letters"), WAIT, || async {
+        dead_letters(bridge).await.len() == n
+    })
+    .await;
+    dead_letters(bridge).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_is_off_without_a_token_file() {
+    let sim = simulator(SimConfig::default()).await;
+    let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "");
+    let bridge = setup.start().await;
+    let disabled = json!({
+        "error": "admin_disabled",
+        "detail": "set admin.bearer_token_file to enable the admin API"
+    });
+    for (method, path) in [
+        ("GET", "/api/v1/admin/lanes"),
+        ("GET", "/api/v1/admin/queue"),
+        ("GET", "/api/v1/admin/dead-letters"),
+        ("POST", "/api/v1/admin/dead-letters/replay"),
+        ("POST", "/api/v1/admin/dead-letters/drop"),
+    ] {
+        // A token does not open it either.
+        let (status, body) = admin(
+            &bridge,
+            method,
+            path,
+            Some(TOKEN),
+            Some(json!({"all": true})),
+        )
+        .await;
+        assert_eq!((status, &body), (403, &disabled), "{method} {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
+    let sim = simulator(SimConfig::default()).await;
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let lanes = "/api/v1/admin/lanes";
+    let (status, body) = admin(&bridge, "GET", lanes, None, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    let (status, _) = admin(&bridge, "GET", lanes, Some("wrong-token"), None).await;
+    assert_eq!(status, 401);
+    let (status, _) = admin(&bridge, "GET", lanes, Some(&TOKEN[1..]), None).await;
+    assert_eq!(status, 401);
+    let replay = "/api/v1/admin/dead-letters/replay";
+    let (status, _) = admin(&bridge, "POST", replay, None, Some(json!({"all": true}))).await;
+    assert_eq!(status, 401);
+
+    let body = get(&bridge, lanes).await;
+    assert_eq!(
+        body["lanes"],
+        json!([{"target": "default", "configured": true, "pending": 0, "dead": 0,
+                "oldest_pending_accepted_at": null, "oldest_pending_age_seconds": null}])
+    );
+
+    let drop = "/api/v1/admin/dead-letters/drop";
+    for (method, path, body, status, error) in [
+        ("POST", replay, json!({}), 400, "empty_filter"),
+        ("POST", replay, json!({"all": false}), 400, "empty_filter"),
+        ("POST", replay, json!({"ids": []}), 400, "empty_filter"),
+        ("POST", replay, json!({"idz": [1]}), 400, "invalid_filter"),
+        (
+            "POST",
+            replay,
+            json!({"ids": [1, "two"]}),
+            400,
+            "invalid_filter",
+        ),
+        ("POST", replay, json!([1, 2]), 400, "invalid_filter"),
+        ("POST", drop, json!({"all": true}), 400, "missing_reason"),
+        (
+            "POST",
+            drop,
+            json!({"all": true, "reason": "  "}),
+            400,
+            "missing_reason",
+        ),
+        ("POST", drop, json!({"reason": "why"}), 400, "empty_filter"),
+        (
+            "POST",
+            drop,
+            json!({"ids": [1], "reason": 7}),
+            400,
+            "invalid_filter",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/queue?limit=0",
+            Value::Null,
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/queue?limit=x",
+            Value::Null,
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/queue?tagret=a",
+            Value::Null,
+            400,
+            "unknown_parameter",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/dead-letters?action=boom",
+            Value::Null,
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "GET",
+            "/api/v1/admin/dead-letters?after_id=x",
+            Value::Null,
+            400,
+            "invalid_parameter",
+        ),
+        ("GET", "/api/v1/admin/nope", Value::Null, 404, "not_found"),
+    ] {
+        let body = (!body.is_null()).then_some(body);
+        let (got, answer) = admin(&bridge, method, path, Some(TOKEN), body).await;
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(error)),
+            "{path}: {answer}"
+        );
+        assert!(answer["detail"].is_string(), "{answer}");
+    }
+    // Not JSON, and not declared as JSON.
+    let client = reqwest::Client::new();
+    for (content_type, body, status) in [
+        ("application/json", "{not json", 400),
+        ("text/plain", "{\"all\": true}", 415),
+    ] {
+        let response = client
+            .post(bridge.url(replay))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), status, "{content_type}");
+    }
+    // The service is unaffected.
+    assert_eq!(bridge.get_text("/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![400]),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Rejected", 1, "firing", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202);
+
+    let dead = wait_for_dead_letters(&bridge, 1).await;
+    let letter = &dead[0];
+    assert!(
+        letter["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("HTTP 400")),
+        "{letter}"
+    );
+    assert_eq!(letter["action"], "trigger");
+    assert_eq!(letter["target"], "default");
+    assert_eq!(letter["superseded_by"], Value::Null);
+    assert!(
+        letter["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("Rejected-0")),
+        "{letter}"
+    );
+    let id = letter["id"].as_i64().expect("id");
+    let key = letter["dedup_key"].as_str().expect("dedup key").to_owned();
+    let lane = default_lane(&bridge).await;
+    assert_eq!(
+        (lane["pending"].as_u64(), lane["dead"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(sim.sim.events().iter().all(|e| e.status != 202));
+
+    let report = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/replay",
+        json!({"ids": [id]}),
+    )
+    .await;
+    assert_eq!(report["replayed"], 1, "{report}");
+    assert_eq!(report["replayed_ids"], json!([id]));
+    assert_eq!(report["superseded"], json!([]));
+    // The lane is woken: delivered well before any idle poll or backoff would matter.
+    common::wait_until("the replayed trigger", WAIT, || {
+        delivered(&sim) == [(key.clone(), "trigger".to_owned())]
+    })
+    .await;
+    poll("the lane to be empty", WAIT, || async {
+        let lane = default_lane(&bridge).await;
+        lane["pending"] == 0 && lane["dead"] == 0
+    })
+    .await;
+    assert!(dead_letters(&bridge).await.is_empty());
+    let queue = get(&bridge, "/api/v1/admin/queue").await;
+    assert_eq!(queue["events"], json!([]));
+    // Replaying it again finds nothing to do.
+    let again = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/replay",
+        json!({"ids": [id]}),
+    )
+    .await;
+    assert_eq!(again["replayed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_lists_pending_events_without_keys_and_drop_keeps_a_record() {
+    let sim = simulator(SimConfig::default()).await;
+    // The first event is refused; then PagerDuty is down, so the next ones stay queued.
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![400]),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Dropme", 1, "firing", "error"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let dead = wait_for_dead_letters(&bridge, 1).await;
+    let id = dead[0]["id"].as_i64().expect("id");
+    sim.sim.set_faults(Faults {
+        outage_seconds: Some(600),
+        ..Faults::default()
+    });
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Queued", 2, "firing", "warning"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    poll("two failing pending events", WAIT, || async {
+        let queue = get(&bridge, "/api/v1/admin/queue?target=default&limit=10").await;
+        queue["events"].as_array().is_some_and(|events| {
+            events.len() == 2 && events.iter().any(|e| e["attempts"].as_u64() > Some(0))
+        })
+    })
+    .await;
+    let queue = get(&bridge, "/api/v1/admin/queue?limit=1").await;
+    let event = &queue["events"][0];
+    assert_eq!(event["action"], "trigger");
+    assert_eq!(event["severity"], "warning");
+    assert_eq!(event["target"], "default");
+    assert!(event["accepted_at"].is_string(), "{event}");
+    for field in ["id", "dedup_key", "attempts", "last_error", "summary"] {
+        assert!(event.get(field).is_some(), "{field} missing: {event}");
+    }
+    assert_eq!(queue["events"].as_array().map(Vec::len), Some(1), "limit");
+    let lane = default_lane(&bridge).await;
+    assert_eq!(
+        (lane["pending"].as_u64(), lane["dead"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        lane["oldest_pending_age_seconds"].as_f64().is_some(),
+        "{lane}"
+    );
+
+    // Pending events are never dropped, even by id.
+    let pending_id = event["id"].as_i64().expect("id");
+    let answer = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/drop",
+        json!({"ids": [pending_id], "reason": "no"}),
+    )
+    .await;
+    assert_eq!(answer["dropped"], 0);
+
+    let answer = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/drop",
+        json!({"ids": [id], "reason": "payload fixed upstream; INC-7"}),
+    )
+    .await;
+    assert_eq!(answer["dropped"], 1);
+    assert!(dead_letters(&bridge).await.is_empty());
+    let lane = default_lane(&bridge).await;
+    assert_eq!(lane["dead"], 0);
+    let record = get(&bridge, "/api/v1/admin/dead-letters?include_dropped=true").await;
+    let record = &record["dead_letters"][0];
+    assert_eq!(record["id"], id);
+    assert_eq!(record["drop_reason"], "payload fixed upstream; INC-7");
+    assert!(record["dropped_at"].is_string(), "{record}");
+    // A dropped event is never replayed.
+    let report = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/replay",
+        json!({"all": true}),
+    )
+    .await;
+    assert_eq!(report["replayed"], 0);
+}
+
+/// Makes `delivery.max_event_age` tiny, so that events outliving an outage expire at the next
+/// start of the bridge (maintenance runs at start, then every minute: a replayed event is
+/// delivered long before it could expire again).
+fn expire_quickly(setup: &Setup) {
+    let yaml = std::fs::read_to_string(&setup.config).expect("config");
+    let yaml = yaml.replacen("delivery:\n", "delivery:\n  max_event_age: \"1ms\"\n", 1);
+    std::fs::write(&setup.config, yaml).expect("config");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_everything_after_an_outage_keeps_per_incident_order() {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        outage_seconds: Some(600),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    expire_quickly(&admin_setup.setup);
+    let bridge = admin_setup.setup.start().await;
+    // Six incidents trigger; four of them resolve; all during the outage.
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Outage", 6, "firing", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let resolves = native_alerts("Outage", 4, "resolved", "critical");
+    let (code, receipt) = bridge.post("/api/v1/alerts", &resolves).await;
+    assert_eq!((code, &receipt["queued"]), (202, &json!(4)), "{receipt}");
+    bridge.terminate(Duration::from_secs(10)).await;
+
+    // Older than max_event_age by now: maintenance at the next start dead-letters all ten.
+    let bridge = admin_setup.setup.start().await;
+    let dead = wait_for_dead_letters(&bridge, 10).await;
+    assert!(
+        dead.iter()
+            .all(|d| d["reason"].as_str().is_some_and(|r| r.contains("expired"))),
+        "{dead:?}"
+    );
+    assert!(delivered(&sim).is_empty());
+
+    sim.sim.set_faults(Faults {
+        outage_seconds: Some(0),
+        ..Faults::default()
+    });
+    let report = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/replay",
+        json!({"all": true}),
+    )
+    .await;
+    assert_eq!(report["replayed"], 10, "{report}");
+    assert_eq!(report["superseded"], json!([]));
+    common::wait_until("all ten delivered", WAIT, || delivered(&sim).len() == 10).await;
+
+    let keys = |range: std::ops::Range<usize>| -> Vec<String> {
+        range
+            .map(|i| {
+                dead.iter()
+                    .find(|d| {
+                        d["summary"]
+                            .as_str()
+                            .is_some_and(|s| s.contains(&format!("Outage-{i}:")))
+                    })
+                    .and_then(|d| d["dedup_key"].as_str())
+                    .unwrap_or_else(|| panic!("incident {i} in {dead:?}"))
+                    .to_owned()
+            })
+            .collect()
+    };
+    let delivered = delivered(&sim);
+    assert_lifecycles(&delivered, &keys(0..4), &["trigger", "resolve"], false);
+    assert_lifecycles(&delivered, &keys(4..6), &["trigger"], false);
+    let alerts = sim.sim.alerts();
+    let open = alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Triggered)
+        .count();
+    assert_eq!(open, 2, "PagerDuty ends where the alerts are: {alerts:?}");
+    poll("the lane to be empty", WAIT, || async {
+        let lane = default_lane(&bridge).await;
+        lane["pending"] == 0 && lane["dead"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trigger_whose_resolve_went_through_is_superseded_not_replayed() {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![400]),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Flap", 1, "firing", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let dead = wait_for_dead_letters(&bridge, 1).await;
+    let trigger = dead[0]["id"].as_i64().expect("id");
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Flap", 1, "resolved", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    common::wait_until("the resolve", WAIT, || delivered(&sim).len() == 1).await;
+    poll("the resolve to be recorded", WAIT, || async {
+        default_lane(&bridge).await["pending"] == 0
+    })
+    .await;
+    let report = post(
+        &bridge,
+        "/api/v1/admin/dead-letters/replay",
+        json!({"all": true}),
+    )
+    .await;
+    assert_eq!(report["replayed"], 0, "{report}");
+    assert_eq!(report["superseded"][0]["id"], trigger);
+    let dead = dead_letters(&bridge).await;
+    assert_eq!(dead[0]["superseded_by"], report["superseded"][0]["by"]);
+    // Nothing re-opened in PagerDuty.
+    assert!(
+        sim.sim
+            .alerts()
+            .iter()
+            .all(|a| a.state != AlertState::Triggered)
+    );
+    assert_eq!(delivered(&sim).len(), 1);
+}
+
+/// Runs `pagerbridge admin …` against the bridge, off the async runtime.
+async fn cli(bridge: &Bridge, token_file: Option<&PathBuf>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pagerbridge"));
+    command
+        .arg("admin")
+        .args(["--url", &bridge.url("")])
+        .args(args)
+        .env_remove("PAGERBRIDGE_URL")
+        .env_remove("PAGERBRIDGE_ADMIN_TOKEN_FILE")
+        .env_remove("PAGERBRIDGE_LOG")
+        .stdin(Stdio::null());
+    if let Some(file) = token_file {
+        command.arg("--token-file").arg(file);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("pagerbridge admin runs");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!shown.contains(ROUTING_KEY), "routing key printed: {shown}");
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_lists_and_replays_dead_letters() {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![400, 400, 400]),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let token = Some(&admin_setup.token_file);
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Cli", 3, "firing", "error"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let dead = wait_for_dead_letters(&bridge, 3).await;
+
+    let out = cli(&bridge, token, &["dead-letters"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains("HTTP 400"), "{table}");
+    for letter in &dead {
+        assert!(table.contains(&letter["id"].to_string()), "{table}");
+    }
+    assert_eq!(table.lines().count(), 4, "{table}");
+
+    let out = cli(&bridge, token, &["dead-letters", "--json"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(listed["dead_letters"].as_array().map(Vec::len), Some(3));
+
+    let out = cli(&bridge, token, &["lanes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lanes = stdout(&out);
+    assert!(
+        lanes.contains("TARGET") && lanes.contains("default"),
+        "{lanes}"
+    );
+
+    // Bulk work needs --yes when there is no terminal to confirm on: usage, exit 2.
+    let out = cli(&bridge, token, &["replay", "--all"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    // Exactly one selection.
+    let out = cli(&bridge, token, &["replay", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = cli(&bridge, token, &["replay", "--all", "--target", "default"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    // No token, or plain http to somewhere else: refused.
+    let out = cli(&bridge, None, &["lanes"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    let out = cli(
+        &bridge,
+        token,
+        &["lanes", "--url", "http://example.com:9095"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(dead_letters(&bridge).await.len() == 3, "nothing changed");
+
+    // One by id, then the rest of the target.
+    let first = dead[0]["id"].to_string();
+    let out = cli(&bridge, token, &["replay", "--id", &first]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("replayed 1 of 1"), "{}", stdout(&out));
+    let out = cli(&bridge, token, &["replay", "--target", "default", "--yes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("replayed 2 of 2"), "{}", stdout(&out));
+    common::wait_until("three triggers", WAIT, || delivered(&sim).len() == 3).await;
+
+    poll("an empty queue", WAIT, || async {
+        default_lane(&bridge).await["pending"] == 0
+    })
+    .await;
+    let out = cli(&bridge, token, &["queue", "--target", "default"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().count(),
+        1,
+        "just the header: {}",
+        stdout(&out)
+    );
+    let out = cli(&bridge, token, &["replay", "--all", "--json"]).await;
+    assert!(out.status.success(), "nothing to confirm: {}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["replayed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drops_with_a_reason() {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![400, 400]),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let token = Some(&admin_setup.token_file);
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Gone", 2, "firing", "info"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_for_dead_letters(&bridge, 2).await;
+    let out = cli(&bridge, token, &["drop", "--all", "--yes"]).await;
+    assert_eq!(out.status.code(), Some(2), "--reason is required");
+    let out = cli(
+        &bridge,
+        token,
+        &["drop", "--all", "--yes", "--reason", "test noise"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("dropped 2 of 2"), "{}", stdout(&out));
+    assert!(dead_letters(&bridge).await.is_empty());
+    let out = cli(&bridge, token, &["dead-letters", "--include-dropped"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("dropped: test noise").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+}
