@@ -118,10 +118,8 @@ pub async fn run(
     let maintenance = tokio::spawn(maintain(store, config.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, storage = %config.storage.path.display(), "pagerbridge listening");
-    axum::serve(listener, http::router(state, config.ingest.request_timeout))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("HTTP server failed")?;
+    let timeout = config.ingest.request_timeout;
+    http::server::serve(listener, http::router(state, timeout), timeout, shutdown).await;
     tracing::info!(
         drain_ms = config.delivery.shutdown_drain.as_millis() as u64,
         "stopped taking requests; draining delivery"

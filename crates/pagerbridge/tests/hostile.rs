@@ -516,14 +516,26 @@ fn wrong_types(door: Door, cases: &mut Vec<Case>) {
             Value::Number(_) => vec![json!("1"), json!(true), json!([]), json!({})],
             Value::Bool(_) | Value::Null => continue,
         };
+        // Inside an alert, the alert is named; elsewhere the request is.
+        let in_alert = pointer
+            .strip_prefix("/alerts/")
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        let code: &'static [&'static str] = if in_alert {
+            &["invalid_alert"]
+        } else {
+            &["invalid_request"]
+        };
         for wrong in wrong {
             count += 1;
-            cases.push(Case::post(
-                format!("{door:?}: {pointer} = {wrong}"),
-                door,
-                door.with(&pointer, wrong),
-                400,
-            ));
+            cases.push(
+                Case::post(
+                    format!("{door:?}: {pointer} = {wrong}"),
+                    door,
+                    door.with(&pointer, wrong),
+                    400,
+                )
+                .codes(code),
+            );
         }
     }
     assert!(count > 30, "{door:?}: only {count} wrong types");
@@ -984,6 +996,7 @@ async fn hostile_input_is_answered_and_never_obeyed() {
 
     let cases = corpus();
     assert!(cases.len() > 1000, "{} cases", cases.len());
+    eprintln!("{} hostile requests", cases.len());
     for case in &cases {
         check(&http, &bridge, case).await;
     }
@@ -1167,6 +1180,35 @@ async fn slow_clients(bridge: &Bridge) {
         let (status, _, _) = handle.await.expect("stalled client");
         assert_eq!(status, 408);
     }
+    // A client that never finishes its headers is cut off too (hyper's header read timeout),
+    // instead of holding its connection forever.
+    let started = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"POST /api/v1/alerts HTTP/1.1\r\nhost: x\r\n")
+            .expect("write");
+        stream
+            .set_read_timeout(Some(REQUEST_TIMEOUT + Duration::from_secs(10)))
+            .expect("timeout");
+        let mut buf = [0u8; 1024];
+        // Ok(0) is the server closing; Ok(n) an answer; Err a read timeout (still held).
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .expect("header staller");
+    assert!(closed, "a connection stalled in its headers was held open");
+    assert!(
+        started.elapsed() >= REQUEST_TIMEOUT - Duration::from_millis(100),
+        "cut off before the timeout: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Duration;

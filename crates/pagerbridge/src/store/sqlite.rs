@@ -6,7 +6,6 @@
 //! `SQLITE_BUSY` between our own transactions.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,17 +53,10 @@ impl SqliteStore {
         Self::connect(options).await
     }
 
-    /// An in-memory database, for tests that need no file.
-    pub async fn in_memory() -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        Self::connect(options).await
-    }
-
     async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
-            // Keep the one connection for the life of the pool: an in-memory database lives
-            // only as long as its connection.
+            // Keep the one connection for the life of the pool: reopening costs a migration check.
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
