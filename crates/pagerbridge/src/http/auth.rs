@@ -58,14 +58,9 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) async fn require_ingest_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(tokens) = &state.ingest_tokens else {
-        return next.run(request).await;
-    };
+/// Checks the request's bearer token; `what` names the API in the error ("this endpoint",
+/// "the admin API").
+pub(super) fn check_bearer(tokens: &Tokens, request: &Request, what: &str) -> Result<(), ApiError> {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -73,20 +68,31 @@ pub(super) async fn require_ingest_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(token) if tokens.accepts(token) => next.run(request).await,
-        Some(_) => ApiError::new(
+        Some(token) if tokens.accepts(token) => Ok(()),
+        Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "the bearer token is not valid",
-        )
-        .into_response(),
-        None => ApiError::new(
+            format!("the bearer token for {what} is not valid"),
+        )),
+        None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this endpoint needs an `Authorization: Bearer <token>` header",
-        )
-        .into_response(),
+            format!("{what} needs an `Authorization: Bearer <token>` header"),
+        )),
     }
+}
+
+pub(super) async fn require_ingest_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(tokens) = &state.ingest_tokens
+        && let Err(error) = check_bearer(tokens, &request, "this endpoint")
+    {
+        return error.into_response();
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]

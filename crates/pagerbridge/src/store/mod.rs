@@ -164,6 +164,28 @@ pub struct Notice {
     pub reason: String,
 }
 
+impl Notice {
+    /// The notice for an outbox row: dead rows are reported with their dead-letter reason,
+    /// pending ones as failing with their last error.
+    pub(crate) fn new(event: QueuedEvent, dead: bool, dead_reason: Option<String>) -> Self {
+        let (kind, reason) = if dead {
+            (NoticeKind::DeadLettered, dead_reason.unwrap_or_default())
+        } else {
+            // Events behind a failing one have not failed themselves; they wait.
+            let reason = event
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "waiting behind a failing delivery to PagerDuty".to_owned());
+            (NoticeKind::Failing, reason)
+        };
+        Self {
+            kind,
+            event,
+            reason,
+        }
+    }
+}
+
 /// The answer of the shared send budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BudgetDecision {

@@ -685,25 +685,11 @@ impl Store for PostgresStore {
             .await?;
         rows.iter()
             .map(|row| {
-                let event = queued_from_row(row)?;
-                let dead = row.try_get::<String, _>("status")? == "dead";
-                let reason = if dead {
-                    row.try_get::<Option<String>, _>("dead_reason")?
-                } else {
-                    // Events behind a failing one have not failed themselves; they wait.
-                    Some(event.last_error.clone().unwrap_or_else(|| {
-                        "waiting behind a failing delivery to PagerDuty".to_owned()
-                    }))
-                };
-                Ok(Notice {
-                    kind: if dead {
-                        NoticeKind::DeadLettered
-                    } else {
-                        NoticeKind::Failing
-                    },
-                    reason: reason.unwrap_or_default(),
-                    event,
-                })
+                Ok(Notice::new(
+                    queued_from_row(row)?,
+                    row.try_get::<String, _>("status")? == "dead",
+                    row.try_get("dead_reason")?,
+                ))
             })
             .collect()
     }
