@@ -464,20 +464,20 @@ async fn hook_receive(State(hook): State<Hook>, Json(body): Json<Value>) -> Stat
 // 1. kill -9 at random moments
 // ----------------------------------------------------------------------------------------
 
-/// 150 alerts × (firing, resolved) in batches of 5, posted by a sender that retries like
+/// 300 alerts × (firing, resolved) in batches of 5, posted by a sender that retries like
 /// Alertmanager, while the bridge is killed with SIGKILL at random moments and restarted
 /// (on a new port) each time; PagerDuty fails 10 % of requests, and its budget (100 per second,
 /// the bridge's too) is about what limits delivery.
 #[tokio::test(flavor = "multi_thread")]
 async fn chaos_kill9_at_random_moments() {
-    const BATCHES: usize = 30;
+    const BATCHES: usize = 60;
     const PER_BATCH: usize = 5;
     const MIN_KILLS: usize = 5;
     const MAX_KILLS: usize = 12;
     let started = Instant::now();
     let (mut rng, seed) = Rng::from_env_or_clock();
     eprintln!("chaos kill9: seed {seed} (CHAOS_SEED={seed} replays the kill delays)");
-    // A budget that is about the bottleneck (~335 requests at 100 per second), on both sides: a
+    // A budget that is about the bottleneck (~670 requests at 100 per second), on both sides: a
     // restart must not let the bridge burst past what it already spent.
     let sim = simulator(SimConfig {
         rate_limit: 100,
