@@ -35,7 +35,7 @@ use crate::ingest::{self, IngestError};
 pub const MAX_DETAIL_CHARS: usize = 2048;
 
 /// A distinctive routing key; only its masked form may appear in a masked body.
-const KEY: &str = "FuzzRoutingKey000000000000000042";
+const KEY: &str = "FuzzRoutingKey000000000000000042"; // a fake test key
 
 /// How large an amplified alert's values get, in bytes: well past PagerDuty's body limit.
 const AMPLIFIED_BYTES: usize = 600_000;

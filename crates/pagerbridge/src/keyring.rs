@@ -214,8 +214,8 @@ mod tests {
     use crate::config::RateLimit;
     use crate::format::FormatOptions;
 
-    const OLD: &str = "0123456789abcdef0123456789abold1";
-    const NEW: &str = "0123456789abcdef0123456789abnew2";
+    const OLD: &str = "0123456789abcdef0123456789abold1"; // fake test key
+    const NEW: &str = "0123456789abcdef0123456789abnew2"; // fake test key
 
     fn target(name: &str, key_source: KeySource) -> Target {
         Target {
