@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod secrets;
 pub mod service;
+pub mod silence;
 pub mod store;

@@ -47,6 +47,11 @@ pub struct FallbackLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
 }
@@ -113,6 +118,7 @@ pub struct Metrics {
     pub open_incidents: Gauge,
     pub lane_state: Family<LaneStateLabels, Gauge>,
     pub fallback_sends: Family<FallbackLabels, Counter>,
+    pub silence_polls: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -145,6 +151,7 @@ impl Metrics {
             open_incidents: Gauge::default(),
             lane_state: Family::default(),
             fallback_sends: Family::default(),
+            silence_polls: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and `_seconds` is part of the name.
@@ -248,6 +255,11 @@ impl Metrics {
             "Notices to the fallback webhook, by kind (failing, dead_lettered) and result",
             m.fallback_sends.clone(),
         );
+        registry.register(
+            "pagerbridge_silence_watcher_polls",
+            "Polls of Alertmanager for silenced alerts, by result (ok, error)",
+            m.silence_polls.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -324,6 +336,15 @@ impl Metrics {
         self.fallback_sends
             .get_or_create(&FallbackLabels {
                 kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one poll of the silence watcher (`ok` or `error`).
+    pub fn silence_poll(&self, result: &str) {
+        self.silence_polls
+            .get_or_create(&ResultLabel {
                 result: result.to_owned(),
             })
             .inc();

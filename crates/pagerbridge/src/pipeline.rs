@@ -191,6 +191,37 @@ impl Pipeline {
         Ok(receipt)
     }
 
+    /// Acknowledges the incidents of alerts the silence watcher found silenced in Alertmanager,
+    /// but only those still triggered: an acknowledged or resolved incident (or one never seen)
+    /// is left alone, so each silenced incident is acknowledged once.
+    pub async fn acknowledge_silenced(
+        &self,
+        mut alerts: Vec<Alert>,
+    ) -> Result<Receipt, PipelineError> {
+        if alerts.is_empty() {
+            return Ok(Receipt::default());
+        }
+        self.remember_dedup_keys(&mut alerts, None).await?;
+        let planned = self.planner.plan(&alerts, &GroupContext::default(), None)?;
+        let mut triggered = Vec::new();
+        for plan in planned {
+            let is_ack = matches!(
+                plan.formatted.event,
+                Outbound::Alert(pagerduty_events::AlertEvent::Acknowledge { .. })
+            );
+            let Some(key) = plan.formatted.dedup_key.as_ref().filter(|_| is_ack) else {
+                continue;
+            };
+            let state = self.store.incident(&plan.target, key.as_str()).await?;
+            if state.is_some_and(|s| s.status == crate::store::suppress::Status::Triggered) {
+                triggered.push(plan);
+            }
+        }
+        let mut receipt = self.commit(triggered).await?;
+        receipt.received = alerts.len();
+        Ok(receipt)
+    }
+
     /// Accepts one change event from the change-event API.
     pub async fn accept_change(
         &self,

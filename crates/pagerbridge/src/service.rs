@@ -22,6 +22,7 @@ use crate::http::{self, AppState, Tokens};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Planner};
+use crate::silence::SilenceWatcher;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, SuppressionPolicy};
 
@@ -106,6 +107,8 @@ pub async fn run(
         .transpose()
         .context("admin.bearer_token_file")?
         .map(Arc::new);
+    let silence_watcher = silence_watcher(&config)?
+        .map(|watcher| tokio::spawn(watcher.run(pipeline.clone(), metrics.clone())));
     let state = AppState {
         pipeline,
         store: store.clone(),
@@ -125,6 +128,9 @@ pub async fn run(
         "stopped taking requests; draining delivery"
     );
     maintenance.abort();
+    if let Some(task) = silence_watcher {
+        task.abort();
+    }
     delivery.shutdown(config.delivery.shutdown_drain).await;
     tracing::info!("pagerbridge stopped");
     Ok(())
@@ -155,6 +161,17 @@ fn fallback_settings(config: &Config) -> anyhow::Result<Option<FallbackSettings>
         poll: Duration::from_secs(1),
         failure_backoff: Duration::from_secs(1),
         max_backoff: config.delivery.max_backoff,
+    }))
+}
+
+/// The silence watcher, when `alertmanager.url` is set.
+fn silence_watcher(config: &Config) -> anyhow::Result<Option<SilenceWatcher>> {
+    let Some(url) = &config.alertmanager.url else {
+        return Ok(None);
+    };
+    Ok(Some(SilenceWatcher {
+        url: checked_webhook_url(url).context("alertmanager.url")?,
+        poll_interval: config.alertmanager.poll_interval,
     }))
 }
 

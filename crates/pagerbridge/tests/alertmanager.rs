@@ -153,6 +153,29 @@ receivers:
         assert_eq!(status, 200, "POST /api/v2/alerts: {body}");
     }
 
+    /// `POST /api/v2/silences` for one `alertname`, for an hour from now.
+    async fn silence_alertname(&self, alertname: &str) {
+        let now = Timestamp::now();
+        let ends = now + jiff::SignedDuration::from_hours(1);
+        let silence = json!({
+            "matchers": [{"name": "alertname", "value": alertname, "isRegex": false, "isEqual": true}],
+            "startsAt": now.to_string(),
+            "endsAt": ends.to_string(),
+            "createdBy": "test",
+            "comment": "test",
+        });
+        let response = self
+            .http
+            .post(format!("{}/api/v2/silences", self.url))
+            .json(&silence)
+            .send()
+            .await
+            .expect("alertmanager answers");
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "POST /api/v2/silences: {body}");
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -519,5 +542,80 @@ async fn nothing_alertmanager_handed_over_is_lost_to_kill_9_during_an_outage() {
     for event in sim.sim.events() {
         pagerbridge_testkit::schema::assert_valid_enqueue(&event.body);
     }
+    drop(am);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_silenced_in_alertmanager_is_acknowledged_once() {
+    let Some(binary) =
+        alertmanager_or_skip("an_alert_silenced_in_alertmanager_is_acknowledged_once")
+    else {
+        return;
+    };
+    let sim = simulator(SimConfig::default()).await;
+    // Alertmanager needs the bridge's address and the bridge Alertmanager's: pick the bridge's
+    // port first.
+    let bridge_addr: std::net::SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+    let am = Alertmanager::start(
+        &binary,
+        &format!("http://{bridge_addr}/api/v1/alertmanager"),
+    )
+    .await;
+    let extra = format!(
+        "alertmanager:\n  url: \"{}\"\n  poll_interval: \"500ms\"\n",
+        am.url
+    );
+    let setup = Setup::new(&sim.base_url(), (120, "60s"), &extra, "");
+    setup.listen_on(bridge_addr);
+    let bridge = setup.start().await;
+
+    let started = Timestamp::now();
+    let disk = TestAlert::new("DiskFull", "db-1", "critical", started);
+    let cpu = TestAlert::new("CpuHot", "db-2", "warning", started);
+    am.post_alerts(&firing(&[&disk, &cpu])).await;
+    wait_until("2 triggers", WAIT, || actions(&sim, "trigger").len() == 2).await;
+
+    am.silence_alertname("DiskFull").await;
+    wait_until("an acknowledge", WAIT, || {
+        !actions(&sim, "acknowledge").is_empty()
+    })
+    .await;
+
+    // Three more polls find DiskFull silenced again: still one acknowledge.
+    let polls = "pagerbridge_silence_watcher_polls_total{result=\"ok\"}";
+    let (_, text) = bridge.get_text("/metrics").await;
+    let before = metric(&text, polls).expect("the watcher polls");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, text) = bridge.get_text("/metrics").await;
+        if metric(&text, polls).is_some_and(|n| n >= before + 3.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher stopped polling:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(actions(&sim, "acknowledge"), vec![disk.dedup_key()]);
+    let (_, text) = bridge.get_text("/metrics").await;
+    assert_eq!(
+        metric(
+            &text,
+            "pagerbridge_silence_watcher_polls_total{result=\"error\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    let state = |key: &str| {
+        sim.sim
+            .alerts()
+            .into_iter()
+            .find(|a| a.dedup_key == key)
+            .map(|a| a.state)
+    };
+    assert_eq!(state(&disk.dedup_key()), Some(AlertState::Acknowledged));
+    assert_eq!(state(&cpu.dedup_key()), Some(AlertState::Triggered));
+    assert_eq!(delivered(&sim).len(), 3, "{:?}", delivered(&sim));
     drop(am);
 }

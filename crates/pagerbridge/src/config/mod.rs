@@ -34,7 +34,7 @@ pub const ENV_PREFIX: &str = "PAGERBRIDGE_";
 /// a routing key in `PAGERBRIDGE_KEY_…`, or the `PAGERBRIDGE_PORT`/`PAGERBRIDGE_SERVICE_HOST`
 /// that Kubernetes injects into every pod when a Service is named `pagerbridge`. `targets`
 /// is a list, which environment variables cannot address, so it is file-only.
-const ENV_SECTIONS: [&str; 7] = [
+const ENV_SECTIONS: [&str; 8] = [
     "listen",
     "storage",
     "pagerduty",
@@ -42,6 +42,7 @@ const ENV_SECTIONS: [&str; 7] = [
     "delivery",
     "fallback",
     "admin",
+    "alertmanager",
 ];
 
 /// The whole configuration, validated by [`load`].
@@ -56,6 +57,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub fallback: FallbackConfig,
     pub admin: AdminConfig,
+    pub alertmanager: AlertmanagerConfig,
     /// Never serialized, so that an inline routing key cannot leave the process that way
     /// (serialization only exists for figment's layering, which cannot address lists anyway).
     #[serde(skip_serializing)]
@@ -143,6 +145,28 @@ impl Default for FallbackConfig {
     }
 }
 
+/// The silence watcher: polls Alertmanager's API v2 for silenced alerts and acknowledges
+/// their incidents that are still triggered (DESIGN.md "Lifecycle mapping").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Alertmanager's base URL (without `/api/v2`); none disables the watcher. https, or plain
+    /// http to loopback only.
+    pub url: Option<String>,
+    /// How often Alertmanager is asked for silenced alerts.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            poll_interval: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Timings of delivery (DESIGN.md "Delivery").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,6 +198,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             fallback: FallbackConfig::default(),
             admin: AdminConfig::default(),
+            alertmanager: AlertmanagerConfig::default(),
             targets: Vec::new(),
         }
     }
@@ -299,6 +324,13 @@ impl Config {
             ensure!(
                 !self.fallback.timeout.is_zero(),
                 "fallback.timeout must be longer than 0s"
+            );
+        }
+        if let Some(url) = &self.alertmanager.url {
+            crate::delivery::fallback::checked_webhook_url(url).context("alertmanager.url")?;
+            ensure!(
+                !self.alertmanager.poll_interval.is_zero(),
+                "alertmanager.poll_interval must be longer than 0s"
             );
         }
         self.resolve_targets().map(drop)
@@ -501,6 +533,20 @@ targets:
         );
         let message = error("admin:\n  token_file: /x\n");
         assert!(message.contains("unknown field `token_file`"), "{message}");
+    }
+
+    #[test]
+    fn silence_watcher_is_off_by_default_and_checked() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config.alertmanager.url, None);
+        assert_eq!(config.alertmanager.poll_interval, Duration::from_secs(30));
+        let config = parse("alertmanager: { url: 'http://127.0.0.1:9093', poll_interval: 5s }\n")
+            .expect("valid");
+        assert_eq!(config.alertmanager.poll_interval, Duration::from_secs(5));
+        let message = error("alertmanager: { url: 'http://am.example.com' }\n");
+        assert!(message.contains("alertmanager.url"), "{message}");
+        let message = error("alertmanager: { interval: 5s }\n");
+        assert!(message.contains("unknown field `interval`"), "{message}");
     }
 
     #[test]
