@@ -276,32 +276,34 @@ impl Pipeline {
         for plan in &planned {
             self.count_notes(&plan.target, &plan.formatted.notes);
         }
+        // What the bookkeeping below needs, kept so the events (JSON and all) move into storage.
+        let kinds: Vec<(Action, Option<String>)> = events
+            .iter()
+            .map(|e| (e.action, e.dedup_key.clone()))
+            .collect();
         let results = self
             .store
-            .accept(events.clone(), &self.policy, Timestamp::now())
+            .accept(events, &self.policy, Timestamp::now())
             .await?;
         let mut receipt = Receipt::default();
         let mut woken = HashSet::new();
-        for (event, result) in events.iter().zip(&results) {
+        for ((plan, (action, dedup_key)), result) in planned.iter().zip(&kinds).zip(&results) {
+            let target = plan.target.as_str();
             match result {
                 Acceptance::Queued { .. } => {
                     receipt.queued += 1;
-                    Metrics::count(
-                        &self.metrics.events_queued,
-                        &event.target,
-                        event.action.as_str(),
-                    );
-                    if woken.insert(event.target.as_str()) {
-                        self.waker.wake(&event.target);
+                    Metrics::count(&self.metrics.events_queued, target, action.as_str());
+                    if woken.insert(target) {
+                        self.waker.wake(target);
                     }
                 }
                 Acceptance::Suppressed { reason } => {
                     receipt.suppressed += 1;
-                    Metrics::count(&self.metrics.suppressed, &event.target, reason);
+                    Metrics::count(&self.metrics.suppressed, target, reason);
                     tracing::debug!(
-                        target_name = %event.target,
-                        action = event.action.as_str(),
-                        dedup_key = event.dedup_key.as_deref().unwrap_or(""),
+                        target_name = %target,
+                        action = action.as_str(),
+                        dedup_key = dedup_key.as_deref().unwrap_or(""),
                         reason,
                         "event suppressed"
                     );

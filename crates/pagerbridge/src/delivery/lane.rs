@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use pagerduty_events::{
     AlertEvent, ChangeEvent, Endpoint, RequestBody, RetryPolicy, RoutingKey, SendError,
 };
+use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -337,13 +338,11 @@ fn request_body(key: &RoutingKey, event: &QueuedEvent) -> Result<(Endpoint, Requ
     let unsendable = |e: serde_json::Error| format!("stored event cannot be read: {e}");
     match event.action {
         Action::Change => {
-            let change: ChangeEvent =
-                serde_json::from_value(event.event.clone()).map_err(unsendable)?;
+            let change: ChangeEvent = ChangeEvent::deserialize(&event.event).map_err(unsendable)?;
             Ok((Endpoint::ChangeEnqueue, RequestBody::change(key, &change)))
         }
         _ => {
-            let alert: AlertEvent =
-                serde_json::from_value(event.event.clone()).map_err(unsendable)?;
+            let alert: AlertEvent = AlertEvent::deserialize(&event.event).map_err(unsendable)?;
             Ok((Endpoint::Enqueue, RequestBody::alert(key, &alert)))
         }
     }
