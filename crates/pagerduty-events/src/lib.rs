@@ -49,4 +49,4 @@ pub use event::{AlertEvent, ChangeEvent, ChangePayload, CustomDetails, Payload, 
 pub use response::{Accepted, classify};
 pub use retry::{Outcome, RetryPolicy};
 pub use routing_key::RoutingKey;
-pub use values::{DedupKey, Image, Link, Severity, Source, Summary};
+pub use values::{DedupKey, EventTime, Image, Link, Severity, Source, Summary};

@@ -104,7 +104,7 @@ pub struct TriggerArgs {
     /// When the problem was detected, RFC 3339 (e.g. 2026-11-29T08:42:58Z); PagerDuty uses
     /// the time of receipt otherwise.
     #[arg(long)]
-    timestamp: Option<jiff::Timestamp>,
+    timestamp: Option<pagerduty_events::EventTime>,
     /// A JSON object of extra details.
     #[arg(long, value_name = "JSON")]
     custom_details: Option<String>,
@@ -143,7 +143,7 @@ pub struct ChangeArgs {
     source: Option<String>,
     /// When the change happened, RFC 3339.
     #[arg(long)]
-    timestamp: Option<jiff::Timestamp>,
+    timestamp: Option<pagerduty_events::EventTime>,
     /// A JSON object of extra details.
     #[arg(long, value_name = "JSON")]
     custom_details: Option<String>,
