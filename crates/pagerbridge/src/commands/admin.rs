@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pagerduty_events::BaseUrl;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -39,9 +40,10 @@ pub struct AdminArgs {
         env = "PAGERBRIDGE_URL",
         default_value = "http://127.0.0.1:9095",
         value_name = "URL",
+        value_parser = BaseUrl::parse,
         global = true
     )]
-    url: String,
+    url: BaseUrl,
 
     /// File holding an admin token (the first non-blank, non-`#` line), as listed in the
     /// server's admin.bearer_token_file. There is deliberately no flag taking the token itself.
@@ -196,15 +198,13 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
 
 /// The admin API of one bridge.
 struct Api {
-    base: String,
+    base: BaseUrl,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Api {
     fn new(args: &AdminArgs) -> Result<Self, Failure> {
-        let base = pagerduty_events::client::checked_base_url(&args.url)
-            .map_err(|e| Failure::Usage(format!("--url: {e}")))?;
         let token = args.token_file.as_deref().map(read_token).transpose()?;
         let http = reqwest::Client::builder()
             .timeout(args.timeout)
@@ -215,20 +215,16 @@ impl Api {
             .build()
             .context("cannot set up the HTTP client")?;
         Ok(Self {
-            base: base.as_str().trim_end_matches('/').to_owned(),
+            base: args.url.clone(),
             token,
             http,
         })
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let mut url = format!("{}{path}", self.base);
+        let mut url = self.base.join(path);
         if !query.is_empty() {
-            let mut encoded = url::form_urlencoded::Serializer::new(String::new());
-            for (name, value) in query {
-                encoded.append_pair(name, value);
-            }
-            url = format!("{url}?{}", encoded.finish());
+            url.query_pairs_mut().extend_pairs(query);
         }
         self.send(self.http.get(url), path).await
     }
@@ -236,7 +232,7 @@ impl Api {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let request = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(self.base.join(path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
         self.send(request, path).await
