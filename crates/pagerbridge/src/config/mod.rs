@@ -575,8 +575,35 @@ targets:
         assert_eq!(config.alertmanager.poll_interval, Duration::from_secs(5));
         let message = error("alertmanager: { url: 'http://am.example.com' }\n");
         assert!(message.contains("alertmanager.url"), "{message}");
+        let message = error("alertmanager: { url: 'https://am.example.com/?x=1' }\n");
+        assert!(message.contains("alertmanager.url"), "{message}");
+        assert!(message.contains("no query or fragment"), "{message}");
         let message = error("alertmanager: { interval: 5s }\n");
         assert!(message.contains("unknown field `interval`"), "{message}");
+    }
+
+    #[test]
+    fn fallback_webhook_follows_the_transport_rule() {
+        let config = parse("fallback: { url: 'https://hooks.example.com/x?token=1' }\n")
+            .expect("https, query allowed");
+        assert_eq!(
+            config
+                .fallback
+                .webhook()
+                .expect("valid")
+                .map(|u| u.to_string()),
+            Some("https://hooks.example.com/x?token=1".to_owned())
+        );
+        for (url, expected) in [
+            ("http://hooks.example.com/x", "loopback"),
+            ("https://user:pw@hooks.example.com/x", "credentials"),
+            ("ftp://127.0.0.1/x", "scheme"),
+        ] {
+            let message = error(&format!("fallback: {{ url: '{url}' }}\n"));
+            assert!(message.contains("fallback.url"), "{url}: {message}");
+            assert!(message.contains(expected), "{url}: {message}");
+            assert!(!message.contains("pw@"), "{url}: {message}");
+        }
     }
 
     #[test]
