@@ -89,6 +89,20 @@ pub struct DeadLetterQuery {
     pub include_dropped: bool,
 }
 
+impl Default for DeadLetterQuery {
+    /// Every dead letter not dropped, a default page at a time.
+    fn default() -> Self {
+        Self {
+            target: None,
+            dedup_key: None,
+            action: None,
+            after_id: None,
+            limit: DEFAULT_LIMIT,
+            include_dropped: false,
+        }
+    }
+}
+
 impl DeadLetterQuery {
     pub fn parse(raw: Option<&str>) -> Result<Self, Refused> {
         let params = Params::parse(
@@ -519,7 +533,7 @@ mod tests {
             Ok(dead)
         );
         let none = DeadLetterQuery::parse(None).expect("defaults");
-        assert_eq!(none.limit, DEFAULT_LIMIT);
+        assert_eq!(none, DeadLetterQuery::default());
         assert_eq!(none.pairs(), vec![("limit", DEFAULT_LIMIT.to_string())]);
     }
 

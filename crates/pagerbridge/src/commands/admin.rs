@@ -188,10 +188,9 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
             let query = DeadLetterQuery {
                 target: target.clone(),
                 dedup_key: dedup_key.clone(),
-                action: None,
-                after_id: None,
                 limit: *limit,
                 include_dropped: *include_dropped,
+                ..DeadLetterQuery::default()
             };
             dead_letters(&api, &query, args.json).await
         }
@@ -514,11 +513,8 @@ async fn bulk(
     let batches = if selection.ids.is_empty() {
         let query = DeadLetterQuery {
             target: selection.target.clone(),
-            dedup_key: None,
-            action: None,
-            after_id: None,
             limit: PAGE,
-            include_dropped: false,
+            ..DeadLetterQuery::default()
         };
         let batches = collect_batches(api, query).await?;
         let count: usize = batches.iter().map(Vec::len).sum();
