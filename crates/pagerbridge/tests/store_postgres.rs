@@ -16,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
-use pagerbridge::store::{Acceptance, Action, BudgetDecision, NewEvent, Store, SuppressionPolicy};
+use pagerbridge::store::{
+    Acceptance, Action, BudgetDecision, NewEvent, Outbox, SendBudget, SuppressionPolicy,
+};
 use pagerduty_events::Severity;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};

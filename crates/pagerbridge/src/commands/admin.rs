@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::print_line;
 
 /// Dead letters per replay or drop request. An incident's dead letters always go in the same
-/// request (its replay needs them together, see `Store::replay`), so a batch may be larger.
+/// request (its replay needs them together, see `DeadLetters::replay`), so a batch may be larger.
 const BATCH: usize = 100;
 /// Dead letters per listing page when collecting what to replay or drop.
 const PAGE: u32 = 1000;

@@ -41,9 +41,10 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, LaneStats, NewEvent, Notice,
-    NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError, from_millis,
-    severity_rank, superseded_among, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, FallbackNotices,
+    Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, superseded_among,
+    to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -329,7 +330,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Outbox for PostgresStore {
     async fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -438,7 +439,7 @@ impl Store for PostgresStore {
             .bind(&dedup_key)
             .execute(&mut *tx)
             .await?;
-            // Older dead letters of the incident are superseded now (see `Store::replay`). An
+            // Older dead letters of the incident are superseded now (see `DeadLetters::replay`). An
             // older *pending* event exists only if it was replayed while this one was in
             // flight: sending it now would regress PagerDuty, so it goes back to dead.
             sqlx::query(
@@ -494,34 +495,58 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'dead', dead_at = $1,
-                    dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2",
-        )
-        .bind(to_millis(now))
-        .bind(to_millis(cutoff))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox WHERE status = 'pending' AND ($1::text IS NULL OR target = $1)
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(queued_from_row).collect()
     }
 
-    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        // Rows locked right now belong to an `accept` or `mark_delivered` touching them, so they
-        // are about to be fresh: skipping them, instead of waiting, also rules out a deadlock
-        // with an `accept` that writes several incidents in another order than this scan.
-        let done = sqlx::query(
-            "DELETE FROM incidents WHERE (target, dedup_key) IN (
-                 SELECT target, dedup_key FROM incidents WHERE updated_at < $1
-                 FOR UPDATE SKIP LOCKED)",
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target,
+                    COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+                    COUNT(*) FILTER (WHERE status = 'dead') AS dead,
+                    MIN(accepted_at) FILTER (WHERE status = 'pending') AS oldest
+             FROM outbox GROUP BY target ORDER BY target",
         )
-        .bind(to_millis(cutoff))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        rows.iter()
+            .map(|row| {
+                Ok(LaneStats {
+                    target: row.try_get("target")?,
+                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
+                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
+                    oldest_pending_accepted_at: row
+                        .try_get::<Option<i64>, _>("oldest")?
+                        .map(from_millis)
+                        .transpose()?,
+                })
+            })
+            .collect()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SendBudget for PostgresStore {
     async fn take_budget(
         &self,
         target: &str,
@@ -579,30 +604,17 @@ impl Store for PostgresStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target,
-                    COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-                    COUNT(*) FILTER (WHERE status = 'dead') AS dead,
-                    MIN(accepted_at) FILTER (WHERE status = 'pending') AS oldest
-             FROM outbox GROUP BY target ORDER BY target",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LaneStats {
-                    target: row.try_get("target")?,
-                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
-                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
-                    oldest_pending_accepted_at: row
-                        .try_get::<Option<i64>, _>("oldest")?
-                        .map(from_millis)
-                        .transpose()?,
-                })
-            })
-            .collect()
+#[async_trait]
+impl Incidents for PostgresStore {
+    async fn incident(
+        &self,
+        target: &str,
+        dedup_key: &str,
+    ) -> Result<Option<IncidentState>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::load_incident(&mut conn, target, dedup_key).await
     }
 
     async fn open_incidents(&self) -> Result<u64, StoreError> {
@@ -614,15 +626,24 @@ impl Store for PostgresStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn incident(
-        &self,
-        target: &str,
-        dedup_key: &str,
-    ) -> Result<Option<IncidentState>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Self::load_incident(&mut conn, target, dedup_key).await
+    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        // Rows locked right now belong to an `accept` or `mark_delivered` touching them, so they
+        // are about to be fresh: skipping them, instead of waiting, also rules out a deadlock
+        // with an `accept` that writes several incidents in another order than this scan.
+        let done = sqlx::query(
+            "DELETE FROM incidents WHERE (target, dedup_key) IN (
+                 SELECT target, dedup_key FROM incidents WHERE updated_at < $1
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl DeadLetters for PostgresStore {
     async fn dead_letters(
         &self,
         target: Option<&str>,
@@ -640,81 +661,6 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(dead_letter_from_row).collect()
-    }
-
-    async fn pending(
-        &self,
-        target: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            " FROM outbox WHERE status = 'pending' AND ($1::text IS NULL OR target = $1)
-             ORDER BY id LIMIT $2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(target)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(queued_from_row).collect()
-    }
-
-    async fn fallback_due(
-        &self,
-        failing_since: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Notice>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            ", status, dead_reason FROM outbox o
-             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
-                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
-                    AND o.accepted_at < $1
-                    AND EXISTS (SELECT 1 FROM outbox f
-                                WHERE f.target = o.target AND f.status = 'pending'
-                                  AND f.first_failed_at < $1))
-             ORDER BY o.id LIMIT $2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(to_millis(failing_since))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Notice::new(
-                    queued_from_row(row)?,
-                    row.try_get::<String, _>("status")? == "dead",
-                    row.try_get("dead_reason")?,
-                ))
-            })
-            .collect()
-    }
-
-    async fn mark_notified(
-        &self,
-        id: i64,
-        kind: NoticeKind,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        let sql = match kind {
-            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = $1 WHERE id = $2",
-            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = $1 WHERE id = $2",
-        };
-        sqlx::query(sql)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 
     async fn find_dead_letters(
@@ -832,5 +778,72 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = $1,
+                    dead_reason = 'expired: older than max_event_age without being delivered'
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl FallbackNotices for PostgresStore {
+    async fn fallback_due(
+        &self,
+        failing_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            ", status, dead_reason FROM outbox o
+             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
+                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
+                    AND o.accepted_at < $1
+                    AND EXISTS (SELECT 1 FROM outbox f
+                                WHERE f.target = o.target AND f.status = 'pending'
+                                  AND f.first_failed_at < $1))
+             ORDER BY o.id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(to_millis(failing_since))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Notice::new(
+                    queued_from_row(row)?,
+                    row.try_get::<String, _>("status")? == "dead",
+                    row.try_get("dead_reason")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn mark_notified(
+        &self,
+        id: i64,
+        kind: NoticeKind,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = match kind {
+            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = $1 WHERE id = $2",
+            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = $1 WHERE id = $2",
+        };
+        sqlx::query(sql)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -19,9 +19,10 @@ use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, LaneStats, NewEvent, Notice,
-    NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError, from_millis,
-    severity_rank, superseded_among, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, FallbackNotices,
+    Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, superseded_among,
+    to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -255,7 +256,7 @@ fn incident_from_row(row: &SqliteRow) -> Result<IncidentState, StoreError> {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Outbox for SqliteStore {
     async fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -351,7 +352,7 @@ impl Store for SqliteStore {
                 .bind(&dedup_key)
                 .execute(&mut *tx)
                 .await?;
-            // Older dead letters of the incident are superseded now (see `Store::replay`). An
+            // Older dead letters of the incident are superseded now (see `DeadLetters::replay`). An
             // older *pending* event exists only if it was replayed while this one was in
             // flight: sending it now would regress PagerDuty, so it goes back to dead.
             sqlx::query(
@@ -407,27 +408,58 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'dead', dead_at = ?,
-                    dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?",
-        )
-        .bind(to_millis(now))
-        .bind(to_millis(cutoff))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM incidents WHERE updated_at < ?")
-            .bind(to_millis(cutoff))
-            .execute(&self.pool)
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox WHERE status = 'pending' AND (?1 IS NULL OR target = ?1)
+             ORDER BY id LIMIT ?2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        rows.iter().map(queued_from_row).collect()
     }
 
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target,
+                    SUM(status = 'pending') AS pending,
+                    SUM(status = 'dead') AS dead,
+                    MIN(CASE WHEN status = 'pending' THEN accepted_at END) AS oldest
+             FROM outbox GROUP BY target ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LaneStats {
+                    target: row.try_get("target")?,
+                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
+                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
+                    oldest_pending_accepted_at: row
+                        .try_get::<Option<i64>, _>("oldest")?
+                        .map(from_millis)
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SendBudget for SqliteStore {
     async fn take_budget(
         &self,
         target: &str,
@@ -477,41 +509,10 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target,
-                    SUM(status = 'pending') AS pending,
-                    SUM(status = 'dead') AS dead,
-                    MIN(CASE WHEN status = 'pending' THEN accepted_at END) AS oldest
-             FROM outbox GROUP BY target ORDER BY target",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LaneStats {
-                    target: row.try_get("target")?,
-                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
-                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
-                    oldest_pending_accepted_at: row
-                        .try_get::<Option<i64>, _>("oldest")?
-                        .map(from_millis)
-                        .transpose()?,
-                })
-            })
-            .collect()
-    }
-
-    async fn open_incidents(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
+#[async_trait]
+impl Incidents for SqliteStore {
     async fn incident(
         &self,
         target: &str,
@@ -523,6 +524,26 @@ impl Store for SqliteStore {
         Ok(state)
     }
 
+    async fn open_incidents(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM incidents WHERE updated_at < ?")
+            .bind(to_millis(cutoff))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteStore {
     async fn dead_letters(
         &self,
         target: Option<&str>,
@@ -540,81 +561,6 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(dead_letter_from_row).collect()
-    }
-
-    async fn pending(
-        &self,
-        target: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            " FROM outbox WHERE status = 'pending' AND (?1 IS NULL OR target = ?1)
-             ORDER BY id LIMIT ?2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(target)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(queued_from_row).collect()
-    }
-
-    async fn fallback_due(
-        &self,
-        failing_since: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Notice>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            ", status, dead_reason FROM outbox o
-             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
-                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
-                    AND o.accepted_at < ?1
-                    AND EXISTS (SELECT 1 FROM outbox f
-                                WHERE f.target = o.target AND f.status = 'pending'
-                                  AND f.first_failed_at < ?1))
-             ORDER BY o.id LIMIT ?2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(to_millis(failing_since))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Notice::new(
-                    queued_from_row(row)?,
-                    row.try_get::<String, _>("status")? == "dead",
-                    row.try_get("dead_reason")?,
-                ))
-            })
-            .collect()
-    }
-
-    async fn mark_notified(
-        &self,
-        id: i64,
-        kind: NoticeKind,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        let sql = match kind {
-            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = ? WHERE id = ?",
-            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = ? WHERE id = ?",
-        };
-        sqlx::query(sql)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 
     async fn find_dead_letters(
@@ -731,5 +677,72 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = ?,
+                    dead_reason = 'expired: older than max_event_age without being delivered'
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl FallbackNotices for SqliteStore {
+    async fn fallback_due(
+        &self,
+        failing_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            ", status, dead_reason FROM outbox o
+             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
+                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
+                    AND o.accepted_at < ?1
+                    AND EXISTS (SELECT 1 FROM outbox f
+                                WHERE f.target = o.target AND f.status = 'pending'
+                                  AND f.first_failed_at < ?1))
+             ORDER BY o.id LIMIT ?2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(to_millis(failing_since))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Notice::new(
+                    queued_from_row(row)?,
+                    row.try_get::<String, _>("status")? == "dead",
+                    row.try_get("dead_reason")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn mark_notified(
+        &self,
+        id: i64,
+        kind: NoticeKind,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = match kind {
+            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = ? WHERE id = ?",
+            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = ? WHERE id = ?",
+        };
+        sqlx::query(sql)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
