@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::rows::{ReplayCandidate, SettledRow};
 use super::{Action, StoreError};
 
 /// A dead-lettered event: PagerDuty refused it, or it grew too old to matter.
@@ -110,39 +111,58 @@ pub struct ReplayReport {
 /// its incident (already in flight when the replay happened) reached PagerDuty first.
 pub const SUPERSEDED_IN_FLIGHT: &str = "superseded: a newer event of the same incident reached PagerDuty while this replayed event waited";
 
-/// Which selected dead letters [`DeadLetters::replay`] must leave dead: the one rule both stores
-/// apply (see [`DeadLetters::replay`]). `selected` rows are `(id, incident, superseded_by)` (no
-/// incident for change events); `settled` are every dead or dropped row of their incidents,
-/// `(id, incident, is dead)`, the selected ones included.
-pub(crate) fn superseded_among<K: Eq + std::hash::Hash>(
-    selected: &[(i64, Option<K>, Option<i64>)],
-    settled: &[(i64, K, bool)],
-) -> Vec<Superseded> {
-    let chosen: HashSet<i64> = selected.iter().map(|(id, ..)| *id).collect();
-    // Per incident, the events that will not follow a replayed older one: dropped, or dead
-    // and not part of this replay. Ascending, so the first above an id is the oldest blocker.
-    let mut blockers: HashMap<&K, Vec<i64>> = HashMap::new();
-    for (id, incident, dead) in settled {
-        if !*dead || !chosen.contains(id) {
-            blockers.entry(incident).or_default().push(*id);
+impl ReplayReport {
+    /// Decides a replay: which of the selected dead letters go back to the queue and which
+    /// stay dead as superseded (the one rule both stores apply, see [`DeadLetters::replay`]).
+    /// `selected` are the dead letters the filter chose, in id order; `settled` every dead or
+    /// dropped event of their incidents, the selected ones included.
+    pub(super) fn plan(selected: &[ReplayCandidate], settled: &[SettledRow]) -> Self {
+        let chosen: HashSet<i64> = selected.iter().map(|c| c.id).collect();
+        // Per incident, the events that will not follow a replayed older one: dropped, or dead
+        // and not part of this replay. Ascending, so the first above an id is the oldest blocker.
+        let mut blockers: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
+        for row in settled {
+            if !row.dead || !chosen.contains(&row.id) {
+                blockers
+                    .entry((&row.target, &row.dedup_key))
+                    .or_default()
+                    .push(row.id);
+            }
+        }
+        for ids in blockers.values_mut() {
+            ids.sort_unstable();
+        }
+        let superseded: Vec<Superseded> = selected
+            .iter()
+            .filter_map(|candidate| {
+                // Change events belong to no incident: nothing supersedes them.
+                let incident = (candidate.target.as_str(), candidate.dedup_key.as_deref()?);
+                let blocker = || {
+                    blockers
+                        .get(&incident)
+                        .and_then(|ids| ids.iter().copied().find(|other| *other > candidate.id))
+                };
+                let by = candidate.superseded_by.or_else(blocker)?;
+                Some(Superseded {
+                    id: candidate.id,
+                    by,
+                })
+            })
+            .collect();
+        let skipped: HashSet<i64> = superseded.iter().map(|s| s.id).collect();
+        let (replayed, mut targets): (Vec<i64>, Vec<String>) = selected
+            .iter()
+            .filter(|candidate| !skipped.contains(&candidate.id))
+            .map(|candidate| (candidate.id, candidate.target.clone()))
+            .unzip();
+        targets.sort();
+        targets.dedup();
+        Self {
+            replayed,
+            superseded,
+            targets,
         }
     }
-    for ids in blockers.values_mut() {
-        ids.sort_unstable();
-    }
-    selected
-        .iter()
-        .filter_map(|(id, incident, delivered_newer)| {
-            let incident = incident.as_ref()?;
-            let blocker = || {
-                blockers
-                    .get(incident)
-                    .and_then(|ids| ids.iter().copied().find(|other| other > id))
-            };
-            let by = delivered_newer.or_else(blocker)?;
-            Some(Superseded { id: *id, by })
-        })
-        .collect()
 }
 
 /// What operators do with dead letters, and the expiry that makes them.

@@ -21,6 +21,7 @@ mod fallback;
 mod incidents;
 mod outbox;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod suppress;
 
@@ -29,7 +30,6 @@ use pagerduty_events::Severity;
 use serde::{Deserialize, Serialize};
 
 pub use budget::{BudgetDecision, SendBudget};
-pub(crate) use dead_letters::superseded_among;
 pub use dead_letters::{
     DeadLetter, DeadLetterFilter, DeadLetters, ReplayReport, SUPERSEDED_IN_FLIGHT, Superseded,
 };

@@ -35,16 +35,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use pagerduty_events::Severity;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{FromRow, Postgres, Row, Transaction};
 
-use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
+use super::rows::{
+    ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
+    notice_from_row, queued_from_row,
+};
+use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, FallbackNotices,
     Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
-    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, superseded_among,
-    to_millis,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -181,41 +183,6 @@ macro_rules! queued_columns {
     };
 }
 
-fn severity_from_rank(rank: i32) -> Option<Severity> {
-    match rank {
-        4 => Some(Severity::Critical),
-        3 => Some(Severity::Error),
-        2 => Some(Severity::Warning),
-        1 => Some(Severity::Info),
-        _ => None,
-    }
-}
-
-fn json_column(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn queued_from_row(row: &PgRow) -> Result<QueuedEvent, StoreError> {
-    let alert: Option<String> = row.try_get("alert")?;
-    Ok(QueuedEvent {
-        id: row.try_get("id")?,
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        action: Action::parse(row.try_get("action")?)?,
-        severity: severity_from_rank(row.try_get("severity_rank")?),
-        event: json_column(row, "event")?,
-        alert: alert
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("alert: {e}")))?,
-        fingerprint: row.try_get("fingerprint")?,
-        accepted_at: from_millis(row.try_get("accepted_at")?)?,
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(u32::MAX),
-        last_error: row.try_get("last_error")?,
-    })
-}
-
 /// The columns of a [`DeadLetter`], as a macro for the same reason as `queued_columns!`.
 macro_rules! dead_letter_columns {
     () => {
@@ -256,48 +223,6 @@ fn bind_filter<'q>(query: PgQuery<'q>, filter: &DeadLetterFilter) -> PgQuery<'q>
         .bind(filter.dead_since.map(to_millis))
         .bind(filter.dead_before.map(to_millis))
         .bind(!filter.is_empty())
-}
-
-fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
-    Ok(DeadLetter {
-        id: row.try_get("id")?,
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        action: Action::parse(row.try_get("action")?)?,
-        event: json_column(row, "event")?,
-        accepted_at: from_millis(row.try_get("accepted_at")?)?,
-        dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
-        reason: row
-            .try_get::<Option<String>, _>("dead_reason")?
-            .unwrap_or_default(),
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-        superseded_by: row.try_get("superseded_by")?,
-        dropped_at: row
-            .try_get::<Option<i64>, _>("dropped_at")?
-            .map(from_millis)
-            .transpose()?,
-        drop_reason: row.try_get("drop_reason")?,
-    })
-}
-
-fn incident_from_row(row: &PgRow) -> Result<IncidentState, StoreError> {
-    let status: String = row.try_get("status")?;
-    let optional_time = |column: &str| -> Result<Option<Timestamp>, StoreError> {
-        row.try_get::<Option<i64>, _>(column)?
-            .map(from_millis)
-            .transpose()
-    };
-    Ok(IncidentState {
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        status: Status::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("incident status {status:?}")))?,
-        last_payload_hash: row.try_get("last_payload_hash")?,
-        last_trigger_at: optional_time("last_trigger_at")?,
-        last_sent_at: optional_time("last_sent_at")?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
-    })
 }
 
 impl PostgresStore {
@@ -524,19 +449,7 @@ impl Outbox for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LaneStats {
-                    target: row.try_get("target")?,
-                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
-                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
-                    oldest_pending_accepted_at: row
-                        .try_get::<Option<i64>, _>("oldest")?
-                        .map(from_millis)
-                        .transpose()?,
-                })
-            })
-            .collect()
+        rows.iter().map(lane_stats_from_row).collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -701,19 +614,13 @@ impl DeadLetters for PostgresStore {
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let mut selected = Vec::with_capacity(rows.len());
-        let mut targets = std::collections::HashMap::new();
-        for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            let target: String = row.try_get("target")?;
-            let key: Option<String> = row.try_get("dedup_key")?;
-            let incident = key.map(|key| (target.clone(), key));
-            selected.push((id, incident, row.try_get("superseded_by")?));
-            targets.insert(id, target);
-        }
-        let ids: Vec<i64> = selected.iter().map(|(id, ..)| *id).collect();
+        let selected = rows
+            .iter()
+            .map(ReplayCandidate::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<i64> = selected.iter().map(|c| c.id).collect();
         // Every dead or dropped event of the selected events' incidents.
-        let settled: Vec<(i64, (String, String), bool)> = sqlx::query(
+        let settled: Vec<SettledRow> = sqlx::query_as(
             "SELECT o.id, o.target, o.dedup_key, o.status = 'dead' AS dead
              FROM (SELECT DISTINCT target, dedup_key FROM outbox
                    WHERE id = ANY($1) AND dedup_key IS NOT NULL) s
@@ -722,41 +629,20 @@ impl DeadLetters for PostgresStore {
         )
         .bind(&ids)
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id")?,
-                (row.try_get("target")?, row.try_get("dedup_key")?),
-                row.try_get("dead")?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let superseded = superseded_among(&selected, &settled);
-        let skipped: std::collections::HashSet<i64> = superseded.iter().map(|s| s.id).collect();
-        let replayed: Vec<i64> = ids.into_iter().filter(|id| !skipped.contains(id)).collect();
+        .await?;
+        let plan = ReplayReport::plan(&selected, &settled);
         sqlx::query(
             "UPDATE outbox SET status = 'pending', attempts = 0, last_error = NULL,
                     first_failed_at = NULL, failing_notified_at = NULL, dead_at = NULL,
                     dead_reason = NULL, dead_notified_at = NULL, replayed_at = $2
              WHERE id = ANY($1) AND status = 'dead'",
         )
-        .bind(&replayed)
+        .bind(&plan.replayed)
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut lanes: Vec<String> = replayed
-            .iter()
-            .filter_map(|id| targets.get(id).cloned())
-            .collect();
-        lanes.sort();
-        lanes.dedup();
-        Ok(ReplayReport {
-            replayed,
-            superseded,
-            targets: lanes,
-        })
+        Ok(plan)
     }
 
     async fn drop_dead(
@@ -818,15 +704,7 @@ impl FallbackNotices for PostgresStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Notice::new(
-                    queued_from_row(row)?,
-                    row.try_get::<String, _>("status")? == "dead",
-                    row.try_get("dead_reason")?,
-                ))
-            })
-            .collect()
+        rows.iter().map(notice_from_row).collect()
     }
 
     async fn mark_notified(
