@@ -24,6 +24,9 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::task::JoinSet;
 
+#[macro_use]
+mod conformance;
+
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const PREFIX: &str = "pb_test_";
 /// Older test databases are leftovers of killed runs: no test runs that long.
@@ -211,7 +214,7 @@ async fn fresh_store() -> Option<(PostgresStore, TestDatabase)> {
 
 // The macro awaits its argument for a (store, guard) pair; when there is no server to test
 // against, `return` ends the generated test right there, after `fresh_store` said SKIPPED.
-pagerbridge::conformance_tests!(match fresh_store().await {
+conformance_tests!(match fresh_store().await {
     Some(made) => std::future::ready(made),
     None => return,
 });

@@ -6,8 +6,8 @@
 //! makes it a [`Store`]; a part of the service that needs one concern can take just that trait
 //! (an `Arc<dyn Store>` upcasts to any of them).
 //!
-//! Two backends share the traits and one conformance suite ([`conformance`]): embedded SQLite
-//! (the default, zero setup) and PostgreSQL (several replicas). The rules that are not
+//! Two backends share the traits and one conformance suite (`tests/conformance/`): embedded
+//! SQLite (the default, zero setup) and PostgreSQL (several replicas). The rules that are not
 //! storage — which events to suppress, how incident state moves — live in [`suppress`], so
 //! both backends apply them identically.
 //!
@@ -15,7 +15,6 @@
 //! the request is written.
 
 mod budget;
-pub mod conformance;
 mod dead_letters;
 mod fallback;
 mod incidents;

@@ -1,8 +1,9 @@
 //! The conformance suite every [`Store`] implementation must pass.
 //!
-//! Each check takes a fresh, empty store. A backend's test file runs them all with
-//! [`conformance_tests!`](crate::conformance_tests), so SQLite and PostgreSQL are held to the
-//! same behaviour by the same code.
+//! Each check takes a fresh, empty store. A backend's test file includes this module
+//! (`#[macro_use] mod conformance;`) and runs every check with `conformance_tests!`, so SQLite
+//! and PostgreSQL are held to the same behaviour by the same code. It is test code, so it
+//! lives with the tests rather than in the shipped crate.
 
 use std::time::Duration;
 
@@ -10,18 +11,17 @@ use jiff::Timestamp;
 use pagerduty_events::Severity;
 use serde_json::json;
 
-use super::suppress::Status;
-use super::{
+use pagerbridge::store::suppress::Status;
+use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, DeadLetterFilter, NewEvent, NoticeKind, Store, Superseded,
     SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
-#[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
-        $crate::conformance_tests!(@each $make;
+        conformance_tests!(@each $make;
             queues_in_acceptance_order,
             per_incident_order_holds_while_an_older_event_is_pending,
             most_severe_eligible_event_goes_first,
@@ -51,7 +51,7 @@ macro_rules! conformance_tests {
             #[tokio::test]
             async fn $check() {
                 let (store, _guard) = $make.await;
-                $crate::store::conformance::$check(&store).await;
+                $crate::conformance::$check(&store).await;
             }
         )+
     };
