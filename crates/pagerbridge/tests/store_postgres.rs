@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
 use pagerbridge::store::{
-    Acceptance, Action, BudgetDecision, NewEvent, Outbox, SendBudget, SuppressionPolicy,
+    Acceptance, Action, BudgetDecision, Condition, NewEvent, Outbox, SendBudget, SuppressionPolicy,
 };
 use pagerduty_events::Severity;
 use sqlx::postgres::PgConnection;
@@ -233,6 +233,7 @@ fn trigger(key: &str) -> NewEvent {
         alert: None,
         fingerprint: Some(format!("fp-{key}")),
         payload_hash: Some("unchanged".to_owned()),
+        condition: Condition::Always,
     }
 }
 

@@ -34,7 +34,7 @@ pub use dead_letters::{
 };
 pub use fallback::{FallbackNotices, Notice, NoticeKind};
 pub use incidents::Incidents;
-pub use outbox::{Acceptance, LaneStats, NewEvent, Outbox, QueuedEvent};
+pub use outbox::{Acceptance, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
 pub use suppress::{IncidentState, SuppressionPolicy};
 
 /// A storage failure. Ingest answers 503 on it, so senders retry; nothing is half-written

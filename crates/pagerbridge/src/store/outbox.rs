@@ -24,6 +24,22 @@ pub struct NewEvent {
     pub fingerprint: Option<String>,
     /// For triggers: hash of what the trigger shows, to suppress unchanged re-triggers.
     pub payload_hash: Option<String>,
+    /// When the event is queued at all, decided inside `accept`'s transaction.
+    pub condition: Condition,
+}
+
+/// A condition on queuing an event, evaluated against the incident's state inside the
+/// transaction that would queue it, so no other commit can slip in between the check and the
+/// write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// The usual suppression rules only.
+    #[default]
+    Always,
+    /// Only if the incident is triggered (not acknowledged, resolved or unknown): the silence
+    /// watcher's acknowledge, which must never follow a resolve. Otherwise suppressed as
+    /// `not_triggered`.
+    WhileTriggered,
 }
 
 /// What became of one [`NewEvent`].

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
-    Acceptance, Action, BudgetDecision, DeadLetterFilter, NewEvent, NoticeKind, Store, Superseded,
-    SuppressionPolicy,
+    Acceptance, Action, BudgetDecision, Condition, DeadLetterFilter, NewEvent, NoticeKind, Store,
+    Superseded, SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             replay_and_drop_select_by_filter_and_never_by_default,
             drop_keeps_a_record_and_touches_only_dead_letters,
             replayed_events_expire_from_their_replay,
+            a_conditional_acknowledge_is_decided_inside_the_transaction,
         );
     };
     (@each $make:expr; $($check:ident),+ $(,)?) => {
@@ -71,6 +72,7 @@ fn event(target: &str, key: Option<&str>, action: Action, severity: Option<Sever
         alert: Some(json!({"labels": {"alertname": "X"}})),
         fingerprint: key.map(|k| format!("fp-{k}")),
         payload_hash: (action == Action::Trigger).then(|| format!("hash-{}", key.unwrap_or(""))),
+        condition: Condition::Always,
     }
 }
 
@@ -981,5 +983,59 @@ pub async fn replayed_events_expire_from_their_replay<S: Store>(store: &S) {
             .await
             .expect("expire"),
         1
+    );
+}
+
+/// The silence watcher's acknowledge (`Condition::WhileTriggered`) is queued only while the
+/// incident is triggered *as the accepting transaction sees it*: an acknowledge planned while
+/// the incident was triggered, whose resolve committed first, is suppressed, never sent after
+/// the resolve.
+pub async fn a_conditional_acknowledge_is_decided_inside_the_transaction<S: Store>(store: &S) {
+    let acknowledge = |key: &str| NewEvent {
+        condition: Condition::WhileTriggered,
+        ..event("t", Some(key), Action::Acknowledge, None)
+    };
+    // Triggered: queued, and the incident is acknowledged.
+    let trigger_a = queued_id(&accept_one(store, trigger("a", Severity::Error), at(0)).await);
+    let ack_a = queued_id(&accept_one(store, acknowledge("a"), at(1)).await);
+    let state = store
+        .incident("t", "a")
+        .await
+        .expect("incident")
+        .expect("a");
+    assert_eq!(state.status, Status::Acknowledged);
+    // The race: the resolve commits between the watcher's look and its accept.
+    let trigger_b = queued_id(&accept_one(store, trigger("b", Severity::Error), at(0)).await);
+    let resolve_b =
+        queued_id(&accept_one(store, event("t", Some("b"), Action::Resolve, None), at(1)).await);
+    assert_eq!(
+        accept_one(store, acknowledge("b"), at(2)).await,
+        Acceptance::Suppressed {
+            reason: "not_triggered"
+        }
+    );
+    let state = store
+        .incident("t", "b")
+        .await
+        .expect("incident")
+        .expect("b");
+    assert_eq!(
+        state.status,
+        Status::Resolved,
+        "the suppressed ack left it alone"
+    );
+    // An incident never seen, or already acknowledged, is not acknowledged either.
+    for key in ["unknown", "a"] {
+        assert_eq!(
+            accept_one(store, acknowledge(key), at(3)).await,
+            Acceptance::Suppressed {
+                reason: "not_triggered"
+            },
+            "{key}"
+        );
+    }
+    assert_eq!(
+        pending_ids(store).await,
+        [trigger_a, ack_a, trigger_b, resolve_b]
     );
 }
