@@ -15,7 +15,7 @@ use pagerbridge::format::{self, FormatOptions, Formatter};
 use pagerbridge::ingest::alertmanager;
 use pagerbridge::pipeline::{self, Planner};
 use pagerbridge::store::sqlite::SqliteStore;
-use pagerbridge::store::{Acceptance, NewEvent, Store, SuppressionPolicy};
+use pagerbridge::store::{Acceptance, NewEvent, Outbox, SuppressionPolicy};
 use serde_json::Value;
 
 /// Alerts per webhook in the batch benchmarks.

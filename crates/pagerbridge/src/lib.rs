@@ -13,7 +13,10 @@ pub mod alert;
 pub mod config;
 pub mod delivery;
 pub mod format;
-/// Entry points for the fuzz targets and their corpus replay test; not an API.
+/// Entry points for the fuzz targets and their corpus replay test; not an API, and not in the
+/// shipped library: only the `fuzzing` feature (which `fuzz/` and this crate's tests enable)
+/// builds it.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -16,7 +16,7 @@ use crate::config::{self, Target};
 use crate::delivery::LaneWaker;
 use crate::format::{FormatError, FormatNote, Formatted, Formatter, Outbound};
 use crate::metrics::{Metrics, SourceLabel};
-use crate::store::{Acceptance, Action, NewEvent, Store, StoreError, SuppressionPolicy};
+use crate::store::{Acceptance, Action, Condition, NewEvent, Store, StoreError, SuppressionPolicy};
 
 /// Why a request could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ impl Pipeline {
         self.remember_dedup_keys(&mut alerts, explicit_target)
             .await?;
         let planned = self.planner.plan(&alerts, group, explicit_target)?;
-        let mut receipt = self.commit(planned).await?;
+        let mut receipt = self.commit(planned, Condition::Always).await?;
         receipt.received = alerts.len();
         Ok(receipt)
     }
@@ -203,6 +203,9 @@ impl Pipeline {
         }
         self.remember_dedup_keys(&mut alerts, None).await?;
         let planned = self.planner.plan(&alerts, &GroupContext::default(), None)?;
+        // The store decides (Condition::WhileTriggered, inside its transaction): a resolve that
+        // commits after this look must win. The look only keeps the steady state — incidents
+        // long acknowledged, polled again and again — out of the suppressed counts.
         let mut triggered = Vec::new();
         for plan in planned {
             let is_ack = matches!(
@@ -217,7 +220,7 @@ impl Pipeline {
                 triggered.push(plan);
             }
         }
-        let mut receipt = self.commit(triggered).await?;
+        let mut receipt = self.commit(triggered, Condition::WhileTriggered).await?;
         receipt.received = alerts.len();
         Ok(receipt)
     }
@@ -236,7 +239,7 @@ impl Pipeline {
             })
             .inc();
         let planned = self.planner.plan_change(event, notes, explicit_target)?;
-        let mut receipt = self.commit(vec![planned]).await?;
+        let mut receipt = self.commit(vec![planned], Condition::Always).await?;
         receipt.received = 1;
         Ok(receipt)
     }
@@ -271,8 +274,19 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn commit(&self, planned: Vec<Planned>) -> Result<Receipt, PipelineError> {
-        let events: Vec<NewEvent> = planned.iter().map(new_event).collect();
+    /// Accepts the planned events in one transaction, each queued only if `condition` holds.
+    async fn commit(
+        &self,
+        planned: Vec<Planned>,
+        condition: Condition,
+    ) -> Result<Receipt, PipelineError> {
+        let events: Vec<NewEvent> = planned
+            .iter()
+            .map(|plan| NewEvent {
+                condition,
+                ..new_event(plan)
+            })
+            .collect();
         for plan in &planned {
             self.count_notes(&plan.target, &plan.formatted.notes);
         }
@@ -357,5 +371,6 @@ pub fn new_event(plan: &Planned) -> NewEvent {
             .and_then(|a| serde_json::to_value(a).ok()),
         fingerprint: plan.alert.as_ref().and_then(|a| a.fingerprint.clone()),
         payload_hash: formatted.payload_hash.clone(),
+        condition: Condition::Always,
     }
 }

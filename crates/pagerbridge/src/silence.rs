@@ -4,8 +4,9 @@
 //! Alertmanager sends nothing to webhooks about silenced alerts, so the watcher asks it: every
 //! `alertmanager.poll_interval` it GETs `/api/v2/alerts` filtered to silenced alerts only,
 //! turns each into an [`Alert`] with [`AlertStatus::Silenced`], and hands them to
-//! [`Pipeline::acknowledge_silenced`], which acknowledges only incidents still triggered; the
-//! next poll finds them acknowledged, so nothing is sent twice. A failed poll (Alertmanager
+//! [`Pipeline::acknowledge_silenced`], which acknowledges only incidents still triggered —
+//! decided by the store inside the transaction that queues the acknowledge, so a resolve that
+//! commits meanwhile wins; the next poll finds them acknowledged, so nothing is sent twice. A failed poll (Alertmanager
 //! down, unexpected JSON) is logged at WARN and counted in
 //! `pagerbridge_silence_watcher_polls_total{result="error"}`; the watcher keeps polling.
 

@@ -16,12 +16,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
-use pagerbridge::store::{Acceptance, Action, BudgetDecision, NewEvent, Store, SuppressionPolicy};
+use pagerbridge::store::{
+    Acceptance, Action, BudgetDecision, Condition, NewEvent, Outbox, SendBudget, SuppressionPolicy,
+};
 use pagerbridge_testkit::needs;
 use pagerduty_events::Severity;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::task::JoinSet;
+
+#[macro_use]
+mod conformance;
 
 const PREFIX: &str = "pb_test_";
 /// Older test databases are leftovers of killed runs: no test runs that long.
@@ -195,7 +200,7 @@ async fn fresh_store() -> (PostgresStore, TestDatabase) {
     (store, database)
 }
 
-pagerbridge::conformance_tests!(fresh_store(), #[ignore = "needs postgres"]);
+conformance_tests!(fresh_store(), #[ignore = "needs postgres"]);
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).expect("valid time")
@@ -211,6 +216,7 @@ fn trigger(key: &str) -> NewEvent {
         alert: None,
         fingerprint: Some(format!("fp-{key}")),
         payload_hash: Some("unchanged".to_owned()),
+        condition: Condition::Always,
     }
 }
 

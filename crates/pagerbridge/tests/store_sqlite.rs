@@ -2,6 +2,9 @@
 
 use pagerbridge::store::sqlite::SqliteStore;
 
+#[macro_use]
+mod conformance;
+
 async fn fresh_store() -> (SqliteStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(&dir.path().join("nested/dir/pagerbridge.db"))
@@ -10,4 +13,4 @@ async fn fresh_store() -> (SqliteStore, tempfile::TempDir) {
     (store, dir)
 }
 
-pagerbridge::conformance_tests!(fresh_store());
+conformance_tests!(fresh_store());

@@ -35,7 +35,7 @@ use pagerbridge::admin_api::{
 use pagerbridge::store::DeadLetterFilter;
 
 /// Dead letters per replay or drop request. An incident's dead letters always go in the same
-/// request (its replay needs them together, see `Store::replay`), so a batch may be larger.
+/// request (its replay needs them together, see `DeadLetters::replay`), so a batch may be larger.
 const BATCH: usize = 100;
 /// Dead letters per listing page when collecting what to replay or drop.
 const PAGE: u32 = admin_api::MAX_LIMIT;

@@ -16,7 +16,7 @@
 //! **off without them**: every admin endpoint then answers 403 `admin_disabled`, so a bridge is
 //! never open to replays by default. A filter that selects nothing explicitly is refused (400
 //! `empty_filter`): replaying everything takes `{"all": true}`. Replay semantics — original
-//! ids, superseded events left dead — are the store's ([`Store::replay`](crate::store::Store::replay)).
+//! ids, superseded events left dead — are the store's ([`DeadLetters::replay`](crate::store::DeadLetters::replay)).
 //!
 //! Nothing here can show a routing key: events are stored without one, and the event bodies
 //! listed are additionally stripped of any `routing_key` field.

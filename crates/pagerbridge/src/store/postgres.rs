@@ -35,15 +35,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use pagerduty_events::Severity;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{FromRow, Postgres, Row, Transaction};
 
-use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
+use super::rows::{
+    ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
+    notice_from_row, queued_from_row,
+};
+use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, LaneStats, NewEvent, Notice,
-    NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError, from_millis,
-    severity_rank, superseded_among, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, FallbackNotices,
+    Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -180,41 +183,6 @@ macro_rules! queued_columns {
     };
 }
 
-fn severity_from_rank(rank: i32) -> Option<Severity> {
-    match rank {
-        4 => Some(Severity::Critical),
-        3 => Some(Severity::Error),
-        2 => Some(Severity::Warning),
-        1 => Some(Severity::Info),
-        _ => None,
-    }
-}
-
-fn json_column(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn queued_from_row(row: &PgRow) -> Result<QueuedEvent, StoreError> {
-    let alert: Option<String> = row.try_get("alert")?;
-    Ok(QueuedEvent {
-        id: row.try_get("id")?,
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        action: Action::parse(row.try_get("action")?)?,
-        severity: severity_from_rank(row.try_get("severity_rank")?),
-        event: json_column(row, "event")?,
-        alert: alert
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("alert: {e}")))?,
-        fingerprint: row.try_get("fingerprint")?,
-        accepted_at: from_millis(row.try_get("accepted_at")?)?,
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(u32::MAX),
-        last_error: row.try_get("last_error")?,
-    })
-}
-
 /// The columns of a [`DeadLetter`], as a macro for the same reason as `queued_columns!`.
 macro_rules! dead_letter_columns {
     () => {
@@ -257,48 +225,6 @@ fn bind_filter<'q>(query: PgQuery<'q>, filter: &DeadLetterFilter) -> PgQuery<'q>
         .bind(!filter.is_empty())
 }
 
-fn dead_letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
-    Ok(DeadLetter {
-        id: row.try_get("id")?,
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        action: Action::parse(row.try_get("action")?)?,
-        event: json_column(row, "event")?,
-        accepted_at: from_millis(row.try_get("accepted_at")?)?,
-        dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
-        reason: row
-            .try_get::<Option<String>, _>("dead_reason")?
-            .unwrap_or_default(),
-        attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
-        superseded_by: row.try_get("superseded_by")?,
-        dropped_at: row
-            .try_get::<Option<i64>, _>("dropped_at")?
-            .map(from_millis)
-            .transpose()?,
-        drop_reason: row.try_get("drop_reason")?,
-    })
-}
-
-fn incident_from_row(row: &PgRow) -> Result<IncidentState, StoreError> {
-    let status: String = row.try_get("status")?;
-    let optional_time = |column: &str| -> Result<Option<Timestamp>, StoreError> {
-        row.try_get::<Option<i64>, _>(column)?
-            .map(from_millis)
-            .transpose()
-    };
-    Ok(IncidentState {
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        status: Status::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("incident status {status:?}")))?,
-        last_payload_hash: row.try_get("last_payload_hash")?,
-        last_trigger_at: optional_time("last_trigger_at")?,
-        last_sent_at: optional_time("last_sent_at")?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
-    })
-}
-
 impl PostgresStore {
     /// The ids of the dead letters the filter selects, after locking their incidents; the
     /// caller re-reads them under the locks (a concurrent replay may have moved some).
@@ -329,7 +255,7 @@ impl PostgresStore {
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Outbox for PostgresStore {
     async fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -438,7 +364,7 @@ impl Store for PostgresStore {
             .bind(&dedup_key)
             .execute(&mut *tx)
             .await?;
-            // Older dead letters of the incident are superseded now (see `Store::replay`). An
+            // Older dead letters of the incident are superseded now (see `DeadLetters::replay`). An
             // older *pending* event exists only if it was replayed while this one was in
             // flight: sending it now would regress PagerDuty, so it goes back to dead.
             sqlx::query(
@@ -494,34 +420,46 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'dead', dead_at = $1,
-                    dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2",
-        )
-        .bind(to_millis(now))
-        .bind(to_millis(cutoff))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox WHERE status = 'pending' AND ($1::text IS NULL OR target = $1)
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(queued_from_row).collect()
     }
 
-    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        // Rows locked right now belong to an `accept` or `mark_delivered` touching them, so they
-        // are about to be fresh: skipping them, instead of waiting, also rules out a deadlock
-        // with an `accept` that writes several incidents in another order than this scan.
-        let done = sqlx::query(
-            "DELETE FROM incidents WHERE (target, dedup_key) IN (
-                 SELECT target, dedup_key FROM incidents WHERE updated_at < $1
-                 FOR UPDATE SKIP LOCKED)",
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target,
+                    COUNT(*) FILTER (WHERE status = 'pending') AS pending,
+                    COUNT(*) FILTER (WHERE status = 'dead') AS dead,
+                    MIN(accepted_at) FILTER (WHERE status = 'pending') AS oldest
+             FROM outbox GROUP BY target ORDER BY target",
         )
-        .bind(to_millis(cutoff))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        rows.iter().map(lane_stats_from_row).collect()
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SendBudget for PostgresStore {
     async fn take_budget(
         &self,
         target: &str,
@@ -579,30 +517,17 @@ impl Store for PostgresStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target,
-                    COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-                    COUNT(*) FILTER (WHERE status = 'dead') AS dead,
-                    MIN(accepted_at) FILTER (WHERE status = 'pending') AS oldest
-             FROM outbox GROUP BY target ORDER BY target",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LaneStats {
-                    target: row.try_get("target")?,
-                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
-                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
-                    oldest_pending_accepted_at: row
-                        .try_get::<Option<i64>, _>("oldest")?
-                        .map(from_millis)
-                        .transpose()?,
-                })
-            })
-            .collect()
+#[async_trait]
+impl Incidents for PostgresStore {
+    async fn incident(
+        &self,
+        target: &str,
+        dedup_key: &str,
+    ) -> Result<Option<IncidentState>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::load_incident(&mut conn, target, dedup_key).await
     }
 
     async fn open_incidents(&self) -> Result<u64, StoreError> {
@@ -614,15 +539,24 @@ impl Store for PostgresStore {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
-    async fn incident(
-        &self,
-        target: &str,
-        dedup_key: &str,
-    ) -> Result<Option<IncidentState>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Self::load_incident(&mut conn, target, dedup_key).await
+    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        // Rows locked right now belong to an `accept` or `mark_delivered` touching them, so they
+        // are about to be fresh: skipping them, instead of waiting, also rules out a deadlock
+        // with an `accept` that writes several incidents in another order than this scan.
+        let done = sqlx::query(
+            "DELETE FROM incidents WHERE (target, dedup_key) IN (
+                 SELECT target, dedup_key FROM incidents WHERE updated_at < $1
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
+}
 
+#[async_trait]
+impl DeadLetters for PostgresStore {
     async fn dead_letters(
         &self,
         target: Option<&str>,
@@ -640,81 +574,6 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(dead_letter_from_row).collect()
-    }
-
-    async fn pending(
-        &self,
-        target: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            " FROM outbox WHERE status = 'pending' AND ($1::text IS NULL OR target = $1)
-             ORDER BY id LIMIT $2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(target)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(queued_from_row).collect()
-    }
-
-    async fn fallback_due(
-        &self,
-        failing_since: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Notice>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            ", status, dead_reason FROM outbox o
-             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
-                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
-                    AND o.accepted_at < $1
-                    AND EXISTS (SELECT 1 FROM outbox f
-                                WHERE f.target = o.target AND f.status = 'pending'
-                                  AND f.first_failed_at < $1))
-             ORDER BY o.id LIMIT $2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(to_millis(failing_since))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Notice::new(
-                    queued_from_row(row)?,
-                    row.try_get::<String, _>("status")? == "dead",
-                    row.try_get("dead_reason")?,
-                ))
-            })
-            .collect()
-    }
-
-    async fn mark_notified(
-        &self,
-        id: i64,
-        kind: NoticeKind,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        let sql = match kind {
-            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = $1 WHERE id = $2",
-            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = $1 WHERE id = $2",
-        };
-        sqlx::query(sql)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 
     async fn find_dead_letters(
@@ -755,19 +614,13 @@ impl Store for PostgresStore {
         .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
-        let mut selected = Vec::with_capacity(rows.len());
-        let mut targets = std::collections::HashMap::new();
-        for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            let target: String = row.try_get("target")?;
-            let key: Option<String> = row.try_get("dedup_key")?;
-            let incident = key.map(|key| (target.clone(), key));
-            selected.push((id, incident, row.try_get("superseded_by")?));
-            targets.insert(id, target);
-        }
-        let ids: Vec<i64> = selected.iter().map(|(id, ..)| *id).collect();
+        let selected = rows
+            .iter()
+            .map(ReplayCandidate::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<i64> = selected.iter().map(|c| c.id).collect();
         // Every dead or dropped event of the selected events' incidents.
-        let settled: Vec<(i64, (String, String), bool)> = sqlx::query(
+        let settled: Vec<SettledRow> = sqlx::query_as(
             "SELECT o.id, o.target, o.dedup_key, o.status = 'dead' AS dead
              FROM (SELECT DISTINCT target, dedup_key FROM outbox
                    WHERE id = ANY($1) AND dedup_key IS NOT NULL) s
@@ -776,41 +629,20 @@ impl Store for PostgresStore {
         )
         .bind(&ids)
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id")?,
-                (row.try_get("target")?, row.try_get("dedup_key")?),
-                row.try_get("dead")?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let superseded = superseded_among(&selected, &settled);
-        let skipped: std::collections::HashSet<i64> = superseded.iter().map(|s| s.id).collect();
-        let replayed: Vec<i64> = ids.into_iter().filter(|id| !skipped.contains(id)).collect();
+        .await?;
+        let plan = ReplayReport::plan(&selected, &settled);
         sqlx::query(
             "UPDATE outbox SET status = 'pending', attempts = 0, last_error = NULL,
                     first_failed_at = NULL, failing_notified_at = NULL, dead_at = NULL,
                     dead_reason = NULL, dead_notified_at = NULL, replayed_at = $2
              WHERE id = ANY($1) AND status = 'dead'",
         )
-        .bind(&replayed)
+        .bind(&plan.replayed)
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut lanes: Vec<String> = replayed
-            .iter()
-            .filter_map(|id| targets.get(id).cloned())
-            .collect();
-        lanes.sort();
-        lanes.dedup();
-        Ok(ReplayReport {
-            replayed,
-            superseded,
-            targets: lanes,
-        })
+        Ok(plan)
     }
 
     async fn drop_dead(
@@ -832,5 +664,64 @@ impl Store for PostgresStore {
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = $1,
+                    dead_reason = 'expired: older than max_event_age without being delivered'
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl FallbackNotices for PostgresStore {
+    async fn fallback_due(
+        &self,
+        failing_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            ", status, dead_reason FROM outbox o
+             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
+                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
+                    AND o.accepted_at < $1
+                    AND EXISTS (SELECT 1 FROM outbox f
+                                WHERE f.target = o.target AND f.status = 'pending'
+                                  AND f.first_failed_at < $1))
+             ORDER BY o.id LIMIT $2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(to_millis(failing_since))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(notice_from_row).collect()
+    }
+
+    async fn mark_notified(
+        &self,
+        id: i64,
+        kind: NoticeKind,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = match kind {
+            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = $1 WHERE id = $2",
+            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = $1 WHERE id = $2",
+        };
+        sqlx::query(sql)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -10,18 +10,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use pagerduty_events::Severity;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, Sqlite, Transaction};
+use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
-use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
+use super::rows::{
+    ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
+    notice_from_row, queued_from_row,
+};
+use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, LaneStats, NewEvent, Notice,
-    NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError, from_millis,
-    severity_rank, superseded_among, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, FallbackNotices,
+    Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -139,41 +141,6 @@ macro_rules! queued_columns {
     };
 }
 
-fn severity_from_rank(rank: i64) -> Option<Severity> {
-    match rank {
-        4 => Some(Severity::Critical),
-        3 => Some(Severity::Error),
-        2 => Some(Severity::Warning),
-        1 => Some(Severity::Info),
-        _ => None,
-    }
-}
-
-fn json_column(row: &SqliteRow, column: &str) -> Result<serde_json::Value, StoreError> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-fn queued_from_row(row: &SqliteRow) -> Result<QueuedEvent, StoreError> {
-    let alert: Option<String> = row.try_get("alert")?;
-    Ok(QueuedEvent {
-        id: row.try_get("id")?,
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        action: Action::parse(row.try_get("action")?)?,
-        severity: severity_from_rank(row.try_get("severity_rank")?),
-        event: json_column(row, "event")?,
-        alert: alert
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("alert: {e}")))?,
-        fingerprint: row.try_get("fingerprint")?,
-        accepted_at: from_millis(row.try_get("accepted_at")?)?,
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
-        last_error: row.try_get("last_error")?,
-    })
-}
-
 /// The columns of a [`DeadLetter`], as a macro for the same reason as `queued_columns!`.
 macro_rules! dead_letter_columns {
     () => {
@@ -206,56 +173,14 @@ fn bind_filter<'q>(query: SqliteQuery<'q>, filter: &DeadLetterFilter) -> SqliteQ
         .bind(!filter.is_empty())
 }
 
-fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, StoreError> {
-    Ok(DeadLetter {
-        id: row.try_get("id")?,
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        action: Action::parse(row.try_get("action")?)?,
-        event: json_column(row, "event")?,
-        accepted_at: from_millis(row.try_get("accepted_at")?)?,
-        dead_at: from_millis(row.try_get::<Option<i64>, _>("dead_at")?.unwrap_or(0))?,
-        reason: row
-            .try_get::<Option<String>, _>("dead_reason")?
-            .unwrap_or_default(),
-        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-        superseded_by: row.try_get("superseded_by")?,
-        dropped_at: row
-            .try_get::<Option<i64>, _>("dropped_at")?
-            .map(from_millis)
-            .transpose()?,
-        drop_reason: row.try_get("drop_reason")?,
-    })
-}
-
 /// A JSON array of ids, for `id IN (SELECT value FROM json_each(?))`.
 fn id_list(ids: &[i64]) -> String {
     let items: Vec<String> = ids.iter().map(i64::to_string).collect();
     format!("[{}]", items.join(","))
 }
 
-fn incident_from_row(row: &SqliteRow) -> Result<IncidentState, StoreError> {
-    let status: String = row.try_get("status")?;
-    let optional_time = |column: &str| -> Result<Option<Timestamp>, StoreError> {
-        row.try_get::<Option<i64>, _>(column)?
-            .map(from_millis)
-            .transpose()
-    };
-    Ok(IncidentState {
-        target: row.try_get("target")?,
-        dedup_key: row.try_get("dedup_key")?,
-        fingerprint: row.try_get("fingerprint")?,
-        status: Status::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("incident status {status:?}")))?,
-        last_payload_hash: row.try_get("last_payload_hash")?,
-        last_trigger_at: optional_time("last_trigger_at")?,
-        last_sent_at: optional_time("last_sent_at")?,
-        updated_at: from_millis(row.try_get("updated_at")?)?,
-    })
-}
-
 #[async_trait]
-impl Store for SqliteStore {
+impl Outbox for SqliteStore {
     async fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -351,7 +276,7 @@ impl Store for SqliteStore {
                 .bind(&dedup_key)
                 .execute(&mut *tx)
                 .await?;
-            // Older dead letters of the incident are superseded now (see `Store::replay`). An
+            // Older dead letters of the incident are superseded now (see `DeadLetters::replay`). An
             // older *pending* event exists only if it was replayed while this one was in
             // flight: sending it now would regress PagerDuty, so it goes back to dead.
             sqlx::query(
@@ -407,27 +332,46 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'dead', dead_at = ?,
-                    dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?",
-        )
-        .bind(to_millis(now))
-        .bind(to_millis(cutoff))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM incidents WHERE updated_at < ?")
-            .bind(to_millis(cutoff))
-            .execute(&self.pool)
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            " FROM outbox WHERE status = 'pending' AND (?1 IS NULL OR target = ?1)
+             ORDER BY id LIMIT ?2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(target)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
             .await?;
-        Ok(done.rows_affected())
+        rows.iter().map(queued_from_row).collect()
     }
 
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT target,
+                    SUM(status = 'pending') AS pending,
+                    SUM(status = 'dead') AS dead,
+                    MIN(CASE WHEN status = 'pending' THEN accepted_at END) AS oldest
+             FROM outbox GROUP BY target ORDER BY target",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lane_stats_from_row).collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SendBudget for SqliteStore {
     async fn take_budget(
         &self,
         target: &str,
@@ -477,41 +421,10 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
 
-    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target,
-                    SUM(status = 'pending') AS pending,
-                    SUM(status = 'dead') AS dead,
-                    MIN(CASE WHEN status = 'pending' THEN accepted_at END) AS oldest
-             FROM outbox GROUP BY target ORDER BY target",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(LaneStats {
-                    target: row.try_get("target")?,
-                    pending: u64::try_from(row.try_get::<i64, _>("pending")?).unwrap_or(0),
-                    dead: u64::try_from(row.try_get::<i64, _>("dead")?).unwrap_or(0),
-                    oldest_pending_accepted_at: row
-                        .try_get::<Option<i64>, _>("oldest")?
-                        .map(from_millis)
-                        .transpose()?,
-                })
-            })
-            .collect()
-    }
-
-    async fn open_incidents(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    }
-
+#[async_trait]
+impl Incidents for SqliteStore {
     async fn incident(
         &self,
         target: &str,
@@ -523,6 +436,26 @@ impl Store for SqliteStore {
         Ok(state)
     }
 
+    async fn open_incidents(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM incidents WHERE updated_at < ?")
+            .bind(to_millis(cutoff))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteStore {
     async fn dead_letters(
         &self,
         target: Option<&str>,
@@ -540,81 +473,6 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(dead_letter_from_row).collect()
-    }
-
-    async fn pending(
-        &self,
-        target: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            " FROM outbox WHERE status = 'pending' AND (?1 IS NULL OR target = ?1)
-             ORDER BY id LIMIT ?2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(target)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(queued_from_row).collect()
-    }
-
-    async fn fallback_due(
-        &self,
-        failing_since: Timestamp,
-        limit: u32,
-    ) -> Result<Vec<Notice>, StoreError> {
-        let sql = concat!(
-            "SELECT ",
-            queued_columns!(),
-            ", status, dead_reason FROM outbox o
-             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
-                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
-                    AND o.accepted_at < ?1
-                    AND EXISTS (SELECT 1 FROM outbox f
-                                WHERE f.target = o.target AND f.status = 'pending'
-                                  AND f.first_failed_at < ?1))
-             ORDER BY o.id LIMIT ?2"
-        );
-        let rows = sqlx::query(sql)
-            .bind(to_millis(failing_since))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Notice::new(
-                    queued_from_row(row)?,
-                    row.try_get::<String, _>("status")? == "dead",
-                    row.try_get("dead_reason")?,
-                ))
-            })
-            .collect()
-    }
-
-    async fn mark_notified(
-        &self,
-        id: i64,
-        kind: NoticeKind,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        let sql = match kind {
-            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = ? WHERE id = ?",
-            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = ? WHERE id = ?",
-        };
-        sqlx::query(sql)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 
     async fn find_dead_letters(
@@ -656,19 +514,13 @@ impl Store for SqliteStore {
         let rows = bind_filter(sqlx::query(sql), filter)
             .fetch_all(&mut *tx)
             .await?;
-        let mut selected = Vec::with_capacity(rows.len());
-        let mut targets = std::collections::HashMap::new();
-        for row in &rows {
-            let id: i64 = row.try_get("id")?;
-            let target: String = row.try_get("target")?;
-            let key: Option<String> = row.try_get("dedup_key")?;
-            let incident = key.map(|key| (target.clone(), key));
-            selected.push((id, incident, row.try_get("superseded_by")?));
-            targets.insert(id, target);
-        }
-        let ids: Vec<i64> = selected.iter().map(|(id, ..)| *id).collect();
+        let selected = rows
+            .iter()
+            .map(ReplayCandidate::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<i64> = selected.iter().map(|c| c.id).collect();
         // Every dead or dropped event of the selected events' incidents.
-        let settled: Vec<(i64, (String, String), bool)> = sqlx::query(
+        let settled: Vec<SettledRow> = sqlx::query_as(
             "SELECT o.id, o.target, o.dedup_key, o.status = 'dead' AS dead
              FROM (SELECT DISTINCT target, dedup_key FROM outbox
                    WHERE id IN (SELECT value FROM json_each(?1)) AND dedup_key IS NOT NULL) s
@@ -677,41 +529,20 @@ impl Store for SqliteStore {
         )
         .bind(id_list(&ids))
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("id")?,
-                (row.try_get("target")?, row.try_get("dedup_key")?),
-                row.try_get("dead")?,
-            ))
-        })
-        .collect::<Result<_, StoreError>>()?;
-        let superseded = superseded_among(&selected, &settled);
-        let skipped: std::collections::HashSet<i64> = superseded.iter().map(|s| s.id).collect();
-        let replayed: Vec<i64> = ids.into_iter().filter(|id| !skipped.contains(id)).collect();
+        .await?;
+        let plan = ReplayReport::plan(&selected, &settled);
         sqlx::query(
             "UPDATE outbox SET status = 'pending', attempts = 0, last_error = NULL,
                     first_failed_at = NULL, failing_notified_at = NULL, dead_at = NULL,
                     dead_reason = NULL, dead_notified_at = NULL, replayed_at = ?2
              WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'dead'",
         )
-        .bind(id_list(&replayed))
+        .bind(id_list(&plan.replayed))
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut lanes: Vec<String> = replayed
-            .iter()
-            .filter_map(|id| targets.get(id).cloned())
-            .collect();
-        lanes.sort();
-        lanes.dedup();
-        Ok(ReplayReport {
-            replayed,
-            superseded,
-            targets: lanes,
-        })
+        Ok(plan)
     }
 
     async fn drop_dead(
@@ -731,5 +562,64 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET status = 'dead', dead_at = ?,
+                    dead_reason = 'expired: older than max_event_age without being delivered'
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?",
+        )
+        .bind(to_millis(now))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl FallbackNotices for SqliteStore {
+    async fn fallback_due(
+        &self,
+        failing_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Notice>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            queued_columns!(),
+            ", status, dead_reason FROM outbox o
+             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
+                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
+                    AND o.accepted_at < ?1
+                    AND EXISTS (SELECT 1 FROM outbox f
+                                WHERE f.target = o.target AND f.status = 'pending'
+                                  AND f.first_failed_at < ?1))
+             ORDER BY o.id LIMIT ?2"
+        );
+        let rows = sqlx::query(sql)
+            .bind(to_millis(failing_since))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(notice_from_row).collect()
+    }
+
+    async fn mark_notified(
+        &self,
+        id: i64,
+        kind: NoticeKind,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = match kind {
+            NoticeKind::Failing => "UPDATE outbox SET failing_notified_at = ? WHERE id = ?",
+            NoticeKind::DeadLettered => "UPDATE outbox SET dead_notified_at = ? WHERE id = ?",
+        };
+        sqlx::query(sql)
+            .bind(to_millis(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{Action, NewEvent};
+use super::{Action, Condition, NewEvent};
 
 /// How long an unchanged trigger is not sent again (Alertmanager's repeat_interval).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +70,11 @@ pub struct IncidentState {
 }
 
 /// Every reason [`suppression`] gives, for metrics.
-pub const REASONS: [&str; 3] = [
+pub const REASONS: [&str; 4] = [
     "unchanged_retrigger",
     "already_acknowledged",
     "already_resolved",
+    "not_triggered",
 ];
 
 /// Why an event is not queued, or `None` to queue it.
@@ -83,6 +84,11 @@ pub fn suppression(
     policy: &SuppressionPolicy,
     now: Timestamp,
 ) -> Option<&'static str> {
+    if event.condition == Condition::WhileTriggered
+        && current.is_none_or(|state| state.status != Status::Triggered)
+    {
+        return Some("not_triggered");
+    }
     let current = current?;
     match event.action {
         Action::Trigger => {
@@ -157,6 +163,7 @@ mod tests {
             alert: None,
             fingerprint: Some("fp".into()),
             payload_hash: hash.map(str::to_owned),
+            condition: Condition::Always,
         }
     }
 

@@ -1,8 +1,9 @@
 //! The conformance suite every [`Store`] implementation must pass.
 //!
-//! Each check takes a fresh, empty store. A backend's test file runs them all with
-//! [`conformance_tests!`](crate::conformance_tests), so SQLite and PostgreSQL are held to the
-//! same behaviour by the same code.
+//! Each check takes a fresh, empty store. A backend's test file includes this module
+//! (`#[macro_use] mod conformance;`) and runs every check with `conformance_tests!`, so SQLite
+//! and PostgreSQL are held to the same behaviour by the same code. It is test code, so it
+//! lives with the tests rather than in the shipped crate.
 
 use std::time::Duration;
 
@@ -10,19 +11,18 @@ use jiff::Timestamp;
 use pagerduty_events::Severity;
 use serde_json::json;
 
-use super::suppress::Status;
-use super::{
-    Acceptance, Action, BudgetDecision, DeadLetterFilter, NewEvent, NoticeKind, Store, Superseded,
-    SuppressionPolicy,
+use pagerbridge::store::suppress::Status;
+use pagerbridge::store::{
+    Acceptance, Action, BudgetDecision, Condition, DeadLetterFilter, NewEvent, NoticeKind, Store,
+    Superseded, SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
 /// Attributes after it go on every test: `conformance_tests!(make(), #[ignore = "needs …"])`.
-#[macro_export]
 macro_rules! conformance_tests {
     ($make:expr $(, #[$attr:meta])* $(,)?) => {
-        $crate::conformance_tests!(@each [$(#[$attr])*] $make;
+        conformance_tests!(@each [$(#[$attr])*] $make;
             queues_in_acceptance_order,
             per_incident_order_holds_while_an_older_event_is_pending,
             most_severe_eligible_event_goes_first,
@@ -45,18 +45,19 @@ macro_rules! conformance_tests {
             replay_and_drop_select_by_filter_and_never_by_default,
             drop_keeps_a_record_and_touches_only_dead_letters,
             replayed_events_expire_from_their_replay,
+            a_conditional_acknowledge_is_decided_inside_the_transaction,
         );
     };
     // The attributes travel as one token tree, so that they can be repeated per check.
     (@each $attrs:tt $make:expr; $($check:ident),+ $(,)?) => {
-        $( $crate::conformance_tests!(@one $attrs $make; $check); )+
+        $( conformance_tests!(@one $attrs $make; $check); )+
     };
     (@one [$(#[$attr:meta])*] $make:expr; $check:ident) => {
         #[tokio::test]
         $(#[$attr])*
         async fn $check() {
             let (store, _guard) = $make.await;
-            $crate::store::conformance::$check(&store).await;
+            $crate::conformance::$check(&store).await;
         }
     };
 }
@@ -75,6 +76,7 @@ fn event(target: &str, key: Option<&str>, action: Action, severity: Option<Sever
         alert: Some(json!({"labels": {"alertname": "X"}})),
         fingerprint: key.map(|k| format!("fp-{k}")),
         payload_hash: (action == Action::Trigger).then(|| format!("hash-{}", key.unwrap_or(""))),
+        condition: Condition::Always,
     }
 }
 
@@ -985,5 +987,59 @@ pub async fn replayed_events_expire_from_their_replay<S: Store>(store: &S) {
             .await
             .expect("expire"),
         1
+    );
+}
+
+/// The silence watcher's acknowledge (`Condition::WhileTriggered`) is queued only while the
+/// incident is triggered *as the accepting transaction sees it*: an acknowledge planned while
+/// the incident was triggered, whose resolve committed first, is suppressed, never sent after
+/// the resolve.
+pub async fn a_conditional_acknowledge_is_decided_inside_the_transaction<S: Store>(store: &S) {
+    let acknowledge = |key: &str| NewEvent {
+        condition: Condition::WhileTriggered,
+        ..event("t", Some(key), Action::Acknowledge, None)
+    };
+    // Triggered: queued, and the incident is acknowledged.
+    let trigger_a = queued_id(&accept_one(store, trigger("a", Severity::Error), at(0)).await);
+    let ack_a = queued_id(&accept_one(store, acknowledge("a"), at(1)).await);
+    let state = store
+        .incident("t", "a")
+        .await
+        .expect("incident")
+        .expect("a");
+    assert_eq!(state.status, Status::Acknowledged);
+    // The race: the resolve commits between the watcher's look and its accept.
+    let trigger_b = queued_id(&accept_one(store, trigger("b", Severity::Error), at(0)).await);
+    let resolve_b =
+        queued_id(&accept_one(store, event("t", Some("b"), Action::Resolve, None), at(1)).await);
+    assert_eq!(
+        accept_one(store, acknowledge("b"), at(2)).await,
+        Acceptance::Suppressed {
+            reason: "not_triggered"
+        }
+    );
+    let state = store
+        .incident("t", "b")
+        .await
+        .expect("incident")
+        .expect("b");
+    assert_eq!(
+        state.status,
+        Status::Resolved,
+        "the suppressed ack left it alone"
+    );
+    // An incident never seen, or already acknowledged, is not acknowledged either.
+    for key in ["unknown", "a"] {
+        assert_eq!(
+            accept_one(store, acknowledge(key), at(3)).await,
+            Acceptance::Suppressed {
+                reason: "not_triggered"
+            },
+            "{key}"
+        );
+    }
+    assert_eq!(
+        pending_ids(store).await,
+        [trigger_a, ack_a, trigger_b, resolve_b]
     );
 }

@@ -1,0 +1,129 @@
+//! The outbox: events accepted from senders wait here, per target lane, until PagerDuty
+//! takes them. What a lane reads and writes while it delivers.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use pagerduty_events::Severity;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Action, StoreError, SuppressionPolicy};
+
+/// An event to put in the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub target: String,
+    /// The incident's key; `None` for change events, which are independent of each other.
+    pub dedup_key: Option<String>,
+    pub action: Action,
+    pub severity: Option<Severity>,
+    /// The PagerDuty event without routing key (an `AlertEvent` or `ChangeEvent` as JSON).
+    pub event: Value,
+    /// The alert it came from, for dead letters and the fallback (optional).
+    pub alert: Option<Value>,
+    pub fingerprint: Option<String>,
+    /// For triggers: hash of what the trigger shows, to suppress unchanged re-triggers.
+    pub payload_hash: Option<String>,
+    /// When the event is queued at all, decided inside `accept`'s transaction.
+    pub condition: Condition,
+}
+
+/// A condition on queuing an event, evaluated against the incident's state inside the
+/// transaction that would queue it, so no other commit can slip in between the check and the
+/// write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Condition {
+    /// The usual suppression rules only.
+    #[default]
+    Always,
+    /// Only if the incident is triggered (not acknowledged, resolved or unknown): the silence
+    /// watcher's acknowledge, which must never follow a resolve. Otherwise suppressed as
+    /// `not_triggered`.
+    WhileTriggered,
+}
+
+/// What became of one [`NewEvent`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    Queued {
+        id: i64,
+    },
+    /// Not queued because PagerDuty already has this state; the reason is for metrics/logs.
+    Suppressed {
+        reason: &'static str,
+    },
+}
+
+/// An event waiting in the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedEvent {
+    /// Also the acceptance order.
+    pub id: i64,
+    pub target: String,
+    pub dedup_key: Option<String>,
+    pub action: Action,
+    pub severity: Option<Severity>,
+    pub event: Value,
+    pub alert: Option<Value>,
+    pub fingerprint: Option<String>,
+    pub accepted_at: Timestamp,
+    /// Requests made for it so far.
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Numbers for one lane, for metrics and the admin API.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LaneStats {
+    pub target: String,
+    pub pending: u64,
+    pub dead: u64,
+    pub oldest_pending_accepted_at: Option<Timestamp>,
+}
+
+/// The queue of events to deliver, and the incident state `accept` checks them against.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Commits the events of one request in one transaction, applying the suppression rules
+    /// against incident state and updating it. Returns one [`Acceptance`] per event, in order.
+    async fn accept(
+        &self,
+        events: Vec<NewEvent>,
+        policy: &SuppressionPolicy,
+        now: Timestamp,
+    ) -> Result<Vec<Acceptance>, StoreError>;
+
+    /// The dedup key last used for an Alertmanager fingerprint on a target, if remembered.
+    async fn dedup_key_for_fingerprint(
+        &self,
+        target: &str,
+        fingerprint: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// The next event a lane may send: pending, with no older pending event of the same
+    /// dedup key, most severe first, then oldest.
+    async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError>;
+
+    /// PagerDuty accepted the event: remove it and note the send on its incident.
+    async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError>;
+
+    /// A request for the event failed in a way worth retrying; the event keeps its place.
+    /// The first failure's time is kept, for the fallback's `fallback_after`.
+    async fn record_failure(&self, id: i64, error: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Moves the event to dead letters with a reason an operator can read.
+    async fn dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Pending events, in acceptance order, optionally of one target.
+    async fn pending(
+        &self,
+        target: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<QueuedEvent>, StoreError>;
+
+    /// Per-lane numbers (every target with pending or dead events).
+    async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError>;
+
+    /// Whether storage answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
