@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::{LaneSettings, Shared};
-use crate::metrics::{ErrorLabels, LaneState, Metrics, RequestLabels, TargetLabel};
+use crate::metrics::{EndpointLabels, ErrorLabels, LaneState, Metrics, RequestLabels, TargetLabel};
 use crate::store::{Action, BudgetDecision, QueuedEvent};
 
 /// A pause after a storage error: storage problems are usually brief (a locked file, a
@@ -195,8 +195,9 @@ impl Lane {
             .inc();
         metrics
             .api_duration
-            .get_or_create(&TargetLabel {
+            .get_or_create(&EndpointLabels {
                 target: self.target.clone(),
+                endpoint: endpoint.path().to_owned(),
             })
             .observe(elapsed.as_secs_f64());
         if let Err(error) = result {
@@ -204,7 +205,7 @@ impl Lane {
                 .api_errors
                 .get_or_create(&ErrorLabels {
                     target: self.target.clone(),
-                    kind: error.kind().to_owned(),
+                    error_type: error.kind().to_owned(),
                 })
                 .inc();
         }
@@ -216,7 +217,7 @@ impl Lane {
         self.throttles = 0;
         let metrics = &self.shared.metrics;
         metrics.set_lane_state(&self.target, LaneState::healthy);
-        metrics.delivered(&self.target, event.action);
+        metrics.delivered(&self.target, event.action, event.severity);
         let lag = now.duration_since(event.accepted_at).as_secs_f64().max(0.0);
         metrics
             .delivery_lag
