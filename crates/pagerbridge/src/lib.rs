@@ -16,6 +16,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod http;
 pub mod ingest;
+pub mod internal_events;
 pub mod keyring;
 pub mod metrics;
 pub mod pipeline;

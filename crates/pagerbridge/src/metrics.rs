@@ -319,8 +319,8 @@ impl Metrics {
         for reason in crate::store::suppress::REASONS {
             Self::count_zero(&self.suppressed, target, reason);
         }
-        for reason in ["rejected", "unsendable", "expired"] {
-            Self::count_zero(&self.dead_lettered, target, reason);
+        for reason in crate::internal_events::DeadLetterReason::ALL {
+            Self::count_zero(&self.dead_lettered, target, reason.as_str());
         }
         self.set_lane_state(target, LaneState::healthy);
     }

@@ -205,6 +205,29 @@ pub struct LaneStats {
     pub oldest_pending_accepted_at: Option<Timestamp>,
 }
 
+/// What [`Store::expire_events`] dead-lettered: how many events per target, so housekeeping
+/// can count `pagerbridge_dead_lettered_events_total{reason="expired"}` by target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub per_target: std::collections::BTreeMap<String, u64>,
+}
+
+impl Expired {
+    /// Counts the targets of the expired rows, one entry per row.
+    pub(crate) fn from_targets(targets: impl IntoIterator<Item = String>) -> Self {
+        let mut per_target = std::collections::BTreeMap::new();
+        for target in targets {
+            *per_target.entry(target).or_default() += 1;
+        }
+        Self { per_target }
+    }
+
+    /// Events expired, all targets together.
+    pub fn total(&self) -> u64 {
+        self.per_target.values().sum()
+    }
+}
+
 /// Which dead letters an operator means: every criterion that is set must hold (AND).
 ///
 /// A filter with no criterion selects **nothing** unless `all` is set, so that a forgotten
@@ -317,8 +340,9 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the event to dead letters with a reason an operator can read.
     async fn dead_letter(&self, id: i64, reason: &str, now: Timestamp) -> Result<(), StoreError>;
 
-    /// Dead-letters pending events accepted before `cutoff`; returns how many.
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError>;
+    /// Dead-letters pending events accepted before `cutoff`; returns how many, per target.
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp)
+    -> Result<Expired, StoreError>;
 
     /// Forgets incident state last touched before `cutoff`; returns how many.
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError>;

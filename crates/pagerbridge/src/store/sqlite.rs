@@ -19,9 +19,9 @@ use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::suppress::{self, IncidentState, Status, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, LaneStats, NewEvent, Notice,
-    NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError, from_millis,
-    severity_rank, superseded_among, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, Expired, LaneStats, NewEvent,
+    Notice, NoticeKind, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, Store, StoreError,
+    from_millis, severity_rank, superseded_among, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -407,17 +407,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+    async fn expire_events(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<Expired, StoreError> {
+        let targets: Vec<String> = sqlx::query_scalar(
             "UPDATE outbox SET status = 'dead', dead_at = ?,
                     dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?",
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < ?
+             RETURNING target",
         )
         .bind(to_millis(now))
         .bind(to_millis(cutoff))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(Expired::from_targets(targets))
     }
 
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
