@@ -75,7 +75,7 @@ pub async fn run(
     let delivery = Delivery::start(
         Shared {
             store: store.clone(),
-            client,
+            service: Arc::new(client),
             keys: Arc::new(keyring),
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),

@@ -7,9 +7,16 @@
 //! metric's labels and its log line are written once, here, where they can be checked against
 //! each other.
 
+mod delivery;
 mod expired;
+mod fallback;
 
+pub use delivery::{
+    BodyShrunk, DeliveryPaused, EventDeadLettered, EventDelivered, LaneMisconfigured,
+    RequestCompleted,
+};
 pub use expired::EventsExpired;
+pub use fallback::{FallbackNoticeFailed, FallbackNoticeSent};
 
 use crate::metrics::Metrics;
 
