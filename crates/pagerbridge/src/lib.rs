@@ -4,9 +4,11 @@
 //! [`ingest`] parses what senders post into [`alert::Alert`]s; [`format`] turns an alert into
 //! the PagerDuty event to send; [`store`] keeps the durable outbox and incident state behind one
 //! trait; [`delivery`] drives a lane per target within PagerDuty's budget; [`http`] is the HTTP
-//! surface; [`config`] reads the YAML file. The PagerDuty protocol itself lives in the
+//! surface, whose admin API speaks [`admin_api`] (shared with the CLI); [`config`] reads the
+//! YAML file. The PagerDuty protocol itself lives in the
 //! `pagerduty-events` crate, which knows nothing of alerts.
 
+pub mod admin_api;
 pub mod alert;
 pub mod config;
 pub mod delivery;

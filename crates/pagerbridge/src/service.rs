@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::config::{Config, DeliveryConfig};
-use crate::delivery::fallback::{FallbackSettings, checked_webhook_url};
+use crate::delivery::fallback::FallbackSettings;
 use crate::delivery::{Budget, Delivery, LaneSettings, RoutingKeys, Shared};
 use crate::http::{self, AppState, Tokens};
 use crate::internal_events::{EventsExpired, InternalEvent};
@@ -139,7 +139,7 @@ pub async fn run(
 
 /// The fallback publisher's settings, when `fallback.url` is set.
 fn fallback_settings(config: &Config) -> anyhow::Result<Option<FallbackSettings>> {
-    let Some(url) = &config.fallback.url else {
+    let Some(url) = config.fallback.webhook()? else {
         return Ok(None);
     };
     let bearer_token = config
@@ -155,7 +155,7 @@ fn fallback_settings(config: &Config) -> anyhow::Result<Option<FallbackSettings>
         })
         .transpose()?;
     Ok(Some(FallbackSettings {
-        url: checked_webhook_url(url).context("fallback.url")?,
+        url,
         after: config.fallback.after,
         timeout: config.fallback.timeout,
         bearer_token,
@@ -167,11 +167,11 @@ fn fallback_settings(config: &Config) -> anyhow::Result<Option<FallbackSettings>
 
 /// The silence watcher, when `alertmanager.url` is set.
 fn silence_watcher(config: &Config) -> anyhow::Result<Option<SilenceWatcher>> {
-    let Some(url) = &config.alertmanager.url else {
+    let Some(url) = config.alertmanager.base_url()? else {
         return Ok(None);
     };
     Ok(Some(SilenceWatcher {
-        url: checked_webhook_url(url).context("alertmanager.url")?,
+        url,
         poll_interval: config.alertmanager.poll_interval,
     }))
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jiff::Timestamp;
+use pagerduty_events::BaseUrl;
 use serde::Deserialize;
 use url::Url;
 
@@ -21,14 +22,14 @@ use crate::alert::{Alert, AlertStatus, Labels};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
-/// The query that lists silenced alerts only.
-const QUERY: &str = "api/v2/alerts?active=false&silenced=true&inhibited=false&unprocessed=false";
+/// The path and query that list silenced alerts only.
+const QUERY: &str = "/api/v2/alerts?active=false&silenced=true&inhibited=false&unprocessed=false";
 
 /// What the watcher needs to run.
 #[derive(Clone, Debug)]
 pub struct SilenceWatcher {
-    /// Alertmanager's base URL (checked with `checked_webhook_url`).
-    pub url: Url,
+    /// Alertmanager's base URL; the type keeps the transport rule (https, or http to loopback).
+    pub url: BaseUrl,
     pub poll_interval: Duration,
 }
 
@@ -135,7 +136,7 @@ impl SilenceWatcher {
         http: &reqwest::Client,
         pipeline: &Pipeline,
     ) -> anyhow::Result<(usize, usize)> {
-        let url = endpoint(&self.url)?;
+        let url = endpoint(&self.url);
         let response = http
             .get(url)
             .send()
@@ -155,13 +156,8 @@ impl SilenceWatcher {
 }
 
 /// `{base}/api/v2/alerts?…`, whether or not the base ends in `/`.
-fn endpoint(base: &Url) -> anyhow::Result<Url> {
-    let mut base = base.clone();
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    base.join(QUERY).context("alertmanager.url")
+fn endpoint(base: &BaseUrl) -> Url {
+    base.join(QUERY)
 }
 
 #[cfg(test)]
@@ -223,10 +219,10 @@ mod tests {
     #[test]
     fn endpoint_joins_with_or_without_a_slash() {
         for base in ["http://127.0.0.1:9093", "http://127.0.0.1:9093/"] {
-            let url = endpoint(&Url::parse(base).expect("url")).expect("endpoint");
-            assert_eq!(url.as_str(), format!("http://127.0.0.1:9093/{QUERY}"));
+            let url = endpoint(&BaseUrl::parse(base).expect("url"));
+            assert_eq!(url.as_str(), format!("http://127.0.0.1:9093{QUERY}"));
         }
-        let url = endpoint(&Url::parse("https://am.example.com/am").expect("url")).expect("joined");
-        assert_eq!(url.as_str(), format!("https://am.example.com/am/{QUERY}"));
+        let url = endpoint(&BaseUrl::parse("https://am.example.com/am").expect("url"));
+        assert_eq!(url.as_str(), format!("https://am.example.com/am{QUERY}"));
     }
 }

@@ -2,8 +2,9 @@
 //! posted to Alertmanager's API v2, grouped by it, sent by its webhook receiver to the real
 //! `pagerbridge serve`, and delivered to the PagerDuty simulator. Only loopback is contacted.
 //!
-//! Without an Alertmanager binary on `PATH` the tests say "SKIPPED" on stderr and pass, unless
-//! `CI` is set, where they fail.
+//! Every test here is `#[ignore = "needs alertmanager"]` (`pagerbridge_testkit::needs`):
+//! `scripts/test` runs them when the binary is on `PATH`, CI always does, and without it they
+//! fail instead of passing untested.
 
 mod common;
 
@@ -16,41 +17,11 @@ use common::{
     ROUTING_KEY, Setup, assert_lifecycles, delivered, expected_dedup_key, simulator, wait_until,
 };
 use jiff::Timestamp;
+use pagerbridge_testkit::needs;
 use pagerduty_simulator::{AlertState, Config as SimConfig, Faults};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The names Alertmanager's binary goes by: Debian's, then upstream's.
-const BINARIES: [&str; 2] = ["prometheus-alertmanager", "alertmanager"];
-
-/// The Alertmanager binary on `PATH`; `None` means "skip this test" (a failure under CI).
-fn alertmanager_or_skip(test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-        BINARIES
-            .iter()
-            .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
-            .find(|candidate| is_executable(candidate))
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none_or(|ci| ci.is_empty()),
-            "{test}: no `prometheus-alertmanager` or `alertmanager` on PATH, and CI is set \
-             (apt-get install prometheus-alertmanager)"
-        );
-        eprintln!(
-            "\n!!!!!!!!!!\nSKIPPED: {test}: no `prometheus-alertmanager` or `alertmanager` on PATH \
-             (apt-get install prometheus-alertmanager); set CI=1 to make this a failure\n!!!!!!!!!!\n"
-        );
-    }
-    found
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
 
 /// A port nobody listened on a moment ago (the caller retries if someone takes it meanwhile).
 fn free_port() -> u16 {
@@ -336,12 +307,9 @@ fn actions(sim: &pagerduty_simulator::SpawnedSimulator, action: &str) -> Vec<Str
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
 async fn alertmanager_groups_become_one_pagerduty_alert_per_alert() {
-    let Some(binary) =
-        alertmanager_or_skip("alertmanager_groups_become_one_pagerduty_alert_per_alert")
-    else {
-        return;
-    };
+    let binary = needs::alertmanager();
     let sim = simulator(SimConfig::default()).await;
     let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "");
     let bridge = setup.start().await;
@@ -483,12 +451,9 @@ async fn alertmanager_groups_become_one_pagerduty_alert_per_alert() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
 async fn nothing_alertmanager_handed_over_is_lost_to_kill_9_during_an_outage() {
-    let Some(binary) =
-        alertmanager_or_skip("nothing_alertmanager_handed_over_is_lost_to_kill_9_during_an_outage")
-    else {
-        return;
-    };
+    let binary = needs::alertmanager();
     let sim = simulator(SimConfig::default()).await;
     sim.sim.set_faults(Faults {
         outage_seconds: Some(600),
@@ -546,12 +511,9 @@ async fn nothing_alertmanager_handed_over_is_lost_to_kill_9_during_an_outage() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
 async fn an_alert_silenced_in_alertmanager_is_acknowledged_once() {
-    let Some(binary) =
-        alertmanager_or_skip("an_alert_silenced_in_alertmanager_is_acknowledged_once")
-    else {
-        return;
-    };
+    let binary = needs::alertmanager();
     let sim = simulator(SimConfig::default()).await;
     // Alertmanager needs the bridge's address and the bridge Alertmanager's: pick the bridge's
     // port first.

@@ -30,6 +30,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use common::{ROUTING_KEY, Setup, delivered, expected_dedup_key, simulator, wait_until};
+use pagerbridge_testkit::needs;
 use pagerduty_simulator::{Config as SimConfig, Faults, SpawnedSimulator};
 use serde_json::{Value, json};
 
@@ -981,10 +982,6 @@ async fn chaos_pagerduty_answers_after_the_timeout() {
 // 5. Storage failure: a full disk
 // ----------------------------------------------------------------------------------------
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// A tmpfs mounted for the test, unmounted when dropped (also on panic).
 struct Tmpfs {
     dir: PathBuf,
@@ -1049,7 +1046,9 @@ fn fill(path: &Path) -> u64 {
 /// process accepts posts again; then it is killed (-9) and restarted, PagerDuty comes back,
 /// and everything that ever got a 2xx is delivered, and nothing that got a 503.
 #[tokio::test(flavor = "multi_thread")]
-async fn chaos_storage_full() {
+#[ignore = "needs tmpfs"]
+async fn chaos_storage_full_on_a_tmpfs() {
+    needs::tmpfs();
     const PER_BATCH: usize = 10;
     const FULL_POSTS: usize = 12;
     let started = Instant::now();
@@ -1060,18 +1059,8 @@ async fn chaos_storage_full() {
     .await;
     let setup = Setup::new(&sim.base_url(), (100_000, "60s"), "", "");
     let data = setup.db_path().parent().expect("data dir").to_owned();
-    let tmpfs = match Tmpfs::mount(&data, "16M") {
-        Ok(tmpfs) => tmpfs,
-        Err(error) if in_ci() => panic!("CI is set and tmpfs cannot be mounted: {error}"),
-        Err(error) => {
-            let banner = "#".repeat(80);
-            eprintln!(
-                "{banner}\n#  CHAOS storage: SKIPPED, tmpfs cannot be mounted ({error})\n{banner}"
-            );
-            report(&format!("CHAOS storage: SKIPPED (mount failed: {error})"));
-            return;
-        }
-    };
+    let tmpfs = Tmpfs::mount(&data, "16M")
+        .unwrap_or_else(|error| panic!("cannot mount a tmpfs at {}: {error}", data.display()));
     let mut bridge = setup.start().await;
     let sender = Sender::new(bridge.addr);
     let deadline = Instant::now() + Duration::from_secs(45);

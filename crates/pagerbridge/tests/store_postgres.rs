@@ -6,9 +6,9 @@
 //! and dropped when the test ends. Databases a killed run left behind are dropped by the next
 //! run once they are an hour old; the timestamp in the name says how old they are.
 //!
-//! Without a reachable server the tests print `SKIPPED` and pass, so a laptop without
-//! PostgreSQL can still run the suite; with `CI` set they fail instead, since CI must never
-//! report a store as tested when it was not.
+//! Every test here is `#[ignore = "needs postgres"]`: `scripts/test` runs them when a server
+//! answers, CI always does, and without a server they fail instead of passing untested
+//! (`pagerbridge_testkit::needs`).
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,22 +17,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
 use pagerbridge::store::{Acceptance, Action, BudgetDecision, NewEvent, Store, SuppressionPolicy};
+use pagerbridge_testkit::needs;
 use pagerduty_events::Severity;
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::task::JoinSet;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const PREFIX: &str = "pb_test_";
 /// Older test databases are leftovers of killed runs: no test runs that long.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 
 fn server_url() -> String {
-    std::env::var("PAGERBRIDGE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+    needs::postgres_url()
 }
 
 /// The URL without its password, for messages.
@@ -49,23 +45,15 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// An administrative connection to the server, or `None` — after saying so loudly — when it
-/// is unreachable outside CI. In CI an unreachable server fails the test. Every test goes
-/// through here, so there is one place that decides between skipping and failing.
-async fn admin_connection(url: &str) -> Option<PgConnection> {
+/// An administrative connection to the server; a test without one fails.
+async fn admin_connection(url: &str) -> PgConnection {
     let error =
         match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await {
-            Ok(Ok(conn)) => return Some(conn),
+            Ok(Ok(conn)) => return conn,
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer within 10s".to_owned(),
         };
-    let url = redacted(url);
-    assert!(
-        !in_ci(),
-        "PostgreSQL not reachable at {url}: {error} (CI is set: failing instead of skipping)"
-    );
-    eprintln!("SKIPPED: PostgreSQL not reachable at {url}: {error}");
-    None
+    panic!("PostgreSQL not reachable at {}: {error}", redacted(url))
 }
 
 /// A name no other test, run or process picks: the creation time, for stale cleanup, then
@@ -177,10 +165,10 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A migrated store on a fresh database, and the guard that drops it; `None` when skipping.
-async fn fresh_store() -> Option<(PostgresStore, TestDatabase)> {
+/// A migrated store on a fresh database, and the guard that drops it.
+async fn fresh_store() -> (PostgresStore, TestDatabase) {
     let server_url = server_url();
-    let mut admin = admin_connection(&server_url).await?;
+    let mut admin = admin_connection(&server_url).await;
     drop_stale_databases(&mut admin).await;
     let name = unique_database_name();
     let mut url = url::Url::parse(&server_url).unwrap_or_else(|e| {
@@ -204,15 +192,10 @@ async fn fresh_store() -> Option<(PostgresStore, TestDatabase)> {
     let store = PostgresStore::connect(&database.url)
         .await
         .unwrap_or_else(|e| panic!("connecting to test database {}: {e}", database.name));
-    Some((store, database))
+    (store, database)
 }
 
-// The macro awaits its argument for a (store, guard) pair; when there is no server to test
-// against, `return` ends the generated test right there, after `fresh_store` said SKIPPED.
-pagerbridge::conformance_tests!(match fresh_store().await {
-    Some(made) => std::future::ready(made),
-    None => return,
-});
+pagerbridge::conformance_tests!(fresh_store(), #[ignore = "needs postgres"]);
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).expect("valid time")
@@ -232,19 +215,18 @@ fn trigger(key: &str) -> NewEvent {
 }
 
 /// The two replicas of a test: two pools on one database.
-async fn two_replicas() -> Option<(PostgresStore, PostgresStore, TestDatabase)> {
-    let (one, database) = fresh_store().await?;
+async fn two_replicas() -> (PostgresStore, PostgresStore, TestDatabase) {
+    let (one, database) = fresh_store().await;
     let two = PostgresStore::connect(&database.url)
         .await
         .expect("second replica connects");
-    Some((one, two, database))
+    (one, two, database)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
 async fn replicas_never_overrun_the_shared_budget() {
-    let Some((one, two, _database)) = two_replicas().await else {
-        return;
-    };
+    let (one, two, _database) = two_replicas().await;
     const LIMIT: u32 = 5;
     const TASKS: usize = 40;
     let window = Duration::from_secs(60);
@@ -280,10 +262,9 @@ async fn replicas_never_overrun_the_shared_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
 async fn replicas_queue_a_concurrent_unchanged_trigger_once() {
-    let Some((one, two, _database)) = two_replicas().await else {
-        return;
-    };
+    let (one, two, _database) = two_replicas().await;
     const ROUNDS: usize = 20;
     let policy = SuppressionPolicy::default();
     for round in 0..ROUNDS {
@@ -314,10 +295,9 @@ async fn replicas_queue_a_concurrent_unchanged_trigger_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
 async fn replicas_accepting_incidents_in_opposite_orders_do_not_deadlock() {
-    let Some((one, two, _database)) = two_replicas().await else {
-        return;
-    };
+    let (one, two, _database) = two_replicas().await;
     let policy = SuppressionPolicy::default();
     for round in 0..20 {
         let (a, b) = (format!("a{round}"), format!("b{round}"));

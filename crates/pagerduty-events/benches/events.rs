@@ -40,7 +40,10 @@ fn details() -> CustomDetails {
 fn realistic_trigger(summary: &Summary, source: &Source, dedup_key: &DedupKey) -> AlertEvent {
     let mut trigger = Trigger::new(summary.clone(), source.clone(), Severity::Critical);
     trigger.dedup_key = Some(dedup_key.clone());
-    trigger.payload.timestamp = Some(jiff::Timestamp::from_second(1_700_000_000).expect("ts"));
+    trigger.payload.timestamp = Some(
+        pagerduty_events::EventTime::new(jiff::Timestamp::from_second(1_700_000_000).expect("ts"))
+            .expect("a time after the year 0"),
+    );
     trigger.payload.component = Some("postgresql".to_owned());
     trigger.payload.group = Some("pg-main".to_owned());
     trigger.payload.class = Some("disk".to_owned());

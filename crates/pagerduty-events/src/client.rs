@@ -1,10 +1,9 @@
 //! The HTTP client: one attempt per call, every answer classified.
 //!
 //! HTTPS only, TLS 1.2 at least (rustls), except plain http to a loopback address so tests and
-//! demos can use the simulator. Redirects are not followed: a redirect could carry the key to
+//! demos can use the simulator (the rule is [`crate::transport`]'s). Redirects are not followed: a redirect could carry the key to
 //! another host or over plain http. Retrying is kept apart, in [`crate::retry`].
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use url::Url;
@@ -14,6 +13,7 @@ use crate::error::SendError;
 use crate::event::{AlertEvent, ChangeEvent};
 use crate::response::{Accepted, classify};
 use crate::routing_key::RoutingKey;
+use crate::transport::{BaseUrl, UrlError};
 
 /// PagerDuty's US endpoint, the default.
 pub const US_BASE_URL: &str = "https://events.pagerduty.com";
@@ -27,8 +27,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid PagerDuty URL {url:?}: {reason}")]
-    BaseUrl { url: String, reason: String },
+    #[error("invalid PagerDuty URL: {0}")]
+    BaseUrl(#[from] UrlError),
     #[error("could not set up the HTTP client: {0}")]
     Http(String),
 }
@@ -95,7 +95,7 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client, ClientError> {
-        let base = checked_base_url(&self.base_url)?;
+        let base = BaseUrl::parse(&self.base_url)?;
         let http = reqwest::Client::builder()
             .user_agent(self.user_agent)
             .timeout(self.timeout)
@@ -106,8 +106,8 @@ impl ClientBuilder {
             .map_err(|e| ClientError::Http(e.to_string()))?;
         Ok(Client {
             http,
-            enqueue: endpoint_url(&base, Endpoint::Enqueue),
-            change_enqueue: endpoint_url(&base, Endpoint::ChangeEnqueue),
+            enqueue: base.join(Endpoint::Enqueue.path()),
+            change_enqueue: base.join(Endpoint::ChangeEnqueue.path()),
             timeout: self.timeout,
         })
     }
@@ -254,94 +254,5 @@ fn redact(error: SendError, key: &RoutingKey) -> SendError {
         },
         SendError::Network(text) => SendError::Network(key.redact(&text)),
         other => other,
-    }
-}
-
-/// Parses a base URL and applies the transport rule: https anywhere, http only to loopback.
-pub fn checked_base_url(raw: &str) -> Result<Url, ClientError> {
-    let fail = |reason: &str| ClientError::BaseUrl {
-        url: raw.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = Url::parse(raw.trim()).map_err(|e| fail(&e.to_string()))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(fail("a base URL takes no query or fragment"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail("a base URL takes no credentials"));
-    }
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        "http" => Err(fail(
-            "plain http is only allowed to a loopback address (127.0.0.0/8, ::1, localhost), such as the simulator; use https",
-        )),
-        _ => Err(fail("the scheme must be https")),
-    }
-}
-
-/// Whether the URL's host is a loopback address (127.0.0.0/8, ::1) or `localhost`: the only
-/// place plain http is allowed to, since nothing leaves the machine.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
-fn endpoint_url(base: &Url, endpoint: Endpoint) -> Url {
-    let mut url = base.clone();
-    let joined = format!("{}{}", base.path().trim_end_matches('/'), endpoint.path());
-    url.set_path(&joined);
-    url
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_anywhere_http_only_on_loopback() {
-        assert!(checked_base_url("https://events.pagerduty.com").is_ok());
-        for ok in [
-            "http://127.0.0.1:8787",
-            "http://127.9.9.9",
-            "http://[::1]:1",
-            "http://localhost:80",
-        ] {
-            assert!(checked_base_url(ok).is_ok(), "{ok}");
-        }
-        for refused in [
-            "http://events.pagerduty.com",
-            "http://10.0.0.1",
-            "http://localhost.evil.example",
-            "ftp://127.0.0.1",
-            "https://user:pw@events.pagerduty.com",
-            "not a url",
-        ] {
-            assert!(checked_base_url(refused).is_err(), "{refused}");
-        }
-        let error = checked_base_url("http://events.pagerduty.com").expect_err("refused");
-        assert!(
-            error
-                .to_string()
-                .contains("plain http is only allowed to a loopback address")
-        );
-    }
-
-    #[test]
-    fn endpoints_join_under_the_base_path() {
-        let base = checked_base_url("https://events.eu.pagerduty.com/").expect("url");
-        assert_eq!(
-            endpoint_url(&base, Endpoint::Enqueue).as_str(),
-            "https://events.eu.pagerduty.com/v2/enqueue"
-        );
-        let prefixed = checked_base_url("http://127.0.0.1:9/pd").expect("url");
-        assert_eq!(
-            endpoint_url(&prefixed, Endpoint::ChangeEnqueue).as_str(),
-            "http://127.0.0.1:9/pd/v2/change/enqueue"
-        );
     }
 }

@@ -4,12 +4,11 @@
 //! is written (see [`crate::body`]), so an event can be stored, queued or printed safely, and a
 //! rotated key applies to events already queued.
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::values::{DedupKey, Image, Link, Severity, Source, Summary};
+use crate::values::{DedupKey, EventTime, Image, Link, Severity, Source, Summary};
 
 /// Free-form `custom_details`: PagerDuty requires a JSON object.
 pub type CustomDetails = Map<String, Value>;
@@ -88,7 +87,7 @@ pub struct Payload {
     pub source: Source,
     pub severity: Severity,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<Timestamp>,
+    pub timestamp: Option<EventTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,7 +143,7 @@ pub struct ChangePayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<Timestamp>,
+    pub timestamp: Option<EventTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_details: Option<CustomDetails>,
 }

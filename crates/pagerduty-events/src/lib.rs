@@ -7,6 +7,8 @@
 //!   1024 characters, a [`Severity`] enum, https-only [`Image`]s;
 //! - request bodies kept within the 512,000-byte limit by shrinking `custom_details`
 //!   ([`body`]);
+//! - the transport rule as types, [`EndpointUrl`] and [`BaseUrl`]: https anywhere, plain http
+//!   only to loopback ([`transport`]);
 //! - a [`Client`] (https with TLS ≥ 1.2, plain http only to loopback) whose every answer is
 //!   either [`Accepted`] or a classified [`SendError`] ([`client`], [`response`], [`error`]);
 //! - a [`Backoff`] (exponential, capped, full jitter) and a [`RetryPolicy`] built on it
@@ -39,6 +41,7 @@ pub mod event;
 pub mod response;
 pub mod retry;
 pub mod routing_key;
+pub mod transport;
 pub mod values;
 
 pub use backoff::{Backoff, Jitter};
@@ -52,4 +55,5 @@ pub use event::{AlertEvent, ChangeEvent, ChangePayload, CustomDetails, Payload, 
 pub use response::{Accepted, classify};
 pub use retry::{Outcome, RetryPolicy};
 pub use routing_key::RoutingKey;
-pub use values::{DedupKey, Image, Link, Severity, Source, Summary};
+pub use transport::{BaseUrl, EndpointUrl, UrlError};
+pub use values::{DedupKey, EventTime, Image, Link, Severity, Source, Summary};

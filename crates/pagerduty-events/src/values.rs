@@ -162,6 +162,63 @@ impl From<Source> for String {
     }
 }
 
+/// `payload.timestamp`: an instant PagerDuty can read, RFC 3339 with a four-digit year.
+///
+/// jiff's [`jiff::Timestamp`] reaches back to the year -9999, which it writes in an extended
+/// form (`-000001-12-31T23:59:59Z`) that is no RFC 3339 `date-time`, so PagerDuty would refuse
+/// the event. This type holds only instants from 0000-01-01T00:00:00Z on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "jiff::Timestamp", into = "jiff::Timestamp")]
+pub struct EventTime(jiff::Timestamp);
+
+impl EventTime {
+    /// 0000-01-01T00:00:00Z, the first instant RFC 3339 can write.
+    const EARLIEST_SECOND: i64 = -62_167_219_200;
+
+    pub fn new(at: jiff::Timestamp) -> Result<Self, EventError> {
+        if at.as_second() < Self::EARLIEST_SECOND {
+            return Err(invalid(format!(
+                "'payload.timestamp' {at} is before the year 0000, which RFC 3339 cannot write"
+            )));
+        }
+        Ok(Self(at))
+    }
+
+    pub fn timestamp(self) -> jiff::Timestamp {
+        self.0
+    }
+}
+
+impl TryFrom<jiff::Timestamp> for EventTime {
+    type Error = EventError;
+    fn try_from(value: jiff::Timestamp) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<EventTime> for jiff::Timestamp {
+    fn from(value: EventTime) -> Self {
+        value.0
+    }
+}
+
+impl FromStr for EventTime {
+    type Err = EventError;
+    /// An RFC 3339 timestamp, as `--timestamp` takes it.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let at: jiff::Timestamp = text
+            .parse()
+            .map_err(|e| invalid(format!("'{text}' is not an RFC 3339 timestamp: {e}")))?;
+        Self::new(at)
+    }
+}
+
+impl fmt::Display for EventTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// `payload.severity`: the four values PagerDuty knows, written in lowercase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,15 +1,15 @@
 //! The client refuses TLS below 1.2 (the requirement: "TLS 1.2+"), checked against real
 //! servers on 127.0.0.1.
 //!
-//! - `refuses_servers_that_only_speak_tls_1_0_or_1_1`: `openssl s_server` with a self-signed
+//! - `refuses_openssl_servers_that_only_speak_tls_1_0_or_1_1`: `openssl s_server` with a self-signed
 //!   certificate made in a temporary directory, restricted to TLS 1.0, then 1.1 (with
 //!   `@SECLEVEL=0`, as OpenSSL 3 refuses them otherwise). The test first proves with
 //!   `openssl s_client` that the server really completes a TLS 1.0/1.1 handshake, then that
 //!   [`Client`] fails with [`SendError::Network`] naming the protocol version. The same server
 //!   restricted to TLS 1.2 is the control: there the client gets past the version and fails
 //!   on the untrusted certificate instead, so the version was the reason before.
-//!   `openssl` is part of the machine image: without it the test is skipped loudly, and fails
-//!   when `CI` is set.
+//!   It is `#[ignore = "needs openssl"]` (`pagerbridge_testkit::needs`): run where `openssl` is
+//!   on `PATH`, always in CI, and failing rather than passing untested without it.
 //! - `offers_only_tls_1_2_and_1_3` and `rejects_a_server_that_answers_below_tls_1_2` need
 //!   nothing but a TCP socket. The first reads the client's ClientHello and checks what it
 //!   offers: `legacy_version` TLS 1.2 and `supported_versions` only TLS 1.3 and 1.2, never 1.1,
@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use pagerbridge_testkit::needs;
 use pagerduty_events::{
     AlertEvent, Client, DedupKey, RoutingKey, SendError, Severity, Source, Summary, Trigger,
 };
@@ -70,23 +71,6 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Whether `openssl` runs here; without it, skip loudly, or fail in CI.
-fn have_openssl() -> bool {
-    match Command::new("openssl").arg("version").output() {
-        Ok(output) if output.status.success() => true,
-        result if std::env::var_os("CI").is_some() => {
-            panic!("openssl is part of the machine image and required in CI: {result:?}")
-        }
-        result => {
-            eprintln!(
-                "SKIPPED: the TLS version test needs the openssl command line ({result:?}); \
-                 install Debian's `openssl` package"
-            );
-            false
-        }
     }
 }
 
@@ -203,10 +187,9 @@ impl Drop for TlsServer {
 }
 
 #[tokio::test]
-async fn refuses_servers_that_only_speak_tls_1_0_or_1_1() {
-    if !have_openssl() {
-        return;
-    }
+#[ignore = "needs openssl"]
+async fn refuses_openssl_servers_that_only_speak_tls_1_0_or_1_1() {
+    needs::openssl();
     let dir = TempDir::new("pagerduty-events-tls");
     let (cert, key) = self_signed(&dir.0);
 

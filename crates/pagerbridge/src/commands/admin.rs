@@ -7,6 +7,8 @@
 //! `--json` for machines. Long replays and drops go in batches with a progress bar on stderr
 //! (only on a terminal).
 //!
+//! The requests and answers are [`pagerbridge::admin_api`]'s, the very types the server uses.
+//!
 //! Exit codes: 0 done; 1 error (the server refused, could not be reached, …; the message is on
 //! stderr); 2 usage (bad flags, a bad URL, or a bulk operation without `--yes` and without a
 //! terminal to confirm on).
@@ -20,16 +22,23 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use pagerduty_events::BaseUrl;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::print_line;
+use pagerbridge::admin_api::{
+    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, LanesResponse,
+    QueueQuery, QueueResponse, ReplayRequest, ReplayResponse,
+};
+use pagerbridge::store::DeadLetterFilter;
 
 /// Dead letters per replay or drop request. An incident's dead letters always go in the same
 /// request (its replay needs them together, see `Store::replay`), so a batch may be larger.
 const BATCH: usize = 100;
 /// Dead letters per listing page when collecting what to replay or drop.
-const PAGE: u32 = 1000;
+const PAGE: u32 = admin_api::MAX_LIMIT;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -39,9 +48,10 @@ pub struct AdminArgs {
         env = "PAGERBRIDGE_URL",
         default_value = "http://127.0.0.1:9095",
         value_name = "URL",
+        value_parser = BaseUrl::parse,
         global = true
     )]
-    url: String,
+    url: BaseUrl,
 
     /// File holding an admin token (the first non-blank, non-`#` line), as listed in the
     /// server's admin.bearer_token_file. There is deliberately no flag taking the token itself.
@@ -163,7 +173,11 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
     match &args.command {
         AdminCommand::Lanes => lanes(&api, args.json).await,
         AdminCommand::Queue { target, limit } => {
-            queue(&api, target.as_deref(), *limit, args.json).await
+            let query = QueueQuery {
+                target: target.clone(),
+                limit: *limit,
+            };
+            queue(&api, &query, args.json).await
         }
         AdminCommand::DeadLetters {
             target,
@@ -171,12 +185,14 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
             limit,
             include_dropped,
         } => {
-            let query = Query {
-                target: target.as_deref(),
-                dedup_key: dedup_key.as_deref(),
+            let query = DeadLetterQuery {
+                target: target.clone(),
+                dedup_key: dedup_key.clone(),
+                limit: *limit,
                 include_dropped: *include_dropped,
+                ..DeadLetterQuery::default()
             };
-            dead_letters(&api, &query, *limit, args.json).await
+            dead_letters(&api, &query, args.json).await
         }
         AdminCommand::Replay { selection, yes } => {
             bulk(&api, Operation::Replay, selection, *yes, args.json).await
@@ -196,15 +212,13 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
 
 /// The admin API of one bridge.
 struct Api {
-    base: String,
+    base: BaseUrl,
     token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Api {
     fn new(args: &AdminArgs) -> Result<Self, Failure> {
-        let base = pagerduty_events::client::checked_base_url(&args.url)
-            .map_err(|e| Failure::Usage(format!("--url: {e}")))?;
         let token = args.token_file.as_deref().map(read_token).transpose()?;
         let http = reqwest::Client::builder()
             .timeout(args.timeout)
@@ -215,30 +229,27 @@ impl Api {
             .build()
             .context("cannot set up the HTTP client")?;
         Ok(Self {
-            base: base.as_str().trim_end_matches('/').to_owned(),
+            base: args.url.clone(),
             token,
             http,
         })
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let mut url = format!("{}{path}", self.base);
+        let mut url = self.base.join(path);
         if !query.is_empty() {
-            let mut encoded = url::form_urlencoded::Serializer::new(String::new());
-            for (name, value) in query {
-                encoded.append_pair(name, value);
-            }
-            url = format!("{url}?{}", encoded.finish());
+            url.query_pairs_mut().extend_pairs(query);
         }
         self.send(self.http.get(url), path).await
     }
 
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    async fn post(&self, path: &str, body: &impl Serialize) -> anyhow::Result<Value> {
+        let body = serde_json::to_vec(body).context("encoding the request")?;
         let request = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(self.base.join(path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
+            .body(body);
         self.send(request, path).await
     }
 
@@ -290,9 +301,17 @@ fn print_json(value: &Value) {
     print_line(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: &Value, field: &str) -> anyhow::Result<T> {
-    serde_json::from_value(value[field].clone())
-        .with_context(|| format!("the bridge's answer has no valid {field:?}"))
+/// Prints an answer the CLI put together, as the server would have sent it (keys sorted).
+fn print_serialized(answer: &impl Serialize) {
+    match serde_json::to_value(answer) {
+        Ok(value) => print_json(&value),
+        Err(error) => eprintln!("error: cannot print the answer as JSON: {error}"),
+    }
+}
+
+/// The bridge's answer as the type the server sent it as.
+fn typed<T: DeserializeOwned>(answer: &Value, path: &str) -> anyhow::Result<T> {
+    T::deserialize(answer).with_context(|| format!("the bridge's answer to {path} is not valid"))
 }
 
 /// Text columns, padded to the widest cell; the last column is not padded.
@@ -345,27 +364,13 @@ fn age(seconds: f64) -> String {
     humantime::format_duration(whole).to_string()
 }
 
-#[derive(Deserialize)]
-struct Lane {
-    target: String,
-    #[serde(default = "default_true")]
-    configured: bool,
-    pending: u64,
-    dead: u64,
-    oldest_pending_age_seconds: Option<f64>,
-}
-
-fn default_true() -> bool {
-    true
-}
-
 async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
-    let answer = api.get("/api/v1/admin/lanes", &[]).await?;
+    let answer = api.get(admin_api::LANES, &[]).await?;
     if json {
         print_json(&answer);
         return Ok(());
     }
-    let lanes: Vec<Lane> = decode(&answer, "lanes")?;
+    let LanesResponse { lanes } = typed(&answer, admin_api::LANES)?;
     let rows: Vec<Vec<String>> = lanes
         .iter()
         .map(|lane| {
@@ -389,39 +394,22 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct Pending {
-    id: i64,
-    target: String,
-    dedup_key: Option<String>,
-    action: String,
-    severity: Option<String>,
-    summary: Option<String>,
-    accepted_at: String,
-    attempts: u32,
-    last_error: Option<String>,
-}
-
-async fn queue(api: &Api, target: Option<&str>, limit: u32, json: bool) -> Result<(), Failure> {
-    let mut query = vec![("limit", limit.to_string())];
-    if let Some(target) = target {
-        query.push(("target", target.to_owned()));
-    }
-    let answer = api.get("/api/v1/admin/queue", &query).await?;
+async fn queue(api: &Api, query: &QueueQuery, json: bool) -> Result<(), Failure> {
+    let answer = api.get(admin_api::QUEUE, &query.pairs()).await?;
     if json {
         print_json(&answer);
         return Ok(());
     }
-    let events: Vec<Pending> = decode(&answer, "events")?;
+    let QueueResponse { events } = typed(&answer, admin_api::QUEUE)?;
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
             vec![
                 e.id.to_string(),
                 e.target.clone(),
-                e.action.clone(),
-                or_dash(e.severity.as_deref()),
-                e.accepted_at.clone(),
+                e.action.as_str().to_owned(),
+                or_dash(e.severity.map(|s| s.as_str())),
+                e.accepted_at.to_string(),
                 e.attempts.to_string(),
                 cut(&or_dash(e.dedup_key.as_deref()), 16),
                 cut(&or_dash(e.summary.as_deref()), 50),
@@ -446,54 +434,16 @@ async fn queue(api: &Api, target: Option<&str>, limit: u32, json: bool) -> Resul
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct Dead {
-    id: i64,
-    target: String,
-    dedup_key: Option<String>,
-    action: String,
-    summary: Option<String>,
-    dead_at: String,
-    reason: String,
-    superseded_by: Option<i64>,
-    drop_reason: Option<String>,
-}
-
-/// A dead-letter listing's criteria.
-struct Query<'a> {
-    target: Option<&'a str>,
-    dedup_key: Option<&'a str>,
-    include_dropped: bool,
-}
-
-impl Query<'_> {
-    fn params(&self, limit: u32, after_id: Option<i64>) -> Vec<(&'static str, String)> {
-        let mut params = vec![("limit", limit.to_string())];
-        if let Some(target) = self.target {
-            params.push(("target", target.to_owned()));
-        }
-        if let Some(key) = self.dedup_key {
-            params.push(("dedup_key", key.to_owned()));
-        }
-        if self.include_dropped {
-            params.push(("include_dropped", "true".to_owned()));
-        }
-        if let Some(after) = after_id {
-            params.push(("after_id", after.to_string()));
-        }
-        params
-    }
-}
-
-async fn dead_letters(api: &Api, query: &Query<'_>, limit: u32, json: bool) -> Result<(), Failure> {
-    let answer = api
-        .get("/api/v1/admin/dead-letters", &query.params(limit, None))
-        .await?;
+async fn dead_letters(api: &Api, query: &DeadLetterQuery, json: bool) -> Result<(), Failure> {
+    let answer = api.get(admin_api::DEAD_LETTERS, &query.pairs()).await?;
     if json {
         print_json(&answer);
         return Ok(());
     }
-    let dead: Vec<Dead> = decode(&answer, "dead_letters")?;
+    let DeadLettersResponse {
+        dead_letters: dead,
+        next_after_id,
+    } = typed(&answer, admin_api::DEAD_LETTERS)?;
     let rows: Vec<Vec<String>> = dead
         .iter()
         .map(|d| {
@@ -506,8 +456,8 @@ async fn dead_letters(api: &Api, query: &Query<'_>, limit: u32, json: bool) -> R
             vec![
                 d.id.to_string(),
                 d.target.clone(),
-                d.action.clone(),
-                d.dead_at.clone(),
+                d.action.as_str().to_owned(),
+                d.dead_at.to_string(),
                 status,
                 cut(&or_dash(d.dedup_key.as_deref()), 16),
                 cut(&or_dash(d.summary.as_deref()), 50),
@@ -528,8 +478,11 @@ async fn dead_letters(api: &Api, query: &Query<'_>, limit: u32, json: bool) -> R
         ],
         &rows,
     ));
-    if answer["next_after_id"].is_i64() {
-        eprintln!("(more than {limit}; raise --limit or narrow with --target/--dedup-key)");
+    if next_after_id.is_some() {
+        eprintln!(
+            "(more than {}; raise --limit or narrow with --target/--dedup-key)",
+            query.limit
+        );
     }
     Ok(())
 }
@@ -547,13 +500,6 @@ impl Operation<'_> {
             Operation::Drop(_) => "drop",
         }
     }
-
-    fn path(self) -> &'static str {
-        match self {
-            Operation::Replay => "/api/v1/admin/dead-letters/replay",
-            Operation::Drop(_) => "/api/v1/admin/dead-letters/drop",
-        }
-    }
 }
 
 /// Replays or drops the selection in batches, with a progress bar, and reports the total.
@@ -565,12 +511,12 @@ async fn bulk(
     json: bool,
 ) -> Result<(), Failure> {
     let batches = if selection.ids.is_empty() {
-        let query = Query {
-            target: selection.target.as_deref(),
-            dedup_key: None,
-            include_dropped: false,
+        let query = DeadLetterQuery {
+            target: selection.target.clone(),
+            limit: PAGE,
+            ..DeadLetterQuery::default()
         };
-        let batches = collect_batches(api, &query).await?;
+        let batches = collect_batches(api, query).await?;
         let count: usize = batches.iter().map(Vec::len).sum();
         let scope = match &selection.target {
             Some(target) => format!("of target {target:?}"),
@@ -586,66 +532,55 @@ async fn bulk(
     } else {
         // Named one by one: the operator chose them, and an incident's ids must travel
         // together, so they go in as few requests as the server allows.
-        selection.ids.chunks(10_000).map(<[i64]>::to_vec).collect()
+        selection
+            .ids
+            .chunks(admin_api::MAX_IDS)
+            .map(<[i64]>::to_vec)
+            .collect()
     };
     let total: usize = batches.iter().map(Vec::len).sum();
     let bar = progress_bar(total as u64, operation.verb(), json);
-    let mut replayed: Vec<Value> = Vec::new();
-    let mut superseded: Vec<Value> = Vec::new();
-    let mut dropped: u64 = 0;
+    let mut replayed = ReplayResponse::default();
+    let mut dropped = DropResponse::default();
     for batch in &batches {
-        let mut body = json!({ "ids": batch });
-        if let Operation::Drop(reason) = operation {
-            body["reason"] = json!(reason);
-        }
-        let answer = match api.post(operation.path(), &body).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                bar.abandon();
-                let done = match operation {
-                    Operation::Replay => replayed.len() as u64,
-                    Operation::Drop(_) => dropped,
-                };
-                return Err(Failure::Error(error.context(format!(
-                    "stopped after {done} of {total} ({}ed so far)",
-                    operation.verb()
-                ))));
-            }
+        let sent = match operation {
+            Operation::Replay => replay_batch(api, batch, &mut replayed).await,
+            Operation::Drop(reason) => drop_batch(api, batch, reason, &mut dropped).await,
         };
-        replayed.extend(
-            answer["replayed_ids"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
-        );
-        superseded.extend(answer["superseded"].as_array().cloned().unwrap_or_default());
-        dropped += answer["dropped"].as_u64().unwrap_or(0);
+        if let Err(error) = sent {
+            bar.abandon();
+            let done = match operation {
+                Operation::Replay => replayed.replayed_ids.len() as u64,
+                Operation::Drop(_) => dropped.dropped,
+            };
+            return Err(Failure::Error(error.context(format!(
+                "stopped after {done} of {total} ({}ed so far)",
+                operation.verb()
+            ))));
+        }
         bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
     let requested = total;
     match operation {
         Operation::Replay => {
+            let replayed = ReplayResponse::new(replayed.replayed_ids, replayed.superseded);
             if json {
-                print_json(&json!({
-                    "replayed": replayed.len(),
-                    "replayed_ids": replayed,
-                    "superseded": superseded,
-                }));
+                print_serialized(&replayed);
                 return Ok(());
             }
             print_line(&format!(
                 "replayed {} of {requested} dead letter(s); {} superseded (left dead)",
-                replayed.len(),
-                superseded.len()
+                replayed.replayed,
+                replayed.superseded.len()
             ));
-            for s in &superseded {
+            for s in &replayed.superseded {
                 print_line(&format!(
                     "  {} superseded by {}: a newer event of its incident reached PagerDuty or is not being replayed",
-                    s["id"], s["by"]
+                    s.id, s.by
                 ));
             }
-            let missing = requested.saturating_sub(replayed.len() + superseded.len());
+            let missing = requested.saturating_sub(replayed.replayed + replayed.superseded.len());
             if missing > 0 {
                 print_line(&format!(
                     "  {missing} were not dead letters (unknown, pending, dropped or replayed meanwhile)"
@@ -654,12 +589,44 @@ async fn bulk(
         }
         Operation::Drop(_) => {
             if json {
-                print_json(&json!({ "dropped": dropped }));
+                print_serialized(&dropped);
                 return Ok(());
             }
-            print_line(&format!("dropped {dropped} of {requested} dead letter(s)"));
+            print_line(&format!(
+                "dropped {} of {requested} dead letter(s)",
+                dropped.dropped
+            ));
         }
     }
+    Ok(())
+}
+
+/// Replays one batch, adding what the bridge did to `so_far`.
+async fn replay_batch(api: &Api, ids: &[i64], so_far: &mut ReplayResponse) -> anyhow::Result<()> {
+    let request = ReplayRequest {
+        filter: DeadLetterFilter::ids(ids.iter().copied()),
+    };
+    let answer = api.post(admin_api::REPLAY, &request).await?;
+    let done: ReplayResponse = typed(&answer, admin_api::REPLAY)?;
+    so_far.replayed_ids.extend(done.replayed_ids);
+    so_far.superseded.extend(done.superseded);
+    Ok(())
+}
+
+/// Drops one batch, adding what the bridge did to `so_far`.
+async fn drop_batch(
+    api: &Api,
+    ids: &[i64],
+    reason: &str,
+    so_far: &mut DropResponse,
+) -> anyhow::Result<()> {
+    let request = DropRequest {
+        filter: DeadLetterFilter::ids(ids.iter().copied()),
+        reason: reason.to_owned(),
+    };
+    let answer = api.post(admin_api::DROP, &request).await?;
+    let done: DropResponse = typed(&answer, admin_api::DROP)?;
+    so_far.dropped += done.dropped;
     Ok(())
 }
 
@@ -673,15 +640,15 @@ fn capitalised(word: &str) -> String {
 
 /// Lists the dead letters matching `query`, page by page, and packs them into batches of about
 /// [`BATCH`], keeping each incident's dead letters in one batch (oldest incidents first).
-async fn collect_batches(api: &Api, query: &Query<'_>) -> Result<Vec<Vec<i64>>, Failure> {
+async fn collect_batches(api: &Api, mut query: DeadLetterQuery) -> Result<Vec<Vec<i64>>, Failure> {
     let mut incidents: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
     let mut singles: Vec<Vec<i64>> = Vec::new();
-    let mut after_id = None;
     loop {
-        let answer = api
-            .get("/api/v1/admin/dead-letters", &query.params(PAGE, after_id))
-            .await?;
-        let page: Vec<Dead> = decode(&answer, "dead_letters")?;
+        let answer = api.get(admin_api::DEAD_LETTERS, &query.pairs()).await?;
+        let DeadLettersResponse {
+            dead_letters: page,
+            next_after_id,
+        } = typed(&answer, admin_api::DEAD_LETTERS)?;
         for dead in &page {
             match &dead.dedup_key {
                 Some(key) => incidents
@@ -691,8 +658,8 @@ async fn collect_batches(api: &Api, query: &Query<'_>) -> Result<Vec<Vec<i64>>, 
                 None => singles.push(vec![dead.id]),
             }
         }
-        match answer["next_after_id"].as_i64() {
-            Some(next) if !page.is_empty() => after_id = Some(next),
+        match next_after_id {
+            Some(next) if !page.is_empty() => query.after_id = Some(next),
             _ => break,
         }
     }

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use pagerduty_events::{
-    AlertEvent, ChangeEvent, Client, CustomDetails, DedupKey, Endpoint, Image, Link, RequestBody,
-    RetryPolicy, RoutingKey, SendError, Severity, Source, Summary, Trigger, US_BASE_URL,
-    masked_body,
+    AlertEvent, BaseUrl, ChangeEvent, Client, CustomDetails, DedupKey, Endpoint, Image, Link,
+    RequestBody, RetryPolicy, RoutingKey, SendError, Severity, Source, Summary, Trigger,
+    US_BASE_URL, masked_body,
 };
 use serde_json::{Value, json};
 
@@ -47,8 +47,14 @@ pub enum SendArgs {
 pub struct Connection {
     /// PagerDuty base URL (EU: https://events.eu.pagerduty.com). Plain http is accepted only
     /// for loopback addresses, such as the simulator.
-    #[arg(long = "url", env = "PAGERDUTY_URL", default_value = US_BASE_URL, value_name = "BASE")]
-    base_url: String,
+    #[arg(
+        long = "url",
+        env = "PAGERDUTY_URL",
+        default_value = US_BASE_URL,
+        value_name = "BASE",
+        value_parser = BaseUrl::parse
+    )]
+    base_url: BaseUrl,
 
     /// File holding the integration (routing) key. Without it the key is read from
     /// $PAGERDUTY_ROUTING_KEY. There is deliberately no flag taking the key itself.
@@ -104,7 +110,7 @@ pub struct TriggerArgs {
     /// When the problem was detected, RFC 3339 (e.g. 2026-11-29T08:42:58Z); PagerDuty uses
     /// the time of receipt otherwise.
     #[arg(long)]
-    timestamp: Option<jiff::Timestamp>,
+    timestamp: Option<pagerduty_events::EventTime>,
     /// A JSON object of extra details.
     #[arg(long, value_name = "JSON")]
     custom_details: Option<String>,
@@ -143,7 +149,7 @@ pub struct ChangeArgs {
     source: Option<String>,
     /// When the change happened, RFC 3339.
     #[arg(long)]
-    timestamp: Option<jiff::Timestamp>,
+    timestamp: Option<pagerduty_events::EventTime>,
     /// A JSON object of extra details.
     #[arg(long, value_name = "JSON")]
     custom_details: Option<String>,

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail, ensure};
 use figment::Figment;
 use figment::providers::{Env, Serialized};
+use pagerduty_events::{BaseUrl, EndpointUrl};
 use serde::{Deserialize, Serialize};
 
 pub use target::{Fields, InlineKey, KeySource, MatchValue, Matcher, Target, TargetConfig, route};
@@ -256,6 +257,37 @@ impl Default for DeliveryConfig {
     }
 }
 
+// The URLs stay text in the file's shape (figment layers them as text, and an error can then
+// name the setting); these parse them under the transport rule, for `validate` and for `serve`.
+impl PagerDutyConfig {
+    /// `pagerduty.url`, parsed.
+    pub fn base_url(&self) -> anyhow::Result<BaseUrl> {
+        BaseUrl::parse(&self.url).context("pagerduty.url")
+    }
+}
+
+impl FallbackConfig {
+    /// `fallback.url`, parsed; none when the fallback is off.
+    pub fn webhook(&self) -> anyhow::Result<Option<EndpointUrl>> {
+        self.url
+            .as_deref()
+            .map(EndpointUrl::parse)
+            .transpose()
+            .context("fallback.url")
+    }
+}
+
+impl AlertmanagerConfig {
+    /// `alertmanager.url`, parsed; none when the silence watcher is off.
+    pub fn base_url(&self) -> anyhow::Result<Option<BaseUrl>> {
+        self.url
+            .as_deref()
+            .map(BaseUrl::parse)
+            .transpose()
+            .context("alertmanager.url")
+    }
+}
+
 impl std::fmt::Display for RateLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let window = humantime::format_duration(self.window);
@@ -286,7 +318,7 @@ impl Config {
     /// Checks what the types alone cannot. Targets are checked too, but an empty list is
     /// allowed here: commands that only need storage run without targets.
     pub fn validate(&self) -> anyhow::Result<()> {
-        pagerduty_events::client::checked_base_url(&self.pagerduty.url).context("pagerduty.url")?;
+        self.pagerduty.base_url()?;
         self.pagerduty
             .rate_limit
             .validate()
@@ -319,15 +351,13 @@ impl Config {
         ] {
             ensure!(!value.is_zero(), "delivery.{key} must be longer than 0s");
         }
-        if let Some(url) = &self.fallback.url {
-            crate::delivery::fallback::checked_webhook_url(url).context("fallback.url")?;
+        if self.fallback.webhook()?.is_some() {
             ensure!(
                 !self.fallback.timeout.is_zero(),
                 "fallback.timeout must be longer than 0s"
             );
         }
-        if let Some(url) = &self.alertmanager.url {
-            crate::delivery::fallback::checked_webhook_url(url).context("alertmanager.url")?;
+        if self.alertmanager.base_url()?.is_some() {
             ensure!(
                 !self.alertmanager.poll_interval.is_zero(),
                 "alertmanager.poll_interval must be longer than 0s"
@@ -545,8 +575,35 @@ targets:
         assert_eq!(config.alertmanager.poll_interval, Duration::from_secs(5));
         let message = error("alertmanager: { url: 'http://am.example.com' }\n");
         assert!(message.contains("alertmanager.url"), "{message}");
+        let message = error("alertmanager: { url: 'https://am.example.com/?x=1' }\n");
+        assert!(message.contains("alertmanager.url"), "{message}");
+        assert!(message.contains("no query or fragment"), "{message}");
         let message = error("alertmanager: { interval: 5s }\n");
         assert!(message.contains("unknown field `interval`"), "{message}");
+    }
+
+    #[test]
+    fn fallback_webhook_follows_the_transport_rule() {
+        let config = parse("fallback: { url: 'https://hooks.example.com/x?token=1' }\n")
+            .expect("https, query allowed");
+        assert_eq!(
+            config
+                .fallback
+                .webhook()
+                .expect("valid")
+                .map(|u| u.to_string()),
+            Some("https://hooks.example.com/x?token=1".to_owned())
+        );
+        for (url, expected) in [
+            ("http://hooks.example.com/x", "loopback"),
+            ("https://user:pw@hooks.example.com/x", "credentials"),
+            ("ftp://127.0.0.1/x", "scheme"),
+        ] {
+            let message = error(&format!("fallback: {{ url: '{url}' }}\n"));
+            assert!(message.contains("fallback.url"), "{url}: {message}");
+            assert!(message.contains(expected), "{url}: {message}");
+            assert!(!message.contains("pw@"), "{url}: {message}");
+        }
     }
 
     #[test]

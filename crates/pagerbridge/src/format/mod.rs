@@ -269,7 +269,7 @@ impl Formatter {
         let texts = self.texts(alert, classification, severity, Some(severity), notes);
         let mut trigger = Trigger::new(texts.summary, texts.source, severity);
         let payload = &mut trigger.payload;
-        payload.timestamp = alert.starts_at;
+        payload.timestamp = event_time(alert);
         payload.component = texts.component;
         payload.group = texts.group;
         payload.class = texts.class;
@@ -289,7 +289,7 @@ impl Formatter {
         let texts = self.texts(alert, classification, severity, None, notes);
         let mut event = ChangeEvent::new(texts.summary);
         event.payload.source = Some(texts.source.into());
-        event.payload.timestamp = alert.starts_at;
+        event.payload.timestamp = event_time(alert);
         event.payload.custom_details = Some(details::change_details(alert));
         // No silence link: silencing a change event means nothing.
         event.links = links::links(alert, None, notes);
@@ -375,4 +375,12 @@ fn fallback_summary() -> Summary {
 
 fn fallback_source() -> Source {
     Source::new("pagerbridge").expect("a non-blank constant is a valid source")
+}
+
+/// The alert's start as PagerDuty's `timestamp`. Ingest refuses times before the year 1, so
+/// no start is ever left out here.
+fn event_time(alert: &Alert) -> Option<pagerduty_events::EventTime> {
+    alert
+        .starts_at
+        .and_then(|at| pagerduty_events::EventTime::new(at).ok())
 }

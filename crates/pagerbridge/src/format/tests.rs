@@ -363,7 +363,7 @@ fn fields_default_from_labels() {
     assert_eq!(payload.component.as_deref(), Some("postgres"));
     assert_eq!(payload.group.as_deref(), Some("db"));
     assert_eq!(payload.class.as_deref(), Some("DiskFull"));
-    assert_eq!(payload.timestamp, a.starts_at);
+    assert_eq!(payload.timestamp.map(|t| t.timestamp()), a.starts_at);
 }
 
 #[test]

@@ -54,7 +54,9 @@ fn read(request: &Map<String, Value>) -> Result<(ChangeEvent, bool), String> {
         Summary::truncating(&text).map_err(|_| "\"summary\" is missing or blank".to_owned())?;
     let mut event = ChangeEvent::new(summary);
     event.payload.source = non_empty(optional_string(request, "source")?);
-    event.payload.timestamp = optional_timestamp(request, "timestamp")?;
+    // Times before the year 1 are refused above, so every one is an `EventTime`.
+    event.payload.timestamp = optional_timestamp(request, "timestamp")?
+        .and_then(|at| pagerduty_events::EventTime::new(at).ok());
     event.payload.custom_details = match request.get("custom_details") {
         None | Some(Value::Null) => None,
         Some(Value::Object(details)) => Some(details.clone()),

@@ -18,10 +18,11 @@ use super::{
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
+/// Attributes after it go on every test: `conformance_tests!(make(), #[ignore = "needs …"])`.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($make:expr) => {
-        $crate::conformance_tests!(@each $make;
+    ($make:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::conformance_tests!(@each [$(#[$attr])*] $make;
             queues_in_acceptance_order,
             per_incident_order_holds_while_an_older_event_is_pending,
             most_severe_eligible_event_goes_first,
@@ -46,14 +47,17 @@ macro_rules! conformance_tests {
             replayed_events_expire_from_their_replay,
         );
     };
-    (@each $make:expr; $($check:ident),+ $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $check() {
-                let (store, _guard) = $make.await;
-                $crate::store::conformance::$check(&store).await;
-            }
-        )+
+    // The attributes travel as one token tree, so that they can be repeated per check.
+    (@each $attrs:tt $make:expr; $($check:ident),+ $(,)?) => {
+        $( $crate::conformance_tests!(@one $attrs $make; $check); )+
+    };
+    (@one [$(#[$attr:meta])*] $make:expr; $check:ident) => {
+        #[tokio::test]
+        $(#[$attr])*
+        async fn $check() {
+            let (store, _guard) = $make.await;
+            $crate::store::conformance::$check(&store).await;
+        }
     };
 }
 

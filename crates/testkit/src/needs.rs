@@ -1,0 +1,274 @@
+//! What a test needs from the machine, decided in one place.
+//!
+//! Some tests need something a plain `git clone` on a laptop may lack: a PostgreSQL server, a
+//! real Alertmanager, `promtool`, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file.
+//! Such a test is marked `#[ignore = "needs …"]`, so that the runner counts it as skipped
+//! instead of reporting a pass that tested nothing, and it asks for what it needs through one
+//! of the functions below, which **panic** with a message saying what is missing and how to get
+//! it. A test that needs something therefore either runs for real or fails; it never passes
+//! without running.
+//!
+//! Who runs the ignored tests:
+//! - `scripts/test` asks this module (through the `needs` binary of this crate) what the machine
+//!   has, runs the ignored tests whose needs are met, and ends with one line naming what it
+//!   skipped and why;
+//! - `.ci/run` runs every ignored test (`scripts/test --require-all`), so CI fails if a single
+//!   one cannot run.
+//!
+//! Which ignored test needs what is told by its name: an ignored test that needs a [`Need`]
+//! has the need's [`Need::tag`] in its name or in the name of its test binary (for example
+//! every test of `tests/store_postgres.rs`, or `metrics_pass_promtool`). [`Need::filter`] is the
+//! nextest filter that picks those tests out among the ignored ones.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The PostgreSQL server the tests use when `PAGERBRIDGE_TEST_POSTGRES_URL` is not set.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Something a test needs from the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// A PostgreSQL server (`PAGERBRIDGE_TEST_POSTGRES_URL`, else 127.0.0.1:5432).
+    Postgres,
+    /// A real Alertmanager binary (Debian's `prometheus-alertmanager`) on `PATH`.
+    Alertmanager,
+    /// `promtool` (Debian's `prometheus`) on `PATH`.
+    Promtool,
+    /// The `openssl` command line.
+    Openssl,
+    /// Root, to mount a small tmpfs and fill it (the full-disk chaos test).
+    Tmpfs,
+    /// PagerDuty's published OpenAPI file for Events API v2, for the schema cross-check.
+    PagerdutyOpenapi,
+}
+
+impl Need {
+    pub const ALL: [Need; 6] = [
+        Need::Postgres,
+        Need::Alertmanager,
+        Need::Promtool,
+        Need::Openssl,
+        Need::Tmpfs,
+        Need::PagerdutyOpenapi,
+    ];
+
+    /// The word the names of the tests that need it carry.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Need::Postgres => "postgres",
+            Need::Alertmanager => "alertmanager",
+            Need::Promtool => "promtool",
+            Need::Openssl => "openssl",
+            Need::Tmpfs => "tmpfs",
+            Need::PagerdutyOpenapi => "pagerduty_openapi",
+        }
+    }
+
+    /// What it is, for people.
+    pub fn description(self) -> &'static str {
+        match self {
+            Need::Postgres => "PostgreSQL",
+            Need::Alertmanager => "Alertmanager 0.25",
+            Need::Promtool => "promtool",
+            Need::Openssl => "openssl",
+            Need::Tmpfs => "root (to mount a tmpfs)",
+            Need::PagerdutyOpenapi => "PagerDuty's OpenAPI file",
+        }
+    }
+
+    /// How to provide it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Need::Postgres => {
+                "start PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`) or set \
+                 PAGERBRIDGE_TEST_POSTGRES_URL"
+            }
+            Need::Alertmanager => "apt-get install prometheus-alertmanager",
+            Need::Promtool => "apt-get install prometheus",
+            Need::Openssl => "apt-get install openssl",
+            Need::Tmpfs => "run the tests as root",
+            Need::PagerdutyOpenapi => {
+                "set PAGERBRIDGE_PAGERDUTY_OPENAPI to PagerDuty's events-v2 openapiv3.json"
+            }
+        }
+    }
+
+    /// The nextest filter that selects, among the ignored tests, those that need it.
+    pub fn filter(self) -> String {
+        let tag = self.tag();
+        format!("binary(/{tag}/) | test(/{tag}/)")
+    }
+
+    /// Whether the machine has it: `Ok` with what was found (a path, an address), or `Err`
+    /// with what is missing.
+    pub fn probe(self) -> Result<String, String> {
+        match self {
+            Need::Postgres => probe_postgres(&postgres_url_setting()),
+            Need::Alertmanager => on_path(&["prometheus-alertmanager", "alertmanager"]),
+            Need::Promtool => on_path(&["promtool"]),
+            Need::Openssl => on_path(&["openssl"]),
+            Need::Tmpfs => probe_root(),
+            Need::PagerdutyOpenapi => pagerduty_openapi_setting()
+                .map(|path| path.display().to_string())
+                .ok_or_else(|| {
+                    "PAGERBRIDGE_PAGERDUTY_OPENAPI is not set and \
+                     ../shared/pagerduty/events-v2/openapiv3.json is not beside the repository"
+                        .to_owned()
+                }),
+        }
+    }
+
+    /// What [`Need::probe`] found; panics, saying what is missing and how to get it, when the
+    /// machine lacks it. Tests call this (through the functions below) first thing.
+    pub fn require(self) -> String {
+        self.found_or_panic(self.probe())
+    }
+
+    fn found_or_panic(self, probed: Result<String, String>) -> String {
+        match probed {
+            Ok(found) => found,
+            Err(missing) => panic!(
+                "this test needs {}: {missing} ({})",
+                self.description(),
+                self.hint()
+            ),
+        }
+    }
+}
+
+/// The PostgreSQL server URL for tests; panics when nothing answers there.
+pub fn postgres_url() -> String {
+    Need::Postgres.require();
+    postgres_url_setting()
+}
+
+/// The Alertmanager binary; panics when there is none on `PATH`.
+pub fn alertmanager() -> PathBuf {
+    PathBuf::from(Need::Alertmanager.require())
+}
+
+/// The `promtool` binary; panics when there is none on `PATH`.
+pub fn promtool() -> PathBuf {
+    PathBuf::from(Need::Promtool.require())
+}
+
+/// The `openssl` binary; panics when there is none on `PATH`.
+pub fn openssl() -> PathBuf {
+    PathBuf::from(Need::Openssl.require())
+}
+
+/// Panics unless the test runs as root (it mounts a tmpfs).
+pub fn tmpfs() {
+    Need::Tmpfs.require();
+}
+
+/// PagerDuty's OpenAPI file; panics when it cannot be found.
+pub fn pagerduty_openapi() -> PathBuf {
+    PathBuf::from(Need::PagerdutyOpenapi.require())
+}
+
+fn postgres_url_setting() -> String {
+    std::env::var("PAGERBRIDGE_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// `PAGERBRIDGE_PAGERDUTY_OPENAPI` when set (it must then exist), else the copy in `shared/`
+/// beside the repository when there is one.
+fn pagerduty_openapi_setting() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PAGERBRIDGE_PAGERDUTY_OPENAPI").filter(|p| !p.is_empty())
+    {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/pagerduty/events-v2/openapiv3.json");
+    beside.canonicalize().ok().filter(|p| p.is_file())
+}
+
+/// A TCP connection to the server's address is enough to know it is there; the test itself
+/// then connects for real and fails loudly if it cannot.
+fn probe_postgres(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("PostgreSQL URL is not a URL: {e}"))?;
+    let host = parsed.host_str().unwrap_or("127.0.0.1");
+    let port = parsed.port().unwrap_or(5432);
+    let address = format!("{host}:{port}");
+    let addresses = address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?;
+    for each in addresses {
+        if TcpStream::connect_timeout(&each, Duration::from_secs(2)).is_ok() {
+            return Ok(address);
+        }
+    }
+    Err(format!("nothing answers at {address}"))
+}
+
+fn on_path(names: &[&str]) -> Result<String, String> {
+    let dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    names
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |dir| dir.join(name)))
+        .find(|candidate| is_executable(candidate))
+        .map(|path| path.display().to_string())
+        .ok_or_else(|| format!("no `{}` on PATH", names.join("` or `")))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Root, as the kernel sees this process (`/proc/self/status`, so no libc binding is needed).
+fn probe_root() -> Result<String, String> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .ok_or("no Uid line in /proc/self/status")?;
+    if effective == "0" {
+        on_path(&["mount"]).map(|_| "root".to_owned())
+    } else {
+        Err(format!("running as uid {effective}, not root"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_need_has_a_distinct_tag_and_a_filter_on_it() {
+        let tags: std::collections::HashSet<&str> = Need::ALL.iter().map(|n| n.tag()).collect();
+        assert_eq!(tags.len(), Need::ALL.len());
+        assert_eq!(
+            Need::Postgres.filter(),
+            "binary(/postgres/) | test(/postgres/)"
+        );
+    }
+
+    #[test]
+    fn a_missing_binary_is_named() {
+        let error = on_path(&["surely-no-such-binary-here"]).unwrap_err();
+        assert!(error.contains("surely-no-such-binary-here"), "{error}");
+    }
+
+    #[test]
+    fn a_closed_port_is_not_postgres() {
+        // Port 1 on loopback is never a PostgreSQL server.
+        let error = probe_postgres("postgres://x@127.0.0.1:1/test").unwrap_err();
+        assert!(error.contains("127.0.0.1:1"), "{error}");
+    }
+
+    #[test]
+    #[should_panic(expected = "this test needs promtool")]
+    fn require_panics_with_what_is_missing() {
+        Need::Promtool.found_or_panic(Err("no `promtool` on PATH".to_owned()));
+    }
+}
