@@ -21,6 +21,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod http;
 pub mod ingest;
+pub mod internal_events;
 pub mod keyring;
 pub mod metrics;
 pub mod pipeline;

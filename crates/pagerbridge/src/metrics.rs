@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use pagerduty_events::{Endpoint, Severity};
+
 use crate::store::{Action, Store, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -29,9 +31,24 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabels {
+    pub target: String,
+    /// PagerDuty's severity of the trigger (critical, error, warning, info).
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub target: String,
-    pub kind: String,
+    /// [`pagerduty_events::SendError::kind`]: invalid_event, rate_limited, server_error…
+    pub error_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub target: String,
+    /// The Events API path, `/v2/enqueue` or `/v2/change/enqueue`.
+    pub endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,13 +114,13 @@ fn lag_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     // The seed's eight.
-    pub events_triggered: Family<TargetLabel, Counter>,
+    pub events_triggered: Family<TriggerLabels, Counter>,
     pub events_acknowledged: Family<TargetLabel, Counter>,
     pub events_resolved: Family<TargetLabel, Counter>,
     pub change_events: Family<TargetLabel, Counter>,
     pub api_requests: Family<RequestLabels, Counter>,
     pub api_errors: Family<ErrorLabels, Counter>,
-    pub api_duration: HistogramFamily<TargetLabel>,
+    pub api_duration: HistogramFamily<EndpointLabels>,
     pub rate_limit_hits: Family<TargetLabel, Counter>,
     // pagerbridge's own.
     pub alerts_received: Family<SourceLabel, Counter>,
@@ -182,12 +199,12 @@ impl Metrics {
         );
         registry.register(
             "pagerduty_api_errors",
-            "PagerDuty requests that did not end in a 202, by kind",
+            "PagerDuty requests that did not end in a 202, by error type",
             m.api_errors.clone(),
         );
         registry.register(
             "pagerduty_api_duration_seconds",
-            "Duration of PagerDuty Events API requests",
+            "Duration of PagerDuty Events API requests, by endpoint",
             m.api_duration.clone(),
         );
         registry.register(
@@ -269,8 +286,13 @@ impl Metrics {
         let label = TargetLabel {
             target: target.to_owned(),
         };
+        for severity in pagerduty_events::Severity::ALL {
+            let _ = self.events_triggered.get_or_create(&TriggerLabels {
+                target: target.to_owned(),
+                severity: severity.as_str().to_owned(),
+            });
+        }
         for family in [
-            &self.events_triggered,
             &self.events_acknowledged,
             &self.events_resolved,
             &self.change_events,
@@ -278,7 +300,12 @@ impl Metrics {
         ] {
             let _ = family.get_or_create(&label);
         }
-        let _ = self.api_duration.get_or_create(&label);
+        for endpoint in [Endpoint::Enqueue, Endpoint::ChangeEnqueue] {
+            let _ = self.api_duration.get_or_create(&EndpointLabels {
+                target: target.to_owned(),
+                endpoint: endpoint.path().to_owned(),
+            });
+        }
         let _ = self.delivery_lag.get_or_create(&label);
         let _ = self.api_requests.get_or_create(&RequestLabels {
             target: target.to_owned(),
@@ -287,13 +314,13 @@ impl Metrics {
         });
         let _ = self.api_errors.get_or_create(&ErrorLabels {
             target: target.to_owned(),
-            kind: "server_error".to_owned(),
+            error_type: "server_error".to_owned(),
         });
         for reason in crate::store::suppress::REASONS {
             Self::count_zero(&self.suppressed, target, reason);
         }
-        for reason in ["rejected", "unsendable", "expired"] {
-            Self::count_zero(&self.dead_lettered, target, reason);
+        for reason in crate::internal_events::DeadLetterReason::ALL {
+            Self::count_zero(&self.dead_lettered, target, reason.as_str());
         }
         self.set_lane_state(target, LaneState::healthy);
     }
@@ -305,13 +332,22 @@ impl Metrics {
         });
     }
 
-    /// Counts an accepted (202) event of `action`.
-    pub fn delivered(&self, target: &str, action: Action) {
+    /// Counts an accepted (202) event of `action`; triggers by their severity too.
+    pub fn delivered(&self, target: &str, action: Action, severity: Option<Severity>) {
         let label = TargetLabel {
             target: target.to_owned(),
         };
         let family = match action {
-            Action::Trigger => &self.events_triggered,
+            Action::Trigger => {
+                self.events_triggered
+                    .get_or_create(&TriggerLabels {
+                        target: target.to_owned(),
+                        // A stored trigger always has one; "none" would show a corrupt row.
+                        severity: severity.map_or("none", Severity::as_str).to_owned(),
+                    })
+                    .inc();
+                return;
+            }
             Action::Acknowledge => &self.events_acknowledged,
             Action::Resolve => &self.events_resolved,
             Action::Change => &self.change_events,
@@ -441,11 +477,13 @@ mod tests {
     fn prometheus_text_names_counter_families_like_their_samples() {
         let metrics = Metrics::new();
         metrics.init_target("default");
-        metrics.delivered("default", Action::Trigger);
+        metrics.delivered("default", Action::Trigger, Some(Severity::Critical));
         let text = metrics.encode_prometheus_text();
         assert!(text.contains("# TYPE pagerduty_events_triggered_total counter\n"));
         assert!(text.contains("# HELP pagerduty_events_triggered_total Trigger events"));
-        assert!(text.contains("pagerduty_events_triggered_total{target=\"default\"} 1\n"));
+        assert!(text.contains(
+            "pagerduty_events_triggered_total{target=\"default\",severity=\"critical\"} 1\n"
+        ));
         assert!(text.contains("# TYPE pagerduty_api_duration_seconds histogram\n"));
         assert!(!text.contains("# EOF"));
         assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));

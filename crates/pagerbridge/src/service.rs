@@ -15,10 +15,11 @@ use pagerduty_events::{Client, RoutingKey};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, DeliveryConfig};
 use crate::delivery::fallback::FallbackSettings;
 use crate::delivery::{Budget, Delivery, LaneSettings, RoutingKeys, Shared};
 use crate::http::{self, AppState, Tokens};
+use crate::internal_events::{EventsExpired, InternalEvent};
 use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Planner};
@@ -74,7 +75,7 @@ pub async fn run(
     let delivery = Delivery::start(
         Shared {
             store: store.clone(),
-            client,
+            service: Arc::new(client),
             keys: Arc::new(keyring),
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),
@@ -112,13 +113,13 @@ pub async fn run(
     let state = AppState {
         pipeline,
         store: store.clone(),
-        metrics,
+        metrics: metrics.clone(),
         ingest_tokens,
         max_body_bytes: config.ingest.max_body_bytes,
         admin_tokens,
         waker,
     };
-    let maintenance = tokio::spawn(maintain(store, config.clone()));
+    let maintenance = tokio::spawn(maintain(store, metrics.clone(), config.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, storage = %config.storage.path.display(), "pagerbridge listening");
     let timeout = config.ingest.request_timeout;
@@ -175,34 +176,108 @@ fn silence_watcher(config: &Config) -> anyhow::Result<Option<SilenceWatcher>> {
     }))
 }
 
-/// Dead-letters events past `max_event_age` and forgets incident state past `incident_ttl`.
-async fn maintain(store: Arc<dyn Store>, config: Config) {
+/// Runs [`housekeeping`] every [`MAINTENANCE_EVERY`].
+async fn maintain(store: Arc<dyn Store>, metrics: Arc<Metrics>, config: Config) {
     let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
     loop {
         tick.tick().await;
-        let now = Timestamp::now();
-        let age = |d: Duration| {
-            jiff::SignedDuration::try_from(d)
-                .ok()
-                .and_then(|d| now.checked_sub(d).ok())
-                .unwrap_or(Timestamp::MIN)
-        };
-        match store
-            .expire_events(age(config.delivery.max_event_age), now)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::error!(
-                expired = n,
-                "events older than max_event_age moved to dead letters"
-            ),
-            Err(error) => tracing::warn!(%error, "expiring old events failed"),
+        housekeeping(store.as_ref(), &metrics, &config.delivery, Timestamp::now()).await;
+    }
+}
+
+/// Dead-letters events past `max_event_age` (counted by target, reason `expired`) and forgets
+/// incident state past `incident_ttl`.
+async fn housekeeping(
+    store: &dyn Store,
+    metrics: &Metrics,
+    delivery: &DeliveryConfig,
+    now: Timestamp,
+) {
+    let before = |d: Duration| {
+        jiff::SignedDuration::try_from(d)
+            .ok()
+            .and_then(|d| now.checked_sub(d).ok())
+            .unwrap_or(Timestamp::MIN)
+    };
+    match store
+        .expire_events(before(delivery.max_event_age), now)
+        .await
+    {
+        Ok(expired) => {
+            for (target, count) in &expired.per_target {
+                EventsExpired {
+                    target,
+                    count: *count,
+                }
+                .emit(metrics);
+            }
         }
-        if let Err(error) = store
-            .expire_incidents(age(config.delivery.incident_ttl))
-            .await
-        {
-            tracing::warn!(%error, "expiring incident state failed");
+        Err(error) => tracing::warn!(%error, "expiring old events failed"),
+    }
+    if let Err(error) = store.expire_incidents(before(delivery.incident_ttl)).await {
+        tracing::warn!(%error, "expiring incident state failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Action, Condition, NewEvent, Outbox};
+
+    fn trigger(target: &str, key: &str) -> NewEvent {
+        NewEvent {
+            target: target.to_owned(),
+            dedup_key: Some(key.to_owned()),
+            action: Action::Trigger,
+            severity: Some(pagerduty_events::Severity::Error),
+            event: serde_json::json!({}),
+            alert: None,
+            fingerprint: None,
+            payload_hash: None,
+            condition: Condition::Always,
         }
+    }
+
+    fn expired_count(metrics: &Metrics, target: &str) -> u64 {
+        metrics
+            .dead_lettered
+            .get_or_create(&crate::metrics::ReasonLabels {
+                target: target.to_owned(),
+                reason: "expired".to_owned(),
+            })
+            .get()
+    }
+
+    #[tokio::test]
+    async fn housekeeping_counts_expired_events_by_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("bridge.db"))
+            .await
+            .expect("open");
+        let accepted = Timestamp::from_second(1_800_000_000).expect("time");
+        let events = vec![trigger("a", "1"), trigger("a", "2"), trigger("b", "3")];
+        store
+            .accept(events, &SuppressionPolicy::default(), accepted)
+            .await
+            .expect("accept");
+        let metrics = Metrics::new();
+        metrics.init_target("a");
+        metrics.init_target("b");
+        let delivery = DeliveryConfig::default();
+
+        // Younger than max_event_age: nothing moves.
+        housekeeping(&store, &metrics, &delivery, accepted).await;
+        assert_eq!(expired_count(&metrics, "a"), 0);
+
+        let later = accepted
+            .checked_add(jiff::SignedDuration::try_from(delivery.max_event_age).expect("age"))
+            .and_then(|t| t.checked_add(jiff::SignedDuration::from_secs(1)))
+            .expect("time");
+        housekeeping(&store, &metrics, &delivery, later).await;
+        assert_eq!(expired_count(&metrics, "a"), 2);
+        assert_eq!(expired_count(&metrics, "b"), 1);
+        // Already dead: a second round counts nothing more.
+        housekeeping(&store, &metrics, &delivery, later).await;
+        assert_eq!(expired_count(&metrics, "a"), 2);
     }
 }

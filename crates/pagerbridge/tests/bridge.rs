@@ -134,6 +134,47 @@ async fn real_alertmanager_samples_drive_one_pagerduty_alert_per_alert() {
     for event in sim.sim.events() {
         pagerbridge_testkit::schema::assert_valid_enqueue(&event.body);
     }
+
+    // The seed's metrics, by value, after three triggers and three resolves all accepted.
+    let metrics = scrape_until(
+        &bridge,
+        "pagerduty_events_resolved_total{target=\"default\"} 3",
+    )
+    .await;
+    for line in [
+        "pagerduty_events_triggered_total{target=\"default\",severity=\"critical\"} 1",
+        "pagerduty_events_triggered_total{target=\"default\",severity=\"warning\"} 1",
+        "pagerduty_events_triggered_total{target=\"default\",severity=\"info\"} 1",
+        "pagerduty_events_triggered_total{target=\"default\",severity=\"error\"} 0",
+        "pagerduty_events_acknowledged_total{target=\"default\"} 0",
+        "pagerduty_change_events_total{target=\"default\"} 0",
+        "pagerduty_api_requests_total{target=\"default\",endpoint=\"/v2/enqueue\",status=\"202\"} 6",
+        "pagerduty_api_duration_seconds_count{target=\"default\",endpoint=\"/v2/enqueue\"} 6",
+        "pagerduty_api_errors_total{target=\"default\",error_type=\"server_error\"} 0",
+        "pagerduty_rate_limit_hits_total{target=\"default\"} 0",
+    ] {
+        assert!(
+            metrics.contains(&format!("{line}\n")),
+            "{line} not in {metrics}"
+        );
+    }
+}
+
+/// Scrapes `/metrics` until it holds `line` (metrics move just after PagerDuty's answer, so a
+/// scrape right after the simulator saw a request may be a moment early).
+async fn scrape_until(bridge: &common::Bridge, line: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, metrics) = bridge.get_text("/metrics").await;
+        if metrics.contains(&format!("{line}\n")) {
+            return metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{line} never appeared in {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

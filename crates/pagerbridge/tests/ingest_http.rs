@@ -259,7 +259,13 @@ async fn metrics_have_the_seed_names_and_hold_no_key() {
             "{name} missing from /metrics"
         );
     }
-    assert!(metrics.contains("pagerduty_events_triggered_total{target=\"default\"} 3"));
+    // The sample's three alerts are critical, warning and info; error stays at zero.
+    for (severity, count) in [("critical", 1), ("warning", 1), ("info", 1), ("error", 0)] {
+        let line = format!(
+            "pagerduty_events_triggered_total{{target=\"default\",severity=\"{severity}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&line), "{line:?} missing");
+    }
     assert!(metrics.contains("pagerbridge_open_incidents 3"));
     assert!(!metrics.contains(ROUTING_KEY));
 }

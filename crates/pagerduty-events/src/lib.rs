@@ -11,7 +11,8 @@
 //!   only to loopback ([`transport`]);
 //! - a [`Client`] (https with TLS ≥ 1.2, plain http only to loopback) whose every answer is
 //!   either [`Accepted`] or a classified [`SendError`] ([`client`], [`response`], [`error`]);
-//! - a [`RetryPolicy`] with exponential backoff and full jitter ([`retry`]).
+//! - a [`Backoff`] (exponential, capped, full jitter) and a [`RetryPolicy`] built on it
+//!   ([`backoff`], [`retry`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backoff;
 pub mod body;
 pub mod client;
 pub mod error;
@@ -42,6 +44,7 @@ pub mod routing_key;
 pub mod transport;
 pub mod values;
 
+pub use backoff::{Backoff, Jitter};
 pub use body::{MAX_BODY_BYTES, RequestBody, masked_body};
 pub use client::{
     Attempt, Client, ClientBuilder, ClientError, DEFAULT_USER_AGENT, EU_BASE_URL, Endpoint,

@@ -1,4 +1,5 @@
-//! Retrying: exponential backoff with full jitter, `Retry-After` honoured, 400 never retried.
+//! Retrying: a bounded number of attempts with [`Backoff`]'s delays, `Retry-After` honoured,
+//! 400 never retried.
 //!
 //! The policy only decides *whether* and *how long* to wait; the client does the sending. A
 //! durable queue (the bridge) uses [`RetryPolicy::next_delay`] to schedule a later attempt; a
@@ -6,8 +7,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
-
+use crate::backoff::{Backoff, cap, full_jitter};
 use crate::body::RequestBody;
 use crate::client::{Client, Endpoint};
 use crate::error::SendError;
@@ -37,21 +37,21 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Full jitter ("Exponential Backoff And Jitter", AWS): a uniform draw in
-    /// `[0, min(max_delay, base_delay · 2^(failures-1))]`, so many senders that failed together
-    /// do not come back together.
+    /// The pause after `failures` failed attempts: full jitter below
+    /// [`RetryPolicy::backoff_cap`] (see [`Backoff`]).
     pub fn backoff(&self, failures: u32) -> Duration {
-        let cap = self.backoff_cap(failures);
-        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+        full_jitter(self.backoff_cap(failures))
     }
 
     /// The upper bound of [`RetryPolicy::backoff`] after `failures` failed attempts.
     pub fn backoff_cap(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(31);
-        self.base_delay
-            .saturating_mul(1u32 << exponent)
-            .min(self.max_delay)
+        cap(self.base_delay, self.max_delay, failures)
+    }
+
+    /// A fresh [`Backoff`] with this policy's delays, for callers that count failures
+    /// themselves.
+    pub fn to_backoff(&self) -> Backoff {
+        Backoff::new(self.base_delay, self.max_delay)
     }
 
     /// How long to wait after attempt number `attempt` (1-based) failed with `error`, or
@@ -139,23 +139,6 @@ mod tests {
         for failures in 1..10 {
             assert!(p.backoff(failures) <= p.backoff_cap(failures));
         }
-    }
-
-    #[test]
-    fn jitter_spreads_over_the_whole_range() {
-        let p = policy();
-        let draws: Vec<Duration> = (0..200).map(|_| p.backoff(3)).collect();
-        let low = draws
-            .iter()
-            .filter(|d| **d < Duration::from_millis(100))
-            .count();
-        let high = draws
-            .iter()
-            .filter(|d| **d > Duration::from_millis(300))
-            .count();
-        // With a uniform draw on [0, 400 ms] each side holds about a quarter of 200 draws;
-        // both being empty would mean no jitter.
-        assert!(low > 10 && high > 10, "low {low}, high {high}");
     }
 
     #[test]

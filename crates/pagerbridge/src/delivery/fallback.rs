@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use jiff::Timestamp;
-use pagerduty_events::{EndpointUrl, RetryPolicy};
+use pagerduty_events::{Backoff, EndpointUrl};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 
+use super::pacer::{Pacer, Wake};
+use crate::internal_events::{FallbackNoticeFailed, FallbackNoticeSent, InternalEvent};
 use crate::metrics::Metrics;
 use crate::store::{Notice, NoticeKind, Store};
 
@@ -43,9 +43,9 @@ pub(crate) struct FallbackLane {
     http: reqwest::Client,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
-    stop: watch::Receiver<Option<Instant>>,
-    failures: u32,
+    pacer: Pacer,
+    /// Consecutive webhook failures.
+    failures: Backoff,
 }
 
 impl FallbackLane {
@@ -53,8 +53,7 @@ impl FallbackLane {
         settings: FallbackSettings,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        wake: Arc<Notify>,
-        stop: watch::Receiver<Option<Instant>>,
+        pacer: Pacer,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -67,36 +66,29 @@ impl FallbackLane {
             ))
             .build()
             .context("cannot set up the fallback HTTP client")?;
+        let failures = Backoff::new(settings.failure_backoff, settings.max_backoff);
         Ok(Self {
             settings,
             http,
             store,
             metrics,
-            wake,
-            stop,
-            failures: 0,
+            pacer,
+            failures,
         })
     }
 
     pub(crate) async fn run(mut self) {
         tracing::info!(url = %self.settings.url, "fallback publisher started");
         loop {
-            let draining = self.stop.borrow().is_some();
-            let pause = match self.round().await {
-                Ok(0) if draining => break,
-                Ok(0) => self.settings.poll,
-                Ok(_) => continue,
-                Err(pause) => pause,
+            let draining = self.pacer.draining();
+            let keep_going = match self.round().await {
+                Ok(0) if draining => false,
+                Ok(0) => self.pacer.sleep(self.settings.poll, Wake::OnWork).await,
+                Ok(_) => true,
+                Err(pause) => self.pacer.sleep(pause, Wake::Never).await,
             };
-            if let Some(deadline) = *self.stop.borrow()
-                && Instant::now() + pause >= deadline
-            {
+            if !keep_going {
                 break;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = self.wake.notified() => {}
-                _ = self.stop.changed() => {}
             }
         }
         tracing::info!("fallback publisher stopped");
@@ -142,15 +134,8 @@ impl FallbackLane {
         };
         match outcome {
             Ok(()) => {
-                self.failures = 0;
-                self.metrics.fallback_send(kind, "sent");
-                tracing::warn!(
-                    target_name = %notice.event.target,
-                    kind,
-                    event_id = notice.event.id,
-                    dedup_key = notice.event.dedup_key.as_deref().unwrap_or(""),
-                    "fallback webhook notified"
-                );
+                self.failures.reset();
+                FallbackNoticeSent { notice, kind }.emit(&self.metrics);
                 if let Err(error) = self
                     .store
                     .mark_notified(notice.event.id, notice.kind, Timestamp::now())
@@ -163,21 +148,14 @@ impl FallbackLane {
                 Ok(())
             }
             Err(error) => {
-                self.failures += 1;
-                self.metrics.fallback_send(kind, "failed");
-                let pause = RetryPolicy {
-                    max_attempts: u32::MAX,
-                    base_delay: self.settings.failure_backoff,
-                    max_delay: self.settings.max_backoff,
-                }
-                .backoff(self.failures);
-                tracing::error!(
-                    %error,
+                let pause = self.failures.next();
+                FallbackNoticeFailed {
+                    notice,
                     kind,
-                    event_id = notice.event.id,
-                    pause_ms = pause.as_millis() as u64,
-                    "fallback webhook failed; will retry"
-                );
+                    error: &error,
+                    pause,
+                }
+                .emit(&self.metrics);
                 Err(pause)
             }
         }

@@ -1,6 +1,6 @@
 //! One lane: the loop that delivers a target's events, one request at a time.
 //!
-//! The outcome table of DESIGN.md, in code:
+//! The outcome table of DESIGN.md, in code ([`Lane::failed`] and [`Lane::delivered`]):
 //!
 //! | PagerDuty answer | what the lane does |
 //! | --- | --- |
@@ -9,21 +9,25 @@
 //! | 429 | pause (`Retry-After`, else 5 s doubling up to `max_backoff`); the event keeps its place |
 //! | 5xx, timeout, network | pause with exponential backoff and full jitter (1 s, 2 s, 4 s… caps, up to `max_backoff`); the event keeps its place |
 //! | 401/403/404/other, or no key | mark the lane misconfigured and retry slowly |
+//!
+//! The lane only decides: requests are built by [`super::request`], sent by a
+//! [`PagerDutyService`](super::PagerDutyService), stored through a [`LaneStore`], waited for
+//! by the [`Pacer`], and every outcome is logged and counted by an
+//! [internal event](crate::internal_events).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pagerduty_events::{
-    AlertEvent, ChangeEvent, Endpoint, RequestBody, RetryPolicy, RoutingKey, SendError,
-};
-use serde::Deserialize;
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
+use pagerduty_events::{Backoff, Jitter, SendError};
 
-use super::{LaneSettings, Shared};
-use crate::metrics::{ErrorLabels, LaneState, Metrics, RequestLabels, TargetLabel};
-use crate::store::{Action, BudgetDecision, QueuedEvent};
+use super::pacer::{Pacer, Wake};
+use super::request::request_body;
+use super::{LaneSettings, LaneStore, Shared};
+use crate::internal_events::{
+    BodyShrunk, DeadLetterReason, DeliveryPaused, EventDeadLettered, EventDelivered, InternalEvent,
+    LaneMisconfigured, RequestCompleted,
+};
+use crate::store::{BudgetDecision, QueuedEvent};
 
 /// A pause after a storage error: storage problems are usually brief (a locked file, a
 /// failover) and the lane must not spin on them.
@@ -43,78 +47,58 @@ enum Step {
     Pause(Duration),
 }
 
-pub(crate) struct Lane {
+pub(crate) struct Lane<S: ?Sized> {
     target: String,
     settings: LaneSettings,
-    shared: Shared,
-    wake: Arc<Notify>,
-    stop: watch::Receiver<Option<Instant>>,
+    shared: Shared<S>,
+    pacer: Pacer,
     /// Consecutive 5xx/timeout/network failures.
-    failures: u32,
-    /// Consecutive 429s.
-    throttles: u32,
+    failures: Backoff,
+    /// Consecutive 429s without `Retry-After`: PagerDuty's limit, so no jitter.
+    throttles: Backoff,
 }
 
-impl Lane {
+impl<S: LaneStore + ?Sized> Lane<S> {
     pub(crate) fn new(
         target: String,
         settings: LaneSettings,
-        shared: Shared,
-        wake: Arc<Notify>,
-        stop: watch::Receiver<Option<Instant>>,
+        shared: Shared<S>,
+        pacer: Pacer,
     ) -> Self {
+        let failures = Backoff::new(settings.failure_backoff, settings.max_backoff)
+            .with_jitter(settings.failure_jitter);
+        let throttles = Backoff::new(settings.rate_limit_backoff, settings.max_backoff)
+            .with_jitter(Jitter::None);
         Self {
             target,
             settings,
             shared,
-            wake,
-            stop,
-            failures: 0,
-            throttles: 0,
+            pacer,
+            failures,
+            throttles,
         }
     }
 
     pub(crate) async fn run(mut self) {
         tracing::info!(target_name = %self.target, "delivery lane started");
         loop {
-            let draining = self.stop.borrow().is_some();
+            let draining = self.pacer.draining();
             let keep_going = match self.step().await {
                 Step::Progressed => true,
                 // Draining and nothing left: done.
                 Step::Idle if draining => false,
-                Step::Idle => self.wait(self.settings.idle_poll, true).await,
-                Step::Pause(pause) => self.wait(pause, false).await,
+                Step::Idle => {
+                    self.pacer
+                        .sleep(self.settings.idle_poll, Wake::OnWork)
+                        .await
+                }
+                Step::Pause(pause) => self.pacer.sleep(pause, Wake::Never).await,
             };
             if !keep_going {
                 break;
             }
         }
         tracing::info!(target_name = %self.target, "delivery lane stopped");
-    }
-
-    /// Sleeps for `pause`. New events end the sleep only when the lane is idle (`wakeable`):
-    /// a pause after a 429 or a failure is PagerDuty's, and new alerts must not cut it short.
-    /// Returns false when the lane should stop: draining, and the pause outlasts the deadline.
-    async fn wait(&mut self, pause: Duration, wakeable: bool) -> bool {
-        let until = Instant::now() + pause;
-        loop {
-            if let Some(deadline) = *self.stop.borrow()
-                && until >= deadline
-            {
-                return false;
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => return true,
-                () = self.wake.notified(), if wakeable => return true,
-                changed = self.stop.changed() => {
-                    if changed.is_err() {
-                        // Nobody can ask us to stop any more; just finish the pause.
-                        tokio::time::sleep_until(until).await;
-                        return true;
-                    }
-                }
-            }
-        }
     }
 
     async fn step(&mut self) -> Step {
@@ -145,93 +129,52 @@ impl Lane {
             }
         };
         let Some(key) = self.shared.keys.get(&self.target) else {
-            self.shared
-                .metrics
-                .set_lane_state(&self.target, LaneState::misconfigured);
-            tracing::error!(target_name = %self.target, "no routing key for this target; events stay queued");
+            LaneMisconfigured {
+                target: &self.target,
+                why: "no routing key for this target",
+            }
+            .emit(&self.shared.metrics);
             return Step::Pause(self.settings.misconfigured_retry);
         };
         let (endpoint, body) = match request_body(&key, &event) {
             Ok(request) => request,
-            Err(reason) => {
-                self.dead_letter(&event, &reason).await;
+            Err(error) => {
+                let detail = format!("stored event cannot be read: {error}");
+                self.dead_letter(&event, DeadLetterReason::Unsendable, &detail)
+                    .await;
                 return Step::Progressed;
             }
         };
         if body.shrunk() {
-            Metrics::count(&self.shared.metrics.repaired, &self.target, "body_shrunk");
+            BodyShrunk {
+                target: &self.target,
+            }
+            .emit(&self.shared.metrics);
         }
-        let attempt = self.shared.client.send_body(endpoint, &key, body).await;
+        let attempt = self.shared.service.send(endpoint, &key, body).await;
         if let Err(error) = store.settle_budget(slot, Timestamp::now()).await {
             tracing::warn!(target_name = %self.target, %error, "could not settle a budget slot");
         }
-        self.observe_request(endpoint, &attempt.result, attempt.elapsed);
+        RequestCompleted {
+            target: &self.target,
+            endpoint,
+            result: &attempt.result,
+            elapsed: attempt.elapsed,
+        }
+        .emit(&self.shared.metrics);
         match attempt.result {
             Ok(_) => self.delivered(&event).await,
             Err(error) => self.failed(&event, error).await,
         }
     }
 
-    fn observe_request(
-        &self,
-        endpoint: Endpoint,
-        result: &Result<pagerduty_events::Accepted, SendError>,
-        elapsed: Duration,
-    ) {
-        let metrics = &self.shared.metrics;
-        let status = match result {
-            Ok(_) => "202".to_owned(),
-            Err(error) => error
-                .status()
-                .map_or_else(|| error.kind().to_owned(), |s| s.to_string()),
-        };
-        metrics
-            .api_requests
-            .get_or_create(&RequestLabels {
-                target: self.target.clone(),
-                endpoint: endpoint.path().to_owned(),
-                status,
-            })
-            .inc();
-        metrics
-            .api_duration
-            .get_or_create(&TargetLabel {
-                target: self.target.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        if let Err(error) = result {
-            metrics
-                .api_errors
-                .get_or_create(&ErrorLabels {
-                    target: self.target.clone(),
-                    kind: error.kind().to_owned(),
-                })
-                .inc();
-        }
-    }
-
+    /// 202.
     async fn delivered(&mut self, event: &QueuedEvent) -> Step {
         let now = Timestamp::now();
-        self.failures = 0;
-        self.throttles = 0;
-        let metrics = &self.shared.metrics;
-        metrics.set_lane_state(&self.target, LaneState::healthy);
-        metrics.delivered(&self.target, event.action);
-        let lag = now.duration_since(event.accepted_at).as_secs_f64().max(0.0);
-        metrics
-            .delivery_lag
-            .get_or_create(&TargetLabel {
-                target: self.target.clone(),
-            })
-            .observe(lag);
-        tracing::info!(
-            target_name = %self.target,
-            action = event.action.as_str(),
-            dedup_key = event.dedup_key.as_deref().unwrap_or(""),
-            event_id = event.id,
-            lag_ms = (lag * 1000.0) as u64,
-            "delivered to PagerDuty"
-        );
+        self.failures.reset();
+        self.throttles.reset();
+        let lag = Duration::try_from(now.duration_since(event.accepted_at)).unwrap_or_default();
+        EventDelivered { event, lag }.emit(&self.shared.metrics);
         if let Err(error) = self.shared.store.mark_delivered(event.id, now).await {
             // PagerDuty has it; it will be sent once more after a restart, harmlessly (same
             // dedup key). Pausing keeps the lane from resending it right away.
@@ -241,11 +184,39 @@ impl Lane {
         Step::Progressed
     }
 
+    /// Every answer but a 202: the rest of the outcome table.
     async fn failed(&mut self, event: &QueuedEvent, error: SendError) -> Step {
-        let metrics = &self.shared.metrics;
-        if let SendError::InvalidEvent { .. } = error {
-            self.dead_letter(event, &error.to_string()).await;
-            return Step::Progressed;
+        let pause = match &error {
+            SendError::InvalidEvent { .. } => {
+                self.dead_letter(event, DeadLetterReason::Rejected, &error.to_string())
+                    .await;
+                return Step::Progressed;
+            }
+            SendError::UnexpectedStatus { .. } => {
+                LaneMisconfigured {
+                    target: &self.target,
+                    why: &error.to_string(),
+                }
+                .emit(&self.shared.metrics);
+                self.settings.misconfigured_retry
+            }
+            // PagerDuty's own word is honoured even past `max_backoff` (retrying sooner would
+            // only be refused again), within reason.
+            SendError::RateLimited {
+                retry_after: Some(asked),
+            } => (*asked).min(MAX_RETRY_AFTER),
+            SendError::RateLimited { retry_after: None } => self.throttles.next(),
+            SendError::Server { .. } | SendError::Timeout(_) | SendError::Network(_) => {
+                self.failures.next()
+            }
+        };
+        if error.is_retryable() {
+            DeliveryPaused {
+                event,
+                error: &error,
+                pause,
+            }
+            .emit(&self.shared.metrics);
         }
         if let Err(store_error) = self
             .shared
@@ -255,71 +226,20 @@ impl Lane {
         {
             tracing::error!(target_name = %self.target, %store_error, "could not record a failed attempt");
         }
-        let pause = match &error {
-            SendError::RateLimited { retry_after } => {
-                self.throttles += 1;
-                metrics
-                    .rate_limit_hits
-                    .get_or_create(&TargetLabel {
-                        target: self.target.clone(),
-                    })
-                    .inc();
-                metrics.set_lane_state(&self.target, LaneState::rate_limited);
-                match retry_after {
-                    // PagerDuty's own word is honoured even past `max_backoff` (retrying sooner
-                    // would only be refused again), within reason.
-                    Some(asked) => (*asked).min(MAX_RETRY_AFTER),
-                    None => doubling(self.settings.rate_limit_backoff, self.throttles)
-                        .min(self.settings.max_backoff),
-                }
-            }
-            SendError::UnexpectedStatus { .. } => {
-                metrics.set_lane_state(&self.target, LaneState::misconfigured);
-                self.settings.misconfigured_retry
-            }
-            _ => {
-                self.failures += 1;
-                metrics.set_lane_state(&self.target, LaneState::backing_off);
-                RetryPolicy {
-                    max_attempts: u32::MAX,
-                    base_delay: self.settings.failure_backoff,
-                    max_delay: self.settings.max_backoff,
-                }
-                .backoff(self.failures)
-            }
-        };
-        tracing::warn!(
-            target_name = %self.target,
-            action = event.action.as_str(),
-            dedup_key = event.dedup_key.as_deref().unwrap_or(""),
-            event_id = event.id,
-            attempts = event.attempts + 1,
-            pause_ms = pause.as_millis() as u64,
-            %error,
-            "PagerDuty request failed; the event keeps its place"
-        );
         Step::Pause(pause)
     }
 
-    async fn dead_letter(&self, event: &QueuedEvent, reason: &str) {
-        tracing::error!(
-            target_name = %self.target,
-            action = event.action.as_str(),
-            dedup_key = event.dedup_key.as_deref().unwrap_or(""),
-            event_id = event.id,
+    async fn dead_letter(&self, event: &QueuedEvent, reason: DeadLetterReason, detail: &str) {
+        EventDeadLettered {
+            event,
             reason,
-            "event dead-lettered"
-        );
-        let kind = if reason.starts_with("PagerDuty rejected") {
-            "rejected"
-        } else {
-            "unsendable"
-        };
-        Metrics::count(&self.shared.metrics.dead_lettered, &self.target, kind);
+            detail,
+        }
+        .emit(&self.shared.metrics);
         if let Err(error) = self
             .shared
             .store
-            .dead_letter(event.id, reason, Timestamp::now())
+            .dead_letter(event.id, detail, Timestamp::now())
             .await
         {
             tracing::error!(target_name = %self.target, %error, "could not dead-letter the event");
@@ -328,36 +248,6 @@ impl Lane {
     }
 }
 
-/// `base · 2^(n-1)`, saturating.
-fn doubling(base: Duration, n: u32) -> Duration {
-    base.saturating_mul(1u32 << n.saturating_sub(1).min(20))
-}
-
-/// The request for a queued event; an event that no longer parses is unsendable.
-fn request_body(key: &RoutingKey, event: &QueuedEvent) -> Result<(Endpoint, RequestBody), String> {
-    let unsendable = |e: serde_json::Error| format!("stored event cannot be read: {e}");
-    match event.action {
-        Action::Change => {
-            let change: ChangeEvent = ChangeEvent::deserialize(&event.event).map_err(unsendable)?;
-            Ok((Endpoint::ChangeEnqueue, RequestBody::change(key, &change)))
-        }
-        _ => {
-            let alert: AlertEvent = AlertEvent::deserialize(&event.event).map_err(unsendable)?;
-            Ok((Endpoint::Enqueue, RequestBody::alert(key, &alert)))
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limit_pauses_double() {
-        let base = Duration::from_secs(5);
-        assert_eq!(doubling(base, 1), Duration::from_secs(5));
-        assert_eq!(doubling(base, 2), Duration::from_secs(10));
-        assert_eq!(doubling(base, 4), Duration::from_secs(40));
-        assert!(doubling(base, u32::MAX) > Duration::from_secs(3600));
-    }
-}
+#[path = "lane_tests.rs"]
+mod tests;

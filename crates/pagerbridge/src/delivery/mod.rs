@@ -2,23 +2,35 @@
 //!
 //! A lane sends one request at a time: the next eligible event (per-incident order, most severe
 //! first), after taking a slot of the target's sliding-window budget. What happens next depends
-//! only on PagerDuty's answer — see [`lane::Outcome`]. Lanes sleep until ingest wakes them, the
-//! budget frees up, or a backoff ends; storage is the only shared state, so a restart simply
-//! picks up where the last process stopped.
+//! only on PagerDuty's answer — see [`lane`]'s outcome table. Lanes sleep until ingest wakes
+//! them, the budget frees up, or a backoff ends; storage is the only shared state, so a restart
+//! simply picks up where the last process stopped.
+//!
+//! As in Vector's sinks, the parts stay apart: [`request`] builds a request, a
+//! [`PagerDutyService`] sends it, the lane decides what the answer means (with
+//! [`pagerduty_events::Backoff`] for how long to wait, and [`pacer`] to wait unless draining),
+//! and reads and writes storage only through [`LaneStore`].
 
 pub mod fallback;
 pub mod lane;
+pub mod lane_store;
+pub(crate) mod pacer;
+pub(crate) mod request;
+pub mod service;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pagerduty_events::{Client, RoutingKey};
+use pagerduty_events::{Jitter, RoutingKey};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
+
+pub use lane_store::LaneStore;
+pub use service::PagerDutyService;
 
 /// Where lanes get routing keys: looked up at every send, so a rotated key applies to events
 /// already queued.
@@ -48,6 +60,8 @@ pub struct LaneSettings {
     pub budget: Budget,
     /// First backoff cap after a 5xx/timeout/network error; doubles per consecutive failure.
     pub failure_backoff: Duration,
+    /// Full jitter below the failure backoff's cap (the default), or the cap itself.
+    pub failure_jitter: Jitter,
     /// First pause after a 429 without `Retry-After`; doubles per consecutive 429.
     pub rate_limit_backoff: Duration,
     /// No pause is longer than this.
@@ -63,6 +77,7 @@ impl Default for LaneSettings {
         Self {
             budget: Budget::default(),
             failure_backoff: Duration::from_secs(1),
+            failure_jitter: Jitter::Full,
             rate_limit_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             misconfigured_retry: Duration::from_secs(60),
@@ -71,15 +86,28 @@ impl Default for LaneSettings {
     }
 }
 
-/// Everything lanes share.
-#[derive(Clone)]
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub client: Client,
+/// Everything lanes share. `S` is the storage: every [`Store`] in production, a small fake in
+/// the lane's tests.
+pub struct Shared<S: ?Sized = dyn Store> {
+    pub store: Arc<S>,
+    pub service: Arc<dyn PagerDutyService>,
     pub keys: Arc<dyn RoutingKeys>,
     pub metrics: Arc<Metrics>,
     /// Woken when an event is dead-lettered, so the fallback hears of it at once.
     pub fallback_wake: Arc<Notify>,
+}
+
+// By hand: a derive would ask for `S: Clone`, but only the `Arc`s are cloned.
+impl<S: ?Sized> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            service: self.service.clone(),
+            keys: self.keys.clone(),
+            metrics: self.metrics.clone(),
+            fallback_wake: self.fallback_wake.clone(),
+        }
+    }
 }
 
 /// The running lanes. Dropping it does not stop them; call [`Delivery::shutdown`].
@@ -104,8 +132,7 @@ impl Delivery {
                 settings,
                 shared.store.clone(),
                 shared.metrics.clone(),
-                shared.fallback_wake.clone(),
-                stop_rx.clone(),
+                pacer::Pacer::new(shared.fallback_wake.clone(), stop_rx.clone()),
             )?;
             tasks.spawn(lane.run());
         }
@@ -114,7 +141,8 @@ impl Delivery {
             let wake = Arc::new(Notify::new());
             wakers.insert(target.clone(), wake.clone());
             shared.metrics.init_target(&target);
-            let lane = lane::Lane::new(target, settings, shared.clone(), wake, stop_rx.clone());
+            let pacer = pacer::Pacer::new(wake, stop_rx.clone());
+            let lane = lane::Lane::new(target, settings, shared.clone(), pacer);
             tasks.spawn(lane.run());
         }
         Ok(Self {

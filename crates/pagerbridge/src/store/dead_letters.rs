@@ -231,6 +231,30 @@ pub trait DeadLetters: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
-    /// Dead-letters pending events accepted before `cutoff`; returns how many.
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError>;
+    /// Dead-letters pending events accepted before `cutoff`; says how many per target.
+    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp)
+    -> Result<Expired, StoreError>;
+}
+
+/// What [`DeadLetters::expire_events`] dead-lettered: how many events per target, so
+/// housekeeping can count `pagerbridge_dead_lettered_events_total{reason="expired"}` by target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    pub per_target: std::collections::BTreeMap<String, u64>,
+}
+
+impl Expired {
+    /// Counts the targets of the expired rows, one entry per row.
+    pub(crate) fn from_targets(targets: impl IntoIterator<Item = String>) -> Self {
+        let mut per_target = std::collections::BTreeMap::new();
+        for target in targets {
+            *per_target.entry(target).or_default() += 1;
+        }
+        Self { per_target }
+    }
+
+    /// Events expired, all targets together.
+    pub fn total(&self) -> u64 {
+        self.per_target.values().sum()
+    }
 }

@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 
 pub use budget::{BudgetDecision, SendBudget};
 pub use dead_letters::{
-    DeadLetter, DeadLetterFilter, DeadLetters, ReplayReport, SUPERSEDED_IN_FLIGHT, Superseded,
+    DeadLetter, DeadLetterFilter, DeadLetters, Expired, ReplayReport, SUPERSEDED_IN_FLIGHT,
+    Superseded,
 };
 pub use fallback::{FallbackNotices, Notice, NoticeKind};
 pub use incidents::Incidents;

@@ -44,9 +44,10 @@ use super::rows::{
 };
 use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, FallbackNotices,
-    Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
-    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank, to_millis,
+    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, Expired,
+    FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent,
+    ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank,
+    to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -666,17 +667,22 @@ impl DeadLetters for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn expire_events(&self, cutoff: Timestamp, now: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+    async fn expire_events(
+        &self,
+        cutoff: Timestamp,
+        now: Timestamp,
+    ) -> Result<Expired, StoreError> {
+        let targets: Vec<String> = sqlx::query_scalar(
             "UPDATE outbox SET status = 'dead', dead_at = $1,
                     dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2",
+             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2
+             RETURNING target",
         )
         .bind(to_millis(now))
         .bind(to_millis(cutoff))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(Expired::from_targets(targets))
     }
 }
 

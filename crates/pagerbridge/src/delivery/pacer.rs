@@ -1,0 +1,92 @@
+//! "Sleep unless draining": how every delivery loop waits between rounds.
+//!
+//! A lane (and the fallback publisher) sleeps after a pause PagerDuty asked for, after a
+//! failure, or when idle. Only an idle sleep may be cut short by new work; and once shutdown
+//! has set a drain deadline, a sleep that would outlast it ends the loop instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// Whether new work may end a sleep early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Idle: new work ends the sleep.
+    OnWork,
+    /// A pause someone asked for (a 429, a backoff): new work must not cut it short.
+    Never,
+}
+
+pub(crate) struct Pacer {
+    wake: Arc<Notify>,
+    /// `Some(deadline)` once shutdown began.
+    stop: watch::Receiver<Option<Instant>>,
+}
+
+impl Pacer {
+    pub(crate) fn new(wake: Arc<Notify>, stop: watch::Receiver<Option<Instant>>) -> Self {
+        Self { wake, stop }
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn draining(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+
+    /// Sleeps for `pause`. Returns false when the loop should stop: draining, and the pause
+    /// outlasts the deadline.
+    pub(crate) async fn sleep(&mut self, pause: Duration, wake: Wake) -> bool {
+        let until = Instant::now() + pause;
+        loop {
+            if let Some(deadline) = *self.stop.borrow()
+                && until >= deadline
+            {
+                return false;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return true,
+                () = self.wake.notified(), if wake == Wake::OnWork => return true,
+                changed = self.stop.changed() => {
+                    if changed.is_err() {
+                        // Nobody can ask us to stop any more; just finish the pause.
+                        tokio::time::sleep_until(until).await;
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_ends_only_an_idle_sleep() {
+        let wake = Arc::new(Notify::new());
+        let (_stop, stop_rx) = watch::channel(None);
+        let mut pacer = Pacer::new(wake.clone(), stop_rx);
+        let start = Instant::now();
+        wake.notify_one();
+        assert!(pacer.sleep(Duration::from_secs(10), Wake::OnWork).await);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        wake.notify_one();
+        assert!(pacer.sleep(Duration::from_secs(10), Wake::Never).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_past_the_drain_deadline_stops_the_loop() {
+        let (stop, stop_rx) = watch::channel(None);
+        let mut pacer = Pacer::new(Arc::new(Notify::new()), stop_rx);
+        assert!(!pacer.draining());
+        stop.send(Some(Instant::now() + Duration::from_secs(5)))
+            .expect("send");
+        assert!(pacer.draining());
+        assert!(pacer.sleep(Duration::from_secs(1), Wake::Never).await);
+        assert!(!pacer.sleep(Duration::from_secs(10), Wake::Never).await);
+    }
+}
