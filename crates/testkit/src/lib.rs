@@ -1,5 +1,7 @@
 //! Test support shared by the workspace's test suites (never a dependency of shipped code):
-//! the project's Alertmanager samples, and PagerDuty's schema as validators.
+//! the project's Alertmanager samples, our JSON Schema of PagerDuty's Events API v2 as
+//! validators, and the optional cross-check against PagerDuty's own OpenAPI file.
 
+pub mod pagerduty_openapi;
 pub mod samples;
 pub mod schema;
