@@ -4,7 +4,6 @@
 //! `cargo bench -p pagerbridge --bench bridge -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -16,17 +15,11 @@ use pagerbridge::ingest::alertmanager;
 use pagerbridge::pipeline::{self, Planner};
 use pagerbridge::store::sqlite::SqliteStore;
 use pagerbridge::store::{Acceptance, NewEvent, Outbox, SuppressionPolicy};
+use pagerbridge_testkit::samples::read as sample;
 use serde_json::Value;
 
 /// Alerts per webhook in the batch benchmarks.
 const BATCH: usize = 100;
-
-fn sample(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/samples/alertmanager-0.25")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("sample {} is missing: {e}", path.display()))
-}
 
 /// The real firing sample, its 3 alerts cloned to `n` with distinct labels (alertname,
 /// instance) and fingerprints, so no two alerts share a dedup key.

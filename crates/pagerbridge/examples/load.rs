@@ -381,8 +381,7 @@ async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<
 /// `webhooks` bodies based on the real firing sample, each alert with its own alertname
 /// (per webhook) and instance (per alert), so every alert is a distinct incident.
 fn build_webhooks(webhooks: usize, per_webhook: usize) -> anyhow::Result<Vec<Webhook>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/samples/alertmanager-0.25/alertmanager-webhook-firing.json");
+    let path = pagerbridge_testkit::samples::path("alertmanager-webhook-firing.json");
     let sample: Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;

@@ -414,12 +414,12 @@ fn render_prints_the_exact_bodies_with_the_key_masked() {
         ),
     )
     .expect("write");
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/samples/alertmanager-0.25");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pagerbridge"))
         .args(["render", "--config"])
         .arg(&config)
-        .arg(samples.join("alertmanager-webhook-partially-resolved.json"))
+        .arg(pagerbridge_testkit::samples::path(
+            "alertmanager-webhook-partially-resolved.json",
+        ))
         .output()
         .expect("runs");
     assert!(output.status.success(), "{output:?}");

@@ -2,7 +2,8 @@
 //!
 //! Each type checks its invariant once, in its constructor (and in `Deserialize`, which goes
 //! through the same constructor), so code holding one never has to check again. Limits come from
-//! PagerDuty's documentation (see `shared/pagerduty/CONTRACT.md`); lengths are counted in Unicode
+//! PagerDuty's documentation (<https://developer.pagerduty.com/docs/events-api-v2/trigger-events/>;
+//! the test kit's `schema/pagerduty-events-v2.schema.json` writes them down); lengths are counted in Unicode
 //! characters, as PagerDuty's messages say "characters".
 
 use std::fmt;

@@ -1,10 +1,11 @@
 //! A faithful stand-in for PagerDuty's Events API v2, for tests, demos and load tests, and
 //! for `pagerbridge simulate`.
 //!
-//! It answers like PagerDuty (see `shared/pagerduty/CONTRACT.md` for the sources), and it
-//! can tell a test what PagerDuty would have seen: every request and its answer, the alerts
-//! the events opened and changed, and counters. Faults can be injected to exercise a
-//! client's retries.
+//! It answers like PagerDuty, as documented
+//! (<https://developer.pagerduty.com/docs/events-api-v2/overview/>) and as seen in error bodies
+//! captured from the live API (noted below), and it can tell a test what PagerDuty would have
+//! seen: every request and its answer, the alerts the events opened and changed, and counters.
+//! Faults can be injected to exercise a client's retries.
 //!
 //! # Routes
 //!

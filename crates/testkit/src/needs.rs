@@ -176,16 +176,11 @@ fn postgres_url_setting() -> String {
         .unwrap_or_else(|| DEFAULT_POSTGRES_URL.to_owned())
 }
 
-/// `PAGERBRIDGE_PAGERDUTY_OPENAPI` when set (it must then exist), else the copy in `shared/`
-/// beside the repository when there is one.
+/// PagerDuty's file where [`crate::pagerduty_openapi::path`] says, if it is there.
 fn pagerduty_openapi_setting() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PAGERBRIDGE_PAGERDUTY_OPENAPI").filter(|p| !p.is_empty())
-    {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
-    }
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/pagerduty/events-v2/openapiv3.json");
-    beside.canonicalize().ok().filter(|p| p.is_file())
+    crate::pagerduty_openapi::path()
+        .and_then(|path| path.canonicalize().ok())
+        .filter(|path| path.is_file())
 }
 
 /// A TCP connection to the server's address is enough to know it is there; the test itself

@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn group_key_matches_alertmanager() {
         // The dedup_key Alertmanager 0.25's own PagerDuty receiver sent for this group
-        // (shared/samples/alertmanager-0.25/alertmanager-native-pd-trigger.json).
+        // (examples/alertmanager-0.25/alertmanager-native-pd-trigger.json).
         assert_eq!(
             group_dedup_key(r#"{}/{}:{alertname="HarnessGrouped"}"#).as_str(),
             "9382d2526312daff39190cc77fe569a31c240c981bbe36cbdc9c77e8b11e5622"

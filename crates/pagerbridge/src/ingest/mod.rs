@@ -310,24 +310,14 @@ fn quote_name(name: &str) -> String {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use std::path::PathBuf;
-
     use proptest::prelude::*;
     use serde_json::Value;
 
-    /// A real Alertmanager 0.25 body from `shared/samples/alertmanager-0.25/`.
-    pub fn sample(name: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/samples/alertmanager-0.25")
-            .join(name);
-        std::fs::read(&path).unwrap_or_else(|e| panic!("sample {} is missing: {e}", path.display()))
-    }
+    /// A real Alertmanager 0.25 body, from the project's samples (`examples/alertmanager-0.25/`).
+    pub use pagerbridge_testkit::samples::read as sample;
 
-    pub const SAMPLES: [&str; 3] = [
-        "alertmanager-webhook-firing.json",
-        "alertmanager-webhook-partially-resolved.json",
-        "alertmanager-webhook-resolved.json",
-    ];
+    /// The three webhook samples of one group's life: firing, partially resolved, resolved.
+    pub const SAMPLES: [&str; 3] = pagerbridge_testkit::samples::WEBHOOKS;
 
     /// Arbitrary JSON, biased towards the member names and values our parsers look for, so
     /// that generated bodies reach deep into them.

@@ -15,11 +15,9 @@ use serde_json::Value;
 /// A distinctive fake routing key, so a leak is easy to search for.
 pub const ROUTING_KEY: &str = "E2eTestRoutingKeyZZ0000000000042";
 
+/// A real Alertmanager 0.25 body, from the project's samples (`examples/alertmanager-0.25/`).
 pub fn sample(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/samples/alertmanager-0.25")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("sample {} missing: {e}", path.display()))
+    pagerbridge_testkit::samples::read(name)
 }
 
 /// Waits for `condition`, checking every 20 ms, failing the test after `timeout`.
