@@ -60,6 +60,12 @@ impl EndpointUrl {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+
+    /// Scheme, host and port only (`https://hooks.example.com`), for logs: many webhook
+    /// services put a token in the path or the query, and a log line must not carry it.
+    pub fn origin(&self) -> String {
+        self.0.origin().ascii_serialization()
+    }
 }
 
 impl fmt::Display for EndpointUrl {
@@ -229,5 +235,13 @@ mod tests {
             prefixed.join("/api/v2/alerts?active=false").as_str(),
             "http://127.0.0.1:9/pd/api/v2/alerts?active=false"
         );
+    }
+
+    #[test]
+    fn the_origin_for_logs_drops_path_and_query() {
+        let url =
+            EndpointUrl::parse("https://hooks.example.com:8443/T000/B000/secret-token?key=abc")
+                .expect("an https URL");
+        assert_eq!(url.origin(), "https://hooks.example.com:8443");
     }
 }

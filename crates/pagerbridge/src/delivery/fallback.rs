@@ -78,7 +78,8 @@ impl FallbackLane {
     }
 
     pub(crate) async fn run(mut self) {
-        tracing::info!(url = %self.settings.url, "fallback publisher started");
+        // Only the origin: a webhook URL often holds a token in its path or query.
+        tracing::info!(origin = %self.settings.url.origin(), "fallback publisher started");
         loop {
             let draining = self.pacer.draining();
             let keep_going = match self.round().await {

@@ -215,9 +215,22 @@ impl Bridge {
 }
 
 impl Drop for Bridge {
+    /// Stops the bridge the way an operator would (SIGTERM; it drains for at most the test
+    /// config's `shutdown_drain`, 1 s), so that its exit runs to the end — which is also when
+    /// an instrumented binary writes its coverage profile. SIGKILL if it does not stop.
+    ///
     /// Every end-to-end test is also a secret-hygiene test: the bridge ran at DEBUG, and not
     /// one log line may hold the routing key.
     fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if !std::thread::panicking() {
