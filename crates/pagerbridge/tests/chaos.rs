@@ -546,7 +546,6 @@ async fn chaos_kill9_at_random_moments() {
         "answers besides 2xx/503"
     );
     assert_eq!(panicked, Vec::<String>::new(), "the bridge panicked");
-    assert!(kills >= MIN_KILLS);
     assert_eq!(
         tally.lifecycles,
         BATCHES * PER_BATCH,
