@@ -16,9 +16,9 @@
 //!   one cannot run.
 //!
 //! Which ignored test needs what is told by its name: an ignored test that needs a [`Need`]
-//! has the need's [`Need::tag`] in its name or in the name of its test binary (for example
-//! every test of `tests/store_postgres.rs`, or `metrics_pass_promtool`). [`Need::filter`] is the
-//! nextest filter that picks those tests out among the ignored ones.
+//! has the need's [`Need::tag`] in its name (`metrics_pass_promtool`), or is in the one test
+//! binary given over to that need (`tests/store_postgres.rs`, `tests/alertmanager.rs`).
+//! [`Need::filter`] is the nextest filter that picks those tests out among the ignored ones.
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -98,7 +98,20 @@ impl Need {
     /// The nextest filter that selects, among the ignored tests, those that need it.
     pub fn filter(self) -> String {
         let tag = self.tag();
-        format!("binary(/{tag}/) | test(/{tag}/)")
+        match self.binary() {
+            Some(binary) => format!("binary(={binary}) | test(/{tag}/)"),
+            None => format!("test(/{tag}/)"),
+        }
+    }
+
+    /// The test binary all of whose tests need it, if there is one. Named exactly: nextest
+    /// refuses a `binary()` filter that matches no binary, so a renamed file fails loudly.
+    fn binary(self) -> Option<&'static str> {
+        match self {
+            Need::Postgres => Some("store_postgres"),
+            Need::Alertmanager => Some("alertmanager"),
+            _ => None,
+        }
     }
 
     /// Whether the machine has it: `Ok` with what was found (a path, an address), or `Err`
@@ -244,8 +257,9 @@ mod tests {
         assert_eq!(tags.len(), Need::ALL.len());
         assert_eq!(
             Need::Postgres.filter(),
-            "binary(/postgres/) | test(/postgres/)"
+            "binary(=store_postgres) | test(/postgres/)"
         );
+        assert_eq!(Need::Promtool.filter(), "test(/promtool/)");
     }
 
     #[test]
