@@ -72,11 +72,16 @@ pub async fn run(
             (target.name.clone(), settings)
         })
         .collect();
+    let budget_secret = store
+        .budget_secret()
+        .await
+        .context("cannot read or create the budget secret")?;
     let delivery = Delivery::start(
         Shared {
             store: store.clone(),
             service: Arc::new(client),
             keys: Arc::new(keyring),
+            budget_secret,
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),
         },

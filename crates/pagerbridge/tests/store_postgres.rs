@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
 use pagerbridge::store::{
-    Acceptance, Action, BudgetDecision, Condition, NewEvent, Outbox, SendBudget, SuppressionPolicy,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, NewEvent, Outbox,
+    SendBudget, SuppressionPolicy,
 };
 use pagerbridge_testkit::needs;
-use pagerduty_events::Severity;
+use pagerduty_events::{RoutingKey, Severity};
 use sqlx::postgres::PgConnection;
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::task::JoinSet;
@@ -233,6 +234,8 @@ async fn two_replicas() -> (PostgresStore, PostgresStore, TestDatabase) {
 #[ignore = "needs postgres"]
 async fn replicas_never_overrun_the_shared_budget() {
     let (one, two, _database) = two_replicas().await;
+    let key = RoutingKey::new("0123456789abcdef0123456789abfake").expect("key"); // fake test key
+    let budget = BudgetId::new(&key, &one.budget_secret().await.expect("secret"));
     const LIMIT: u32 = 5;
     const TASKS: usize = 40;
     let window = Duration::from_secs(60);
@@ -249,7 +252,8 @@ async fn replicas_never_overrun_the_shared_budget() {
         let mut tasks = JoinSet::new();
         for i in 0..TASKS {
             let replica = if i % 2 == 0 { one.clone() } else { two.clone() };
-            tasks.spawn(async move { replica.take_budget("t", LIMIT, window, now).await });
+            let budget = budget.clone();
+            tasks.spawn(async move { replica.take_budget(&budget, LIMIT, window, now).await });
         }
         let mut granted = 0;
         while let Some(done) = tasks.join_next().await {
@@ -265,6 +269,32 @@ async fn replicas_never_overrun_the_shared_budget() {
             "grants at {now} from {TASKS} concurrent requests"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
+async fn replicas_starting_together_agree_on_one_budget_secret() {
+    let (one, two, database) = two_replicas().await;
+    // Neither has asked yet: every concurrent first ask races to create the secret.
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let replica = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.spawn(async move { replica.budget_secret().await });
+    }
+    let mut secrets: Vec<BudgetSecret> = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        secrets.push(done.expect("task").expect("budget_secret"));
+    }
+    secrets.dedup();
+    assert_eq!(secrets.len(), 1, "one secret for every replica");
+    let later = PostgresStore::connect(&database.url)
+        .await
+        .expect("a replica started later connects");
+    assert_eq!(
+        later.budget_secret().await.expect("secret"),
+        secrets[0],
+        "stable across restarts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

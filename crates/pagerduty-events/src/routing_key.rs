@@ -8,6 +8,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use crate::error::EventError;
 
 /// Length PagerDuty requires of an integration key.
@@ -47,6 +50,17 @@ impl RoutingKey {
     pub fn masked(&self) -> String {
         let tail = &self.0[self.0.len() - 4..];
         format!("…{tail}")
+    }
+
+    /// HMAC-SHA256 of the key under `secret`: an identity of the key that reveals nothing of
+    /// it, and that nobody without the secret can test a guessed key against (a plain hash
+    /// could be). The raw key never leaves this crate; this is the only thing derived from it.
+    pub fn hmac_sha256(&self, secret: &[u8; 32]) -> [u8; 32] {
+        // HMAC takes a key of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+            .expect("HMAC-SHA256 takes a 32-byte key");
+        mac.update(self.0.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// The raw key, for the request body only.
@@ -121,5 +135,20 @@ mod tests {
     fn redacts_key_from_text() {
         let key = RoutingKey::new(KEY).expect("valid key");
         assert_eq!(key.redact(&format!("bad key {KEY}")), "bad key …3f9a");
+    }
+
+    #[test]
+    fn hmac_matches_an_independent_implementation() {
+        // Expected values from Python's `hmac.new(secret, key, hashlib.sha256)`.
+        let key = RoutingKey::new("abcdefghijklmnopqrstuvwxyz012345").expect("valid key");
+        let hex = |bytes: [u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(key.hmac_sha256(&[0x0b; 32])),
+            "fe8b240d1d380f9ee1ea30728fb63f578db751e742433d86b15b74050c10ea09"
+        );
+        assert_eq!(
+            hex(key.hmac_sha256(&[0x0c; 32])),
+            "3cdfd02a7fdb7c41cdb5636cb640030a3ce926944bd0fc3f649dfbdbb7cbbf0f"
+        );
     }
 }

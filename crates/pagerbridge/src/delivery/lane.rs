@@ -27,7 +27,7 @@ use crate::internal_events::{
     BodyShrunk, DeadLetterReason, DeliveryPaused, EventDeadLettered, EventDelivered, InternalEvent,
     LaneMisconfigured, RequestCompleted,
 };
-use crate::store::{BudgetDecision, QueuedEvent};
+use crate::store::{BudgetDecision, BudgetId, QueuedEvent};
 
 /// A pause after a storage error: storage problems are usually brief (a locked file, a
 /// failover) and the lane must not spin on them.
@@ -111,10 +111,22 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                 return Step::Pause(STORE_ERROR_PAUSE);
             }
         };
+        // The key first: a lane without one must not spend a slot of anyone's budget. The
+        // budget is the key's (PagerDuty limits per key), named by the key this very request
+        // goes out with, so a rotation moves the lane to the new key's budget at once.
+        let Some(key) = self.shared.keys.get(&self.target) else {
+            LaneMisconfigured {
+                target: &self.target,
+                why: "no routing key for this target",
+            }
+            .emit(&self.shared.metrics);
+            return Step::Pause(self.settings.misconfigured_retry);
+        };
+        let budget_id = BudgetId::new(&key, &self.shared.budget_secret);
         let now = Timestamp::now();
         let budget = self.settings.budget;
         let slot = match store
-            .take_budget(&self.target, budget.requests, budget.window, now)
+            .take_budget(&budget_id, budget.requests, budget.window, now)
             .await
         {
             Ok(BudgetDecision::Granted { slot }) => slot,
@@ -127,14 +139,6 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                 tracing::error!(target_name = %self.target, %error, "cannot read the send budget");
                 return Step::Pause(STORE_ERROR_PAUSE);
             }
-        };
-        let Some(key) = self.shared.keys.get(&self.target) else {
-            LaneMisconfigured {
-                target: &self.target,
-                why: "no routing key for this target",
-            }
-            .emit(&self.shared.metrics);
-            return Step::Pause(self.settings.misconfigured_retry);
         };
         let (endpoint, body) = match request_body(&key, &event) {
             Ok(request) => request,

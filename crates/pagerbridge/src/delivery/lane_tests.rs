@@ -21,7 +21,8 @@ use crate::metrics::{
     TargetLabel, TriggerLabels,
 };
 use crate::store::{
-    Acceptance, Action, LaneStats, NewEvent, Outbox, SendBudget, StoreError, SuppressionPolicy,
+    Acceptance, Action, BudgetSecret, LaneStats, NewEvent, Outbox, SendBudget, StoreError,
+    SuppressionPolicy,
 };
 
 const TARGET: &str = "default";
@@ -37,6 +38,8 @@ struct FakeStore {
     failures: Mutex<Vec<(i64, String)>>,
     /// Answers of `take_budget`, in order; granted once they run out.
     budget: Mutex<VecDeque<BudgetDecision>>,
+    /// Every `take_budget`: the budget it named, with the limit and window.
+    taken: Mutex<Vec<(BudgetId, u32, Duration)>>,
     /// `next_eligible` fails this many times first.
     read_errors: Mutex<u32>,
 }
@@ -101,13 +104,20 @@ impl Outbox for FakeStore {
 
 #[async_trait]
 impl SendBudget for FakeStore {
+    async fn budget_secret(&self) -> Result<BudgetSecret, StoreError> {
+        Ok(secret())
+    }
     async fn take_budget(
         &self,
-        _target: &str,
-        _limit: u32,
-        _window: Duration,
+        budget: &BudgetId,
+        limit: u32,
+        window: Duration,
         _now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
+        self.taken
+            .lock()
+            .expect("lock")
+            .push((budget.clone(), limit, window));
         let next = self.budget.lock().expect("lock").pop_front();
         Ok(next.unwrap_or(BudgetDecision::Granted { slot: 1 }))
     }
@@ -174,6 +184,7 @@ fn harness_with(settings: LaneSettings, key: Option<&str>) -> Harness {
         store: store.clone(),
         service: pagerduty.clone(),
         keys: Arc::new(Keys(key.map(|k| RoutingKey::new(k).expect("key")))),
+        budget_secret: secret(),
         metrics: metrics.clone(),
         fallback_wake: fallback_wake.clone(),
     };
@@ -191,6 +202,11 @@ fn harness_with(settings: LaneSettings, key: Option<&str>) -> Harness {
         fallback_wake,
         _stop: stop,
     }
+}
+
+/// The secret the lane derives budget ids with.
+fn secret() -> BudgetSecret {
+    BudgetSecret::from_stored(&[9; 32]).expect("32 bytes")
 }
 
 fn harness() -> Harness {
@@ -487,6 +503,27 @@ async fn a_missing_routing_key_marks_the_lane_misconfigured_without_a_request() 
     assert_eq!(h.state(), LaneState::misconfigured);
     assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
     assert_eq!(h.pending_ids(), [1]);
+    assert!(
+        h.store.taken.lock().expect("lock").is_empty(),
+        "no budget slot is spent without a key"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_taken_is_the_routing_keys_with_the_targets_limit() {
+    let mut h = harness();
+    h.queue([trigger(1, Severity::Error)]);
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    let key = RoutingKey::new(KEY).expect("key");
+    let budget = settings().budget;
+    assert_eq!(
+        *h.store.taken.lock().expect("lock"),
+        [(
+            BudgetId::new(&key, &secret()),
+            budget.requests,
+            budget.window
+        )]
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,7 +1,8 @@
 //! Delivery: one lane per target drains the outbox into PagerDuty (DESIGN.md "Delivery").
 //!
 //! A lane sends one request at a time: the next eligible event (per-incident order, most severe
-//! first), after taking a slot of the target's sliding-window budget. What happens next depends
+//! first), after taking a slot of its routing key's sliding-window budget (shared with every
+//! replica and every target using the same key; see [`crate::store::BudgetId`]). What happens next depends
 //! only on PagerDuty's answer — see [`lane`]'s outcome table. Lanes sleep until ingest wakes
 //! them, the budget frees up, or a backoff ends; storage is the only shared state, so a restart
 //! simply picks up where the last process stopped.
@@ -27,7 +28,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{BudgetSecret, Store};
 
 pub use lane_store::LaneStore;
 pub use service::PagerDutyService;
@@ -38,7 +39,7 @@ pub trait RoutingKeys: Send + Sync + 'static {
     fn get(&self, target: &str) -> Option<RoutingKey>;
 }
 
-/// A target's sliding-window budget.
+/// A target's limit on its routing key's sliding-window budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Budget {
     pub requests: u32,
@@ -92,6 +93,8 @@ pub struct Shared<S: ?Sized = dyn Store> {
     pub store: Arc<S>,
     pub service: Arc<dyn PagerDutyService>,
     pub keys: Arc<dyn RoutingKeys>,
+    /// Names each routing key's budget ([`crate::store::SendBudget::budget_secret`]).
+    pub budget_secret: BudgetSecret,
     pub metrics: Arc<Metrics>,
     /// Woken when an event is dead-lettered, so the fallback hears of it at once.
     pub fallback_wake: Arc<Notify>,
@@ -104,6 +107,7 @@ impl<S: ?Sized> Clone for Shared<S> {
             store: self.store.clone(),
             service: self.service.clone(),
             keys: self.keys.clone(),
+            budget_secret: self.budget_secret.clone(),
             metrics: self.metrics.clone(),
             fallback_wake: self.fallback_wake.clone(),
         }

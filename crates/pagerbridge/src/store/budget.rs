@@ -1,12 +1,14 @@
-//! The per-target send budget, shared by every replica: a sliding window of recent requests,
-//! so that together they never exceed PagerDuty's rate limit.
+//! The send budget of each routing key, shared by every replica and every target that uses the
+//! key: a sliding window of recent requests, so that together they never exceed PagerDuty's
+//! rate limit (which PagerDuty keeps per routing key). Budgets are named by [`BudgetId`],
+//! never by the key.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::StoreError;
+use super::{BudgetId, BudgetSecret, StoreError};
 
 /// The answer of the shared send budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,13 +20,20 @@ pub enum BudgetDecision {
     WaitUntil(Timestamp),
 }
 
-/// The shared sliding-window budget of requests per target.
+/// The shared sliding-window budget of requests per routing key.
 #[async_trait]
 pub trait SendBudget: Send + Sync + 'static {
-    /// Takes one request from the target's sliding-window budget if there is room.
+    /// The secret budget ids are derived with: created on first use, race-free when several
+    /// replicas start at once, the same ever after.
+    async fn budget_secret(&self) -> Result<BudgetSecret, StoreError>;
+
+    /// Takes one request from the budget if it holds fewer than `limit` requests in the last
+    /// `window`. Each caller counts with its own limit and window against the one shared
+    /// budget, so where two targets sharing a key configure different limits, neither exceeds
+    /// its own (both should configure PagerDuty's).
     async fn take_budget(
         &self,
-        target: &str,
+        budget: &BudgetId,
         limit: u32,
         window: Duration,
         now: Timestamp,
@@ -34,4 +43,18 @@ pub trait SendBudget: Send + Sync + 'static {
     /// arrives, somewhere between our send and its answer; counting the slot from the answer
     /// means our window can never be shorter than PagerDuty's, whatever the latency.
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError>;
+}
+
+/// Stores `$1` as the budget secret unless there is one, and returns the one stored; the same
+/// SQL on both stores. One statement, so replicas starting together cannot race: whichever
+/// inserts first wins, the others' fresh secrets are discarded (the no-op update only makes
+/// `RETURNING` give the existing row, which `DO NOTHING` would not).
+pub(super) const TAKE_SECRET: &str = "INSERT INTO budget_secret (id, secret) VALUES (1, $1)
+     ON CONFLICT (id) DO UPDATE SET secret = budget_secret.secret
+     RETURNING secret";
+
+/// Reads the stored secret; anything but 32 bytes is corruption (the table's check forbids it).
+pub(super) fn stored_secret(bytes: &[u8]) -> Result<BudgetSecret, StoreError> {
+    BudgetSecret::from_stored(bytes)
+        .ok_or_else(|| StoreError::Corrupt("the budget secret is not 32 bytes".to_owned()))
 }

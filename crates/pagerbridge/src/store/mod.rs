@@ -1,5 +1,5 @@
 //! Durable storage: the outbox of events to deliver, incident state, dead letters, the
-//! per-target send budget and the fallback's notices.
+//! per-routing-key send budget and the fallback's notices.
 //!
 //! Each concern is a trait of its own, in a file of its own: [`Outbox`], [`SendBudget`],
 //! [`Incidents`], [`DeadLetters`] and [`FallbackNotices`]. A backend implements them all, which
@@ -15,6 +15,7 @@
 //! the request is written.
 
 mod budget;
+mod budget_id;
 mod dead_letters;
 mod fallback;
 mod incidents;
@@ -29,6 +30,7 @@ use pagerduty_events::Severity;
 use serde::{Deserialize, Serialize};
 
 pub use budget::{BudgetDecision, SendBudget};
+pub use budget_id::{BudgetId, BudgetSecret};
 pub use dead_letters::{
     DeadLetter, DeadLetterFilter, DeadLetters, Expired, ReplayReport, SUPERSEDED_IN_FLIGHT,
     Superseded,

@@ -12,7 +12,7 @@
 //!   has no row yet — the case of two replicas receiving the first trigger at once. Ids are
 //!   drawn under the lock, so within an incident the acceptance order is also the commit order
 //!   and `next_eligible` never sees a later event of an incident before an earlier one.
-//! - `take_budget` locks the target's budget, so the count-then-insert of the sliding window
+//! - `take_budget` locks the routing key's budget (by its id), so the count-then-insert of the sliding window
 //!   is atomic across replicas and the window is never overrun.
 //! - `mark_delivered` takes the incident's lock too, before it notes `last_sent_at`: `accept`
 //!   rewrites the whole incident row from what it read, and would otherwise put back an older
@@ -38,16 +38,17 @@ use jiff::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, Row, Transaction};
 
+use super::budget;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
     notice_from_row, queued_from_row,
 };
 use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, Expired,
-    FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent,
-    ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank,
-    to_millis,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
+    DeadLetters, Expired, FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind,
+    Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis,
+    severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -461,9 +462,17 @@ impl Outbox for PostgresStore {
 
 #[async_trait]
 impl SendBudget for PostgresStore {
+    async fn budget_secret(&self) -> Result<BudgetSecret, StoreError> {
+        let stored: Vec<u8> = sqlx::query_scalar(budget::TAKE_SECRET)
+            .bind(BudgetSecret::generate().as_bytes().as_slice())
+            .fetch_one(&self.pool)
+            .await?;
+        budget::stored_secret(&stored)
+    }
+
     async fn take_budget(
         &self,
-        target: &str,
+        budget: &BudgetId,
         limit: u32,
         window: Duration,
         now: Timestamp,
@@ -474,25 +483,25 @@ impl SendBudget for PostgresStore {
         // Every replica counts and inserts under this lock: without it two could both see
         // room for the last request and both take it.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagerbridge/budget'), hashtext($1))")
-            .bind(target)
+            .bind(budget.as_str())
             .execute(&mut *tx)
             .await?;
         // A slot exactly one window old still counts: err on the side of PagerDuty's limit.
-        sqlx::query("DELETE FROM budget_sends WHERE target = $1 AND sent_at < $2")
-            .bind(target)
+        sqlx::query("DELETE FROM budget_sends WHERE budget = $1 AND sent_at < $2")
+            .bind(budget.as_str())
             .bind(since)
             .execute(&mut *tx)
             .await?;
         let (used, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE target = $1")
-                .bind(target)
+            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE budget = $1")
+                .bind(budget.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
         let decision = if used < i64::from(limit) {
             let slot: i64 = sqlx::query_scalar(
-                "INSERT INTO budget_sends (target, sent_at) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO budget_sends (budget, sent_at) VALUES ($1, $2) RETURNING id",
             )
-            .bind(target)
+            .bind(budget.as_str())
             .bind(to_millis(now))
             .fetch_one(&mut *tx)
             .await?;

@@ -15,16 +15,17 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
+use super::budget;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
     notice_from_row, queued_from_row,
 };
 use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
-    Acceptance, Action, BudgetDecision, DeadLetter, DeadLetterFilter, DeadLetters, Expired,
-    FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent,
-    ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis, severity_rank,
-    to_millis,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
+    DeadLetters, Expired, FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind,
+    Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis,
+    severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -373,9 +374,17 @@ impl Outbox for SqliteStore {
 
 #[async_trait]
 impl SendBudget for SqliteStore {
+    async fn budget_secret(&self) -> Result<BudgetSecret, StoreError> {
+        let stored: Vec<u8> = sqlx::query_scalar(budget::TAKE_SECRET)
+            .bind(BudgetSecret::generate().as_bytes().as_slice())
+            .fetch_one(&self.pool)
+            .await?;
+        budget::stored_secret(&stored)
+    }
+
     async fn take_budget(
         &self,
-        target: &str,
+        budget: &BudgetId,
         limit: u32,
         window: Duration,
         now: Timestamp,
@@ -384,21 +393,21 @@ impl SendBudget for SqliteStore {
         let since = to_millis(now).saturating_sub(window_ms);
         let mut tx = self.pool.begin().await?;
         // A slot exactly one window old still counts: err on the side of PagerDuty's limit.
-        sqlx::query("DELETE FROM budget_sends WHERE target = ? AND sent_at < ?")
-            .bind(target)
+        sqlx::query("DELETE FROM budget_sends WHERE budget = ? AND sent_at < ?")
+            .bind(budget.as_str())
             .bind(since)
             .execute(&mut *tx)
             .await?;
         let (used, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE target = ?")
-                .bind(target)
+            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE budget = ?")
+                .bind(budget.as_str())
                 .fetch_one(&mut *tx)
                 .await?;
         let decision = if used < i64::from(limit) {
             let slot: i64 = sqlx::query_scalar(
-                "INSERT INTO budget_sends (target, sent_at) VALUES (?, ?) RETURNING id",
+                "INSERT INTO budget_sends (budget, sent_at) VALUES (?, ?) RETURNING id",
             )
-            .bind(target)
+            .bind(budget.as_str())
             .bind(to_millis(now))
             .fetch_one(&mut *tx)
             .await?;

@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pagerduty_events::Severity;
+use pagerduty_events::{RoutingKey, Severity};
 use serde_json::json;
 
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
-    Acceptance, Action, BudgetDecision, Condition, DeadLetterFilter, NewEvent, NoticeKind, Store,
-    Superseded, SuppressionPolicy,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter,
+    NewEvent, NoticeKind, Store, Superseded, SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -35,6 +35,8 @@ macro_rules! conformance_tests {
             incident_state_expires,
             budget_is_a_sliding_window,
             settled_slots_count_from_the_answer,
+            targets_sharing_a_budget_share_one_window,
+            the_budget_secret_is_created_once,
             fingerprint_maps_to_the_last_dedup_key,
             stats_count_pending_dead_and_open_incidents,
             fallback_hears_of_dead_letters_and_long_failures_once,
@@ -345,19 +347,79 @@ fn millis_after(at: Timestamp, millis: i64) -> Timestamp {
         .expect("in range")
 }
 
+/// The budget of the routing key made of `seed` repeated (a fixed secret: the stores only
+/// ever see ids).
+fn budget(seed: char) -> BudgetId {
+    let key = RoutingKey::new(&seed.to_string().repeat(32)).expect("valid key");
+    BudgetId::new(
+        &key,
+        &BudgetSecret::from_stored(&[1; 32]).expect("32 bytes"),
+    )
+}
+
+pub async fn targets_sharing_a_budget_share_one_window<S: Store>(store: &S) {
+    let window = Duration::from_secs(10);
+    let shared = budget('k');
+    // Two targets (two lanes) with the same key and limit: three requests between them.
+    for (i, _target) in ["a", "b", "a"].into_iter().enumerate() {
+        granted(
+            store
+                .take_budget(&shared, 3, window, at(i as i64))
+                .await
+                .expect("budget"),
+        );
+    }
+    for _target in ["a", "b"] {
+        assert!(
+            matches!(
+                store
+                    .take_budget(&shared, 3, window, at(4))
+                    .await
+                    .expect("budget"),
+                BudgetDecision::WaitUntil(_)
+            ),
+            "the one window is full for every target"
+        );
+    }
+    // A target configured with a larger limit counts the same slots against its own.
+    granted(
+        store
+            .take_budget(&shared, 4, window, at(4))
+            .await
+            .expect("budget"),
+    );
+    // Another key has a window of its own.
+    granted(
+        store
+            .take_budget(&budget('m'), 3, window, at(4))
+            .await
+            .expect("budget"),
+    );
+}
+
+pub async fn the_budget_secret_is_created_once<S: Store>(store: &S) {
+    let first = store.budget_secret().await.expect("secret");
+    assert_eq!(store.budget_secret().await.expect("secret"), first);
+    assert_ne!(
+        first,
+        BudgetSecret::from_stored(&[0; 32]).expect("32 bytes"),
+        "random, not a default"
+    );
+}
+
 pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     let window = Duration::from_secs(10);
     for i in 0..3 {
         granted(
             store
-                .take_budget("t", 3, window, at(i))
+                .take_budget(&budget('t'), 3, window, at(i))
                 .await
                 .expect("budget"),
         );
     }
     assert_eq!(
         store
-            .take_budget("t", 3, window, at(5))
+            .take_budget(&budget('t'), 3, window, at(5))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(millis_after(at(10), 1)),
@@ -365,14 +427,14 @@ pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     );
     granted(
         store
-            .take_budget("other", 3, window, at(5))
+            .take_budget(&budget('o'), 3, window, at(5))
             .await
-            .expect("targets have their own budgets"),
+            .expect("other keys have their own budgets"),
     );
     assert!(
         matches!(
             store
-                .take_budget("t", 3, window, at(10))
+                .take_budget(&budget('t'), 3, window, at(10))
                 .await
                 .expect("budget"),
             BudgetDecision::WaitUntil(_)
@@ -381,7 +443,7 @@ pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     );
     granted(
         store
-            .take_budget("t", 3, window, millis_after(at(10), 1))
+            .take_budget(&budget('t'), 3, window, millis_after(at(10), 1))
             .await
             .expect("budget"),
     );
@@ -391,7 +453,7 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
     let window = Duration::from_secs(10);
     let slow = granted(
         store
-            .take_budget("t", 1, window, at(0))
+            .take_budget(&budget('t'), 1, window, at(0))
             .await
             .expect("budget"),
     );
@@ -399,28 +461,28 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
     store.settle_budget(slow, at(4)).await.expect("settle");
     assert_eq!(
         store
-            .take_budget("t", 1, window, at(12))
+            .take_budget(&budget('t'), 1, window, at(12))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(millis_after(at(14), 1))
     );
     granted(
         store
-            .take_budget("t", 1, window, millis_after(at(14), 1))
+            .take_budget(&budget('t'), 1, window, millis_after(at(14), 1))
             .await
             .expect("budget"),
     );
     // Settling never moves a slot back in time.
     let late = granted(
         store
-            .take_budget("u", 1, window, at(20))
+            .take_budget(&budget('u'), 1, window, at(20))
             .await
             .expect("budget"),
     );
     store.settle_budget(late, at(3)).await.expect("settle");
     assert!(matches!(
         store
-            .take_budget("u", 1, window, at(25))
+            .take_budget(&budget('u'), 1, window, at(25))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(_)
