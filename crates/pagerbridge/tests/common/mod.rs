@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pagerduty_simulator::{Config as SimConfig, SpawnedSimulator, spawn_on_loopback};
+pub use pagerduty_simulator::SpawnedSimulator;
+use pagerduty_simulator::{Config as SimConfig, spawn_on_loopback};
 use serde_json::Value;
 
 /// A distinctive fake routing key, so a leak is easy to search for.
@@ -102,6 +103,18 @@ targets:
         let wanted = format!("  timeout: \"{timeout}\"\ndelivery:\n");
         std::fs::write(&self.config, yaml.replacen(written, &wanted, 1)).expect("config file");
         self
+    }
+
+    /// Appends a target named `name` with the same routing key file as the default target,
+    /// for later starts. It has no matchers: it takes what the targets before it do not.
+    pub fn add_target_sharing_the_key(&self, name: &str) {
+        let mut yaml = std::fs::read_to_string(&self.config).expect("config file");
+        let key = self.dir.path().join("routing-key");
+        yaml.push_str(&format!(
+            "  - name: \"{name}\"\n    routing_key_file: \"{}\"\n",
+            key.display()
+        ));
+        std::fs::write(&self.config, yaml).expect("config file");
     }
 
     /// Starts `pagerbridge serve` and waits until it listens.
