@@ -31,14 +31,17 @@ fn keys_of(delivered: &[(String, String)], action: &str) -> Vec<String> {
 async fn serve_on_postgres_delivers_real_samples_in_order() {
     let database = TestDatabase::create().await;
     let sim = simulator(SimConfig::default()).await;
-    let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "").with_postgres(&database.url);
+    // The test server trusts every connection, so any password is accepted: this one must
+    // never show in a log line.
+    let url = with_password(&database.url, "s3cret-pw");
+    let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "").with_postgres(&url);
     let bridge = setup.start().await;
     assert!(
         bridge
             .logs()
             .iter()
-            .any(|line| line.contains("(PostgreSQL)")),
-        "the backend is logged"
+            .any(|line| line.contains("(PostgreSQL)") && line.contains(":***@")),
+        "the backend is logged, its password masked"
     );
     let (status, body) = bridge.get_text("/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -74,6 +77,15 @@ async fn serve_on_postgres_delivers_real_samples_in_order() {
     triggered.windows(2).for_each(|w| assert_ne!(w[0], w[1]));
     assert_eq!(triggered, keys_of(&got, "resolve"), "each alert resolved");
     assert_lifecycles(&got, &triggered, &["trigger", "resolve"], false);
+    let leaked: Vec<String> = bridge
+        .logs()
+        .into_iter()
+        .filter(|line| line.contains("s3cret-pw"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the password leaked into logs: {leaked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
