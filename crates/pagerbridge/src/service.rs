@@ -15,7 +15,7 @@ use pagerduty_events::{Client, RoutingKey};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::{Config, DeliveryConfig};
+use crate::config::{Config, DeliveryConfig, Storage};
 use crate::delivery::fallback::FallbackSettings;
 use crate::delivery::{Budget, Delivery, LaneSettings, RoutingKeys, Shared};
 use crate::http::{self, AppState, Tokens};
@@ -24,6 +24,7 @@ use crate::keyring::Keyring;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Planner};
 use crate::silence::SilenceWatcher;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, SuppressionPolicy};
 
@@ -47,11 +48,8 @@ pub async fn run(
     let _watcher = keyring
         .watch()
         .context("cannot watch routing key files for rotation")?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&config.storage.path)
-            .await
-            .with_context(|| format!("cannot open storage {}", config.storage.path.display()))?,
-    );
+    let storage = config.storage.resolve()?;
+    let store = open_store(&storage).await?;
     let metrics = Arc::new(Metrics::new());
     let client = Client::builder()
         .base_url(config.pagerduty.url.as_str())
@@ -126,7 +124,7 @@ pub async fn run(
     };
     let maintenance = tokio::spawn(maintain(store, metrics.clone(), config.clone()));
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, storage = %config.storage.path.display(), "pagerbridge listening");
+    tracing::info!(%addr, %storage, "pagerbridge listening");
     let timeout = config.ingest.request_timeout;
     http::server::serve(listener, http::router(state, timeout), timeout, shutdown).await;
     tracing::info!(
@@ -140,6 +138,20 @@ pub async fn run(
     delivery.shutdown(config.delivery.shutdown_drain).await;
     tracing::info!("pagerbridge stopped");
     Ok(())
+}
+
+/// Opens (and migrates) the selected store. PostgreSQL replicas starting together are safe:
+/// the migrator serialises them with an advisory lock.
+async fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
+    tracing::info!(%storage, "opening storage");
+    let opened: Result<Arc<dyn Store>, _> = match storage {
+        Storage::Sqlite { path } => SqliteStore::open(path).await.map(|s| Arc::new(s) as _),
+        Storage::Postgres { url } => PostgresStore::connect(url.expose())
+            .await
+            .map(|s| Arc::new(s) as _),
+    };
+    // `storage` shows the URL masked, and the store's errors do not repeat it.
+    opened.with_context(|| format!("cannot open storage {storage}"))
 }
 
 /// The fallback publisher's settings, when `fallback.url` is set.

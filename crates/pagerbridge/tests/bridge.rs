@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    ROUTING_KEY, Setup, assert_lifecycles, delivered, expected_dedup_key, native_alerts, sample,
-    simulator, wait_until,
+    ROUTING_KEY, Setup, assert_lifecycles, delivered, expected_dedup_key,
+    kill_9_during_an_outage_then_restart, native_alerts, sample, simulator, wait_until,
 };
 use pagerduty_simulator::{Config as SimConfig, Faults};
 use serde_json::Value;
@@ -292,55 +292,8 @@ async fn two_targets_sharing_a_routing_key_share_its_budget() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_loses_nothing_accepted() {
     let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        outage_seconds: Some(600),
-        ..Faults::default()
-    });
     let setup = Setup::new(&sim.base_url(), (1000, "60s"), "", "");
-    let bridge = setup.start().await;
-    let n = 30;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Crash", n, "firing", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202);
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Crash", n / 2, "resolved", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202);
-    wait_until("the bridge to try PagerDuty", WAIT, || {
-        !sim.sim.events().is_empty()
-    })
-    .await;
-    bridge.kill9();
-    assert!(delivered(&sim).is_empty(), "nothing got through the outage");
-
-    sim.sim.set_faults(Faults {
-        outage_seconds: Some(0),
-        ..Faults::default()
-    });
-    let _restarted = setup.start().await;
-    wait_until("all accepted events delivered after restart", WAIT, || {
-        delivered(&sim).len() == n + n / 2
-    })
-    .await;
-    let key = |i: usize| {
-        expected_dedup_key(&[
-            ("alertname", &format!("Crash-{i}")),
-            ("instance", &format!("host-{i}")),
-            ("severity", "critical"),
-        ])
-    };
-    let resolved: Vec<String> = (0..n / 2).map(key).collect();
-    let open: Vec<String> = (n / 2..n).map(key).collect();
-    let got = delivered(&sim);
-    assert_lifecycles(&got, &resolved, &["trigger", "resolve"], false);
-    assert_lifecycles(&got, &open, &["trigger"], false);
+    kill_9_during_an_outage_then_restart(&sim, &setup, "Crash", 30, WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

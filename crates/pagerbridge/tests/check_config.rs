@@ -268,6 +268,59 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn environment_selects_the_database_backend_and_never_prints_its_password() {
+    let fixture = Fixture::new();
+    let config = fixture.write_config(VALID);
+    // Nothing listens there: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("postgres://pb:s3cret-pw@127.0.0.1:{port}/pb");
+    let url_file = fixture.path("db-url");
+    std::fs::write(&url_file, format!("{url}\n")).expect("url file");
+    let url_file = url_file.display().to_string();
+    for source in [
+        ("PAGERBRIDGE_STORAGE__URL", url.as_str()),
+        ("PAGERBRIDGE_STORAGE__URL_FILE", url_file.as_str()),
+    ] {
+        let checked = fixture.check(
+            &config,
+            &[
+                ("PD_ENV_KEY", ENV_KEY),
+                ("PAGERBRIDGE_STORAGE__BACKEND", "postgres"),
+                source,
+            ],
+        );
+        let stderr = checked.failed();
+        assert!(
+            stderr.contains("is not reachable"),
+            "{}: {stderr}",
+            source.0
+        );
+        assert!(
+            stderr.contains(&format!("postgres://pb:***@127.0.0.1:{port}/pb")),
+            "{}: {stderr}",
+            source.0
+        );
+        assert!(!format!("{}{stderr}", checked.stdout()).contains("s3cret-pw"));
+    }
+    let stderr = fixture
+        .check(
+            &config,
+            &[
+                ("PD_ENV_KEY", ENV_KEY),
+                ("PAGERBRIDGE_STORAGE__BACKEND", "postgres"),
+            ],
+        )
+        .failed();
+    assert!(
+        stderr.contains("neither storage.url nor storage.url_file"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bad_environment_override_is_named() {
     let fixture = Fixture::new();
     let config = fixture.write_config(VALID);

@@ -1,18 +1,14 @@
 //! The store conformance suite against PostgreSQL, plus what only a shared database can get
 //! wrong: two replicas (two `PostgresStore`s, two pools) racing on the same data.
 //!
-//! Each test gets a database of its own, `pb_test_<unix seconds>_<random>`, created on the
-//! server at `PAGERBRIDGE_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
-//! and dropped when the test ends. Databases a killed run left behind are dropped by the next
-//! run once they are an hour old; the timestamp in the name says how old they are.
+//! Each test gets a database of its own ([`pagerbridge_testkit::postgres::TestDatabase`]),
+//! dropped when the test ends.
 //!
 //! Every test here is `#[ignore = "needs postgres"]`: `scripts/test` runs them when a server
 //! answers, CI always does, and without a server they fail instead of passing untested
 //! (`pagerbridge_testkit::needs`).
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
@@ -20,188 +16,55 @@ use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, NewEvent, Outbox,
     SendBudget, SuppressionPolicy,
 };
-use pagerbridge_testkit::needs;
+use pagerbridge_testkit::postgres::TestDatabase;
 use pagerduty_events::{RoutingKey, Severity};
-use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Connection};
 use tokio::task::JoinSet;
 
 #[macro_use]
 mod conformance;
 
-const PREFIX: &str = "pb_test_";
-/// Older test databases are leftovers of killed runs: no test runs that long.
-const STALE_AFTER: Duration = Duration::from_secs(3600);
-
-fn server_url() -> String {
-    needs::postgres_url()
-}
-
-/// The URL without its password, for messages.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                // Cannot fail: a URL with a password has a host.
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "(unparsable URL)".to_owned(),
-    }
-}
-
-/// An administrative connection to the server; a test without one fails.
-async fn admin_connection(url: &str) -> PgConnection {
-    let error =
-        match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await {
-            Ok(Ok(conn)) => return conn,
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 10s".to_owned(),
-        };
-    panic!("PostgreSQL not reachable at {}: {error}", redacted(url))
-}
-
-/// A name no other test, run or process picks: the creation time, for stale cleanup, then
-/// process-seeded randomness, the process id and a counter.
-fn unique_database_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(since_epoch.as_nanos());
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{PREFIX}{}_{:016x}", since_epoch.as_secs(), hasher.finish())
-}
-
-/// Names are interpolated into DDL (identifiers cannot be bound), so only ours are accepted.
-fn is_test_database_name(name: &str) -> bool {
-    name.strip_prefix(PREFIX).is_some_and(|rest| {
-        !rest.is_empty()
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b == b'_')
-    })
-}
-
-async fn drop_database(conn: &mut PgConnection, name: &str) -> Result<(), String> {
-    if !is_test_database_name(name) {
-        return Err(format!("refusing to drop {name:?}: not a test database"));
-    }
-    // FORCE: the test's pool may still hold connections to it.
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(conn)
-    .await
-    .map(drop)
-    .map_err(|e| e.to_string())
-}
-
-/// Drops test databases older than [`STALE_AFTER`], once per process: what killed runs, whose
-/// guards never ran, left behind. Best effort.
-async fn drop_stale_databases(conn: &mut PgConnection) {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let names: Vec<String> = match sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'pb\\_test\\_%'",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    {
-        Ok(names) => names,
-        Err(e) => {
-            eprintln!("warning: listing old test databases: {e}");
-            return;
-        }
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    for name in names {
-        let created = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|secs| secs.parse::<u64>().ok());
-        if created.is_some_and(|at| now.saturating_sub(at) > STALE_AFTER.as_secs())
-            && let Err(e) = drop_database(conn, &name).await
-        {
-            eprintln!("warning: dropping old test database {name}: {e}");
-        }
-    }
-}
-
-/// A test's database; dropping the guard drops the database.
-struct TestDatabase {
-    server_url: String,
-    name: String,
-    /// Where the stores connect.
-    url: String,
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be the one running this: a thread of
-        // its own with a runtime of its own does the (short) cleanup.
-        let server_url = self.server_url.clone();
-        let name = self.name.clone();
-        let cleanup = std::thread::spawn(move || -> Result<(), String> {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let mut conn = PgConnection::connect(&server_url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                drop_database(&mut conn, &name).await?;
-                conn.close().await.map_err(|e| e.to_string())
-            })
-        });
-        match cleanup.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: dropping test database {}: {e}", self.name),
-            Err(_) => eprintln!("warning: dropping test database {} panicked", self.name),
-        }
-    }
-}
-
 /// A migrated store on a fresh database, and the guard that drops it.
 async fn fresh_store() -> (PostgresStore, TestDatabase) {
-    let server_url = server_url();
-    let mut admin = admin_connection(&server_url).await;
-    drop_stale_databases(&mut admin).await;
-    let name = unique_database_name();
-    let mut url = url::Url::parse(&server_url).unwrap_or_else(|e| {
-        panic!(
-            "PAGERBRIDGE_TEST_POSTGRES_URL is not a URL ({e}): {}",
-            redacted(&server_url)
-        )
-    });
-    url.set_path(&format!("/{name}"));
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
-    // From here on the guard owns the database, so a failure below still drops it.
-    let database = TestDatabase {
-        server_url,
-        name,
-        url: url.to_string(),
-    };
-    let _ = admin.close().await;
+    let database = TestDatabase::create().await;
     let store = PostgresStore::connect(&database.url)
         .await
-        .unwrap_or_else(|e| panic!("connecting to test database {}: {e}", database.name));
+        .unwrap_or_else(|e| panic!("connecting to test database {}: {e}", database.name()));
     (store, database)
 }
 
 conformance_tests!(fresh_store(), #[ignore = "needs postgres"]);
+
+/// Replicas start together: three connects on one fresh database migrate it once (sqlx's
+/// migrator takes an advisory lock) and all three get a working store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
+async fn replicas_starting_at_once_migrate_safely() {
+    let database = TestDatabase::create().await;
+    let mut starts = JoinSet::new();
+    for _ in 0..3 {
+        let url = database.url.clone();
+        starts.spawn(async move { PostgresStore::connect(&url).await });
+    }
+    let mut stores = Vec::new();
+    while let Some(started) = starts.join_next().await {
+        stores.push(started.expect("task").expect("concurrent connect migrates"));
+    }
+    assert_eq!(stores.len(), 3);
+    let policy = SuppressionPolicy::default();
+    for (i, store) in stores.iter().enumerate() {
+        store.ping().await.expect("ping");
+        store
+            .accept(vec![trigger(&format!("k{i}"))], &policy, at(0))
+            .await
+            .expect("accept after a concurrent migration");
+    }
+    let pending = stores[0].pending(Some("t"), 10).await.expect("pending");
+    assert_eq!(
+        pending.len(),
+        3,
+        "each replica's event is in the one database"
+    );
+}
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).expect("valid time")

@@ -1,9 +1,10 @@
 //! Test support shared by the workspace's test suites (never a dependency of shipped code):
-//! what a test needs from the machine, the project's Alertmanager samples, our JSON Schema of
-//! PagerDuty's Events API v2 as validators, and the optional cross-check against PagerDuty's
-//! own OpenAPI file.
+//! what a test needs from the machine, a fresh PostgreSQL database per test, the project's
+//! Alertmanager samples, our JSON Schema of PagerDuty's Events API v2 as validators, and the
+//! optional cross-check against PagerDuty's own OpenAPI file.
 
 pub mod needs;
 pub mod pagerduty_openapi;
+pub mod postgres;
 pub mod samples;
 pub mod schema;

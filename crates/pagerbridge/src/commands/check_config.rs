@@ -2,19 +2,28 @@
 //! `serve` would, and prints what it found, so a mistake shows up before a deploy rather than
 //! at the first page.
 //!
-//! Exit 0 with a summary on stdout when everything is valid; exit 1 with `error: …` on stderr
-//! otherwise. Keys are only ever shown masked (`…3f9a`).
+//! Exit 0 with a summary on stdout when everything is valid (and a PostgreSQL store answers);
+//! exit 1 with `error: …` on stderr otherwise. Keys are only ever shown masked (`…3f9a`), and
+//! a database URL with its password as `***`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::str::FromStr;
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-use pagerbridge::config::{self, Config, Target};
+use pagerbridge::config::{self, Config, SecretUrl, Storage, Target};
 use pagerbridge::format::DedupMode;
 use pagerbridge::keyring::Keyring;
+
+/// How long the database may take to answer before it counts as unreachable.
+const REACHABLE_WITHIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
@@ -25,9 +34,8 @@ pub struct CheckConfigArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Async only to match the other commands; nothing here waits.
 pub async fn run(args: CheckConfigArgs) -> ExitCode {
-    match check(args.config.as_deref()) {
+    match check(args.config.as_deref()).await {
         Ok(summary) => {
             super::print_line(summary.trim_end_matches('\n'));
             ExitCode::SUCCESS
@@ -39,9 +47,15 @@ pub async fn run(args: CheckConfigArgs) -> ExitCode {
     }
 }
 
-fn check(path: Option<&Path>) -> anyhow::Result<String> {
+async fn check(path: Option<&Path>) -> anyhow::Result<String> {
     let file = config::config_file(path);
     let config = config::load(path)?;
+    let storage = config.storage.resolve()?;
+    if let Storage::Postgres { url } = &storage {
+        check_reachable(url)
+            .await
+            .with_context(|| format!("storage: PostgreSQL at {url} is not reachable"))?;
+    }
     let targets = config.targets()?;
     let keyring = Keyring::load(&targets)?;
     let tokens = match &config.ingest.bearer_token_file {
@@ -51,6 +65,7 @@ fn check(path: Option<&Path>) -> anyhow::Result<String> {
     Ok(summary(
         file.as_deref(),
         &config,
+        &storage,
         &targets,
         &keyring,
         tokens,
@@ -74,9 +89,28 @@ fn count_tokens(path: &Path) -> anyhow::Result<usize> {
     Ok(count)
 }
 
+/// Connects and runs a trivial query, without migrating: checking must not change the
+/// database. `url` shows masked, and sqlx's errors do not repeat it.
+async fn check_reachable(url: &SecretUrl) -> anyhow::Result<()> {
+    let attempt = async {
+        let options = PgConnectOptions::from_str(url.expose())?;
+        let mut conn = PgConnection::connect_with(&options).await?;
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        conn.close().await
+    };
+    match tokio::time::timeout(REACHABLE_WITHIN, attempt).await {
+        Ok(result) => result.map_err(anyhow::Error::from),
+        Err(_) => anyhow::bail!(
+            "no answer within {}",
+            humantime::format_duration(REACHABLE_WITHIN)
+        ),
+    }
+}
+
 fn summary(
     file: Option<&Path>,
     config: &Config,
+    storage: &Storage,
     targets: &[Target],
     keyring: &Keyring,
     tokens: Option<usize>,
@@ -96,10 +130,11 @@ fn summary(
         line(format!("overridden:   {}", overrides.join(", ")));
     }
     line(format!("listen:       {}", config.listen));
-    line(format!(
-        "storage:      {} (SQLite)",
-        config.storage.path.display()
-    ));
+    let reached = match storage {
+        Storage::Sqlite { .. } => "",
+        Storage::Postgres { .. } => ", reachable",
+    };
+    line(format!("storage:      {storage}{reached}"));
     let pagerduty = &config.pagerduty;
     line(format!(
         "pagerduty:    {} (timeout {})",

@@ -9,6 +9,7 @@
 //! line and column, and nothing here can print a routing key: an inline key is an
 //! [`InlineKey`] whose `Debug` is masked, and targets are never serialized.
 
+mod storage;
 mod target;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use figment::providers::{Env, Serialized};
 use pagerduty_events::{BaseUrl, EndpointUrl};
 use serde::{Deserialize, Serialize};
 
+pub use storage::{Backend, SecretUrl, Storage, StorageConfig};
 pub use target::{Fields, InlineKey, KeySource, MatchValue, Matcher, Target, TargetConfig, route};
 
 /// Read when no `--config` is given and `$PAGERBRIDGE_CONFIG` is not set, if it exists.
@@ -63,15 +65,6 @@ pub struct Config {
     /// (serialization only exists for figment's layering, which cannot address lists anyway).
     #[serde(skip_serializing)]
     pub targets: Vec<TargetConfig>,
-}
-
-/// Where the outbox and incident state live.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Embedded SQLite database, created with its parent directories if missing. Relative
-    /// paths (here and everywhere in the file) are relative to the working directory.
-    pub path: PathBuf,
 }
 
 /// How PagerDuty is reached.
@@ -187,7 +180,15 @@ pub struct DeliveryConfig {
     /// On SIGTERM, delivery goes on this long before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_drain: Duration,
+    /// How long a replica's lease on a lane lasts without renewal (PostgreSQL, several
+    /// replicas). Checked now; lane leases are not implemented yet, so it has no effect.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
 }
+
+/// The shortest `delivery.lease_ttl`: a lease is renewed well within it, and a database
+/// round trip under load must fit in that margin.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 impl Default for Config {
     fn default() -> Self {
@@ -201,14 +202,6 @@ impl Default for Config {
             admin: AdminConfig::default(),
             alertmanager: AlertmanagerConfig::default(),
             targets: Vec::new(),
-        }
-    }
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            path: PathBuf::from("data/pagerbridge.db"),
         }
     }
 }
@@ -253,6 +246,7 @@ impl Default for DeliveryConfig {
             incident_ttl: Duration::from_secs(24 * HOUR),
             max_backoff: Duration::from_secs(5 * 60),
             shutdown_drain: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -331,10 +325,7 @@ impl Config {
             !self.pagerduty.user_agent.trim().is_empty(),
             "pagerduty.user_agent must not be empty"
         );
-        ensure!(
-            !self.storage.path.as_os_str().is_empty(),
-            "storage.path must not be empty"
-        );
+        self.storage.resolve()?;
         ensure!(
             self.ingest.max_body_bytes >= 1,
             "ingest.max_body_bytes must be at least 1"
@@ -351,6 +342,11 @@ impl Config {
         ] {
             ensure!(!value.is_zero(), "delivery.{key} must be longer than 0s");
         }
+        ensure!(
+            delivery.lease_ttl >= MIN_LEASE_TTL,
+            "delivery.lease_ttl must be at least {}",
+            humantime::format_duration(MIN_LEASE_TTL)
+        );
         if self.fallback.webhook()?.is_some() {
             ensure!(
                 !self.fallback.timeout.is_zero(),
@@ -741,6 +737,47 @@ targets:
         ] {
             let message = error(&yaml);
             assert!(message.contains(expected), "{yaml}: {message}");
+        }
+    }
+
+    #[test]
+    fn storage_backend_is_selected_in_the_file() {
+        let config =
+            parse("storage:\n  backend: postgres\n  url: 'postgres://pb:s3cret-pw@db:5432/pb'\n")
+                .expect("valid");
+        let storage = config.storage.resolve().expect("resolves");
+        assert_eq!(
+            storage.to_string(),
+            "postgres://pb:***@db:5432/pb (PostgreSQL)"
+        );
+        assert!(!format!("{config:?}").contains("s3cret-pw"));
+        let message = error("storage:\n  backend: postgres\n  url: 'mysql://pb:s3cret-pw@db/pb'\n");
+        assert!(message.contains("postgres://"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(!message.contains("s3cret-pw"), "{message}");
+        let message = error("storage:\n  backend: mongodb\n");
+        assert!(message.contains("unknown variant `mongodb`"), "{message}");
+    }
+
+    #[test]
+    fn lease_ttl_is_checked() {
+        assert_eq!(
+            parse("").expect("defaults").delivery.lease_ttl,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            parse("delivery: { lease_ttl: 3s }\n")
+                .expect("valid")
+                .delivery
+                .lease_ttl,
+            Duration::from_secs(3)
+        );
+        for short in ["0s", "500ms"] {
+            let message = error(&format!("delivery: {{ lease_ttl: {short} }}\n"));
+            assert!(
+                message.contains("delivery.lease_ttl must be at least 2s"),
+                "{message}"
+            );
         }
     }
 

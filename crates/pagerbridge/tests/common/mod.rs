@@ -1,5 +1,6 @@
 //! End-to-end harness: the real `pagerbridge serve` binary, a real SQLite file in a temporary
-//! directory, and the PagerDuty simulator in-process, over loopback HTTP.
+//! directory (or a PostgreSQL database, [`Setup::with_postgres`]), and the PagerDuty simulator
+//! in-process, over loopback HTTP.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 use std::io::{BufRead, BufReader};
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use pagerduty_simulator::SpawnedSimulator;
-use pagerduty_simulator::{Config as SimConfig, spawn_on_loopback};
+use pagerduty_simulator::{Config as SimConfig, Faults, spawn_on_loopback};
 use serde_json::Value;
 
 /// A distinctive fake routing key, so a leak is easy to search for.
@@ -115,6 +116,20 @@ targets:
             key.display()
         ));
         std::fs::write(&self.config, yaml).expect("config file");
+    }
+
+    /// Makes later starts use PostgreSQL at `url` (e.g. a
+    /// [`pagerbridge_testkit::postgres::TestDatabase`]'s) instead of the SQLite file.
+    pub fn with_postgres(self, url: &str) -> Self {
+        let yaml = std::fs::read_to_string(&self.config).expect("config file");
+        let written = format!("storage:\n  path: \"{}\"\n", self.db_path().display());
+        assert!(
+            yaml.contains(&written),
+            "the storage section as `new` writes it"
+        );
+        let wanted = format!("storage:\n  backend: postgres\n  url: \"{url}\"\n");
+        std::fs::write(&self.config, yaml.replacen(&written, &wanted, 1)).expect("config file");
+        self
     }
 
     /// Starts `pagerbridge serve` and waits until it listens.
@@ -335,6 +350,65 @@ pub fn assert_lifecycles(
         }
         assert_eq!(actions, expected, "lifecycle of {key}");
     }
+}
+
+/// Starts `setup`'s bridge while PagerDuty (`sim`) is down, has it accept `n` triggers and
+/// `n / 2` resolves of alerts named `prefix-i`, `kill -9`s it once it has tried to send, brings
+/// PagerDuty back and restarts the bridge: every accepted event must then arrive, in order.
+pub async fn kill_9_during_an_outage_then_restart(
+    sim: &SpawnedSimulator,
+    setup: &Setup,
+    prefix: &str,
+    n: usize,
+    wait: Duration,
+) {
+    sim.sim.set_faults(Faults {
+        outage_seconds: Some(600),
+        ..Faults::default()
+    });
+    let bridge = setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts(prefix, n, "firing", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts(prefix, n / 2, "resolved", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_until("the bridge to try PagerDuty", wait, || {
+        !sim.sim.events().is_empty()
+    })
+    .await;
+    bridge.kill9();
+    assert!(delivered(sim).is_empty(), "nothing got through the outage");
+
+    sim.sim.set_faults(Faults {
+        outage_seconds: Some(0),
+        ..Faults::default()
+    });
+    let _restarted = setup.start().await;
+    wait_until("all accepted events delivered after restart", wait, || {
+        delivered(sim).len() == n + n / 2
+    })
+    .await;
+    let key = |i: usize| {
+        expected_dedup_key(&[
+            ("alertname", &format!("{prefix}-{i}")),
+            ("instance", &format!("host-{i}")),
+            ("severity", "critical"),
+        ])
+    };
+    let resolved: Vec<String> = (0..n / 2).map(key).collect();
+    let open: Vec<String> = (n / 2..n).map(key).collect();
+    let got = delivered(sim);
+    assert_lifecycles(&got, &resolved, &["trigger", "resolve"], false);
+    assert_lifecycles(&got, &open, &["trigger"], false);
 }
 
 /// A native API request with `n` alerts named `prefix-i`, all with `status`.
