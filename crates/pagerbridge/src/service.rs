@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, DeliveryConfig, Storage};
 use crate::delivery::fallback::FallbackSettings;
-use crate::delivery::{Budget, Delivery, LaneSettings, RoutingKeys, Shared};
+use crate::delivery::{Budget, Delivery, LaneSettings, LeaseSettings, RoutingKeys, Shared};
 use crate::http::{self, AppState, Tokens};
 use crate::internal_events::{EventsExpired, InternalEvent};
 use crate::keyring::Keyring;
@@ -26,7 +26,7 @@ use crate::pipeline::{Pipeline, Planner};
 use crate::silence::SilenceWatcher;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, SuppressionPolicy};
+use crate::store::{ReplicaId, Store, SuppressionPolicy};
 
 /// How often old events are dead-lettered and stale incident state forgotten.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
@@ -82,6 +82,10 @@ pub async fn run(
             budget_secret,
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),
+        },
+        LeaseSettings {
+            replica: replica_id(&storage),
+            ttl: config.delivery.lease_ttl,
         },
         lanes,
         fallback_settings(&config)?,
@@ -152,6 +156,17 @@ async fn open_store(storage: &Storage) -> anyhow::Result<Arc<dyn Store>> {
     };
     // `storage` shows the URL masked, and the store's errors do not repeat it.
     opened.with_context(|| format!("cannot open storage {storage}"))
+}
+
+/// This process's name in leases. On PostgreSQL a new random id per process: a restarted
+/// replica takes its old lanes over like any other (new epoch), so its former self's fences
+/// are dead. SQLite has one process per file, so a fixed id: after a `kill -9` the restarted
+/// process renews its predecessor's leases at once instead of waiting for them to expire.
+fn replica_id(storage: &Storage) -> ReplicaId {
+    match storage {
+        Storage::Sqlite { .. } => ReplicaId::new("sqlite").unwrap_or_else(ReplicaId::generate),
+        Storage::Postgres { .. } => ReplicaId::generate(),
+    }
 }
 
 /// The fallback publisher's settings, when `fallback.url` is set.

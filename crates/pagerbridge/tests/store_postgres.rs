@@ -13,8 +13,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use pagerbridge::store::postgres::PostgresStore;
 use pagerbridge::store::{
-    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, NewEvent, Outbox,
-    SendBudget, SuppressionPolicy,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, LeaseName, Leases,
+    NewEvent, Outbox, ReplicaId, SendBudget, SuppressionPolicy,
 };
 use pagerbridge_testkit::postgres::TestDatabase;
 use pagerduty_events::{RoutingKey, Severity};
@@ -116,7 +116,8 @@ async fn replicas_never_overrun_the_shared_budget() {
         for i in 0..TASKS {
             let replica = if i % 2 == 0 { one.clone() } else { two.clone() };
             let budget = budget.clone();
-            tasks.spawn(async move { replica.take_budget(&budget, LIMIT, window, now).await });
+            tasks
+                .spawn(async move { replica.take_budget(None, &budget, LIMIT, window, now).await });
         }
         let mut granted = 0;
         while let Some(done) = tasks.join_next().await {
@@ -125,6 +126,7 @@ async fn replicas_never_overrun_the_shared_budget() {
                 BudgetDecision::WaitUntil(until) => {
                     assert!(until > now, "waits until {until}, not after {now}");
                 }
+                BudgetDecision::Fenced => panic!("a take without a fence was fenced"),
             }
         }
         assert_eq!(
@@ -217,5 +219,39 @@ async fn replicas_accepting_incidents_in_opposite_orders_do_not_deadlock() {
                 .count();
         }
         assert_eq!(queued, 2, "each incident queued once in round {round}");
+    }
+}
+
+/// Two replicas racing for one lease, free or expired, round after round: exactly one wins
+/// each round, and every takeover moves the epoch on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
+async fn replicas_racing_for_an_expired_lease_elect_exactly_one() {
+    let (one, two, _database) = two_replicas().await;
+    let lane = LeaseName::lane("t");
+    let ttl = Duration::from_secs(10);
+    let mut last_epoch = 0;
+    for round in 0..30 {
+        // Each round starts after the last winner's lease has expired (or, first, with none).
+        let now = at(round * 20);
+        let mut racers = JoinSet::new();
+        for (i, store) in [one.clone(), two.clone(), one.clone(), two.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            let lane = lane.clone();
+            // A new id per racer and round: nobody renews, everyone takes over.
+            let owner = ReplicaId::new(format!("r{round}-{i}")).expect("id");
+            racers.spawn(async move { store.acquire_or_renew(&lane, &owner, ttl, now).await });
+        }
+        let mut winners = Vec::new();
+        while let Some(done) = racers.join_next().await {
+            if let Some(lease) = done.expect("task").expect("acquire_or_renew") {
+                winners.push(lease);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert_eq!(winners[0].epoch, last_epoch + 1, "round {round}");
+        last_epoch = winners[0].epoch;
     }
 }

@@ -27,7 +27,7 @@ use crate::internal_events::{
     BodyShrunk, DeadLetterReason, DeliveryPaused, EventDeadLettered, EventDelivered, InternalEvent,
     LaneMisconfigured, RequestCompleted,
 };
-use crate::store::{BudgetDecision, BudgetId, QueuedEvent};
+use crate::store::{BudgetDecision, BudgetId, Fence, QueuedEvent};
 
 /// A pause after a storage error: storage problems are usually brief (a locked file, a
 /// failover) and the lane must not spin on them.
@@ -45,6 +45,8 @@ enum Step {
     Idle,
     /// Wait this long before trying again.
     Pause(Duration),
+    /// Our lease on the lane is gone (another replica may drive it now): stop, send nothing.
+    Fenced,
 }
 
 pub(crate) struct Lane<S: ?Sized> {
@@ -56,6 +58,9 @@ pub(crate) struct Lane<S: ?Sized> {
     failures: Backoff,
     /// Consecutive 429s without `Retry-After`: PagerDuty's limit, so no jitter.
     throttles: Backoff,
+    /// The lease every send is fenced with; `None` only where this process is the only
+    /// sender (tests).
+    fence: Option<Fence>,
 }
 
 impl<S: LaneStore + ?Sized> Lane<S> {
@@ -76,7 +81,15 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             pacer,
             failures,
             throttles,
+            fence: None,
         }
+    }
+
+    /// Fences every send with this lease: the lane stops at the first budget slot refused
+    /// because the lease is no longer ours.
+    pub(crate) fn fenced_by(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     pub(crate) async fn run(mut self) {
@@ -93,6 +106,10 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                         .await
                 }
                 Step::Pause(pause) => self.pacer.sleep(pause, Wake::Never).await,
+                Step::Fenced => {
+                    tracing::warn!(target_name = %self.target, "lane lease lost; not sending");
+                    false
+                }
             };
             if !keep_going {
                 break;
@@ -126,7 +143,13 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         let now = Timestamp::now();
         let budget = self.settings.budget;
         let slot = match store
-            .take_budget(&budget_id, budget.requests, budget.window, now)
+            .take_budget(
+                self.fence.as_ref(),
+                &budget_id,
+                budget.requests,
+                budget.window,
+                now,
+            )
             .await
         {
             Ok(BudgetDecision::Granted { slot }) => slot,
@@ -135,6 +158,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                 tracing::debug!(target_name = %self.target, wait_ms = wait.as_millis() as u64, "budget full; waiting");
                 return Step::Pause(wait.max(Duration::from_millis(1)));
             }
+            Ok(BudgetDecision::Fenced) => return Step::Fenced,
             Err(error) => {
                 tracing::error!(target_name = %self.target, %error, "cannot read the send budget");
                 return Step::Pause(STORE_ERROR_PAUSE);

@@ -21,8 +21,8 @@ use crate::metrics::{
     TargetLabel, TriggerLabels,
 };
 use crate::store::{
-    Acceptance, Action, BudgetSecret, LaneStats, NewEvent, Outbox, SendBudget, StoreError,
-    SuppressionPolicy,
+    Acceptance, Action, BudgetSecret, LaneStats, LeaseName, NewEvent, Outbox, ReplicaId,
+    SendBudget, StoreError, SuppressionPolicy,
 };
 
 const TARGET: &str = "default";
@@ -42,6 +42,9 @@ struct FakeStore {
     taken: Mutex<Vec<(BudgetId, u32, Duration)>>,
     /// `next_eligible` fails this many times first.
     read_errors: Mutex<u32>,
+    /// The lease of the lane as the store sees it: a fenced `take_budget` is refused unless
+    /// its fence is this one (an in-memory stand-in for the lease table).
+    lease: Mutex<Option<Fence>>,
 }
 
 /// The lane reads and writes only these four of the outbox's methods (and the budget's); the
@@ -109,11 +112,15 @@ impl SendBudget for FakeStore {
     }
     async fn take_budget(
         &self,
+        fence: Option<&Fence>,
         budget: &BudgetId,
         limit: u32,
         window: Duration,
         _now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
+        if fence.is_some() && fence != self.lease.lock().expect("lock").as_ref() {
+            return Ok(BudgetDecision::Fenced);
+        }
         self.taken
             .lock()
             .expect("lock")
@@ -600,4 +607,54 @@ async fn the_running_lane_resends_exactly_when_the_429_pause_ends() {
         .collect();
     assert_eq!(sent, [Duration::ZERO, 7 * SECOND, 7 * SECOND]);
     assert_eq!(*store.delivered.lock().expect("lock"), [1, 2], "in order");
+}
+
+fn fence(owner: &str, epoch: i64) -> Fence {
+    Fence {
+        name: LeaseName::lane(TARGET),
+        owner: ReplicaId::new(owner).expect("id"),
+        epoch,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lane_without_the_lease_sends_nothing_and_stops() {
+    let h = harness();
+    // Another replica holds the lane.
+    *h.store.lease.lock().expect("lock") = Some(fence("other", 2));
+    h.queue([trigger(1, Severity::Error)]);
+    let Harness {
+        lane,
+        store,
+        pagerduty,
+        _stop,
+        ..
+    } = h;
+    tokio::time::timeout(60 * SECOND, lane.fenced_by(fence("me", 1)).run())
+        .await
+        .expect("a fenced lane stops instead of retrying");
+    assert!(pagerduty.sent.lock().expect("lock").is_empty());
+    assert_eq!(
+        store.pending.lock().expect("lock").len(),
+        1,
+        "the event waits for the owner"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn losing_the_lease_mid_way_stops_sends_and_renewal_keeps_them_going() {
+    let mut h = harness();
+    let ours = fence("me", 1);
+    *h.store.lease.lock().expect("lock") = Some(ours.clone());
+    h.lane = h.lane.fenced_by(ours.clone());
+    h.queue((1..=3).map(|id| trigger(id, Severity::Error)));
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    // A renewal keeps owner and epoch: the fence still holds.
+    *h.store.lease.lock().expect("lock") = Some(ours);
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    // Taken over (our lease expired while we were stalled): the next send is refused.
+    *h.store.lease.lock().expect("lock") = Some(fence("other", 2));
+    assert_eq!(h.lane.step().await, Step::Fenced);
+    assert_eq!(h.pagerduty.sent.lock().expect("lock").len(), 2);
+    assert_eq!(h.pending_ids(), [3]);
 }

@@ -15,6 +15,7 @@
 pub mod fallback;
 pub mod lane;
 pub mod lane_store;
+pub mod leases;
 pub(crate) mod pacer;
 pub(crate) mod request;
 pub mod service;
@@ -31,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::store::{BudgetSecret, Store};
 
 pub use lane_store::LaneStore;
+pub use leases::LeaseSettings;
 pub use service::PagerDutyService;
 
 /// Where lanes get routing keys: looked up at every send, so a rotated key applies to events
@@ -123,9 +125,11 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Starts one lane per target, and the fallback publisher when configured.
+    /// Starts one lease keeper per target, which runs the target's lane while this replica
+    /// holds its lease, and the fallback publisher when configured.
     pub fn start(
         shared: Shared,
+        leases: LeaseSettings,
         lanes: Vec<(String, LaneSettings)>,
         fallback: Option<fallback::FallbackSettings>,
     ) -> anyhow::Result<Self> {
@@ -145,9 +149,14 @@ impl Delivery {
             let wake = Arc::new(Notify::new());
             wakers.insert(target.clone(), wake.clone());
             shared.metrics.init_target(&target);
-            let pacer = pacer::Pacer::new(wake, stop_rx.clone());
-            let lane = lane::Lane::new(target, settings, shared.clone(), pacer);
-            tasks.spawn(lane.run());
+            tasks.spawn(leases::keep_lane(
+                target,
+                settings,
+                shared.clone(),
+                wake,
+                leases.clone(),
+                stop_rx.clone(),
+            ));
         }
         Ok(Self {
             wakers,

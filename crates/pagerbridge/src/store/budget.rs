@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{BudgetId, BudgetSecret, StoreError};
+use super::{BudgetId, BudgetSecret, Fence, StoreError};
 
 /// The answer of the shared send budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub enum BudgetDecision {
     Granted { slot: i64 },
     /// The window is full until then.
     WaitUntil(Timestamp),
+    /// The fence no longer holds: the lease expired or another replica took it over. Nothing
+    /// was taken; the caller must not send, and gives the lease's work up.
+    Fenced,
 }
 
 /// The shared sliding-window budget of requests per routing key.
@@ -31,8 +34,13 @@ pub trait SendBudget: Send + Sync + 'static {
     /// `window`. Each caller counts with its own limit and window against the one shared
     /// budget, so where two targets sharing a key configure different limits, neither exceeds
     /// its own (both should configure PagerDuty's).
+    ///
+    /// With a `fence`, the slot is taken only if that lease is still held at its epoch and
+    /// unexpired at `now`, in the same transaction; `None` is for callers that are the only
+    /// sender (tests, one-off commands).
     async fn take_budget(
         &self,
+        fence: Option<&Fence>,
         budget: &BudgetId,
         limit: u32,
         window: Duration,

@@ -1,8 +1,8 @@
 //! Durable storage: the outbox of events to deliver, incident state, dead letters, the
-//! per-routing-key send budget and the fallback's notices.
+//! per-routing-key send budget, the fallback's notices and the replicas' leases.
 //!
 //! Each concern is a trait of its own, in a file of its own: [`Outbox`], [`SendBudget`],
-//! [`Incidents`], [`DeadLetters`] and [`FallbackNotices`]. A backend implements them all, which
+//! [`Incidents`], [`DeadLetters`], [`FallbackNotices`] and [`Leases`]. A backend implements them all, which
 //! makes it a [`Store`]; a part of the service that needs one concern can take just that trait
 //! (an `Arc<dyn Store>` upcasts to any of them).
 //!
@@ -19,6 +19,7 @@ mod budget_id;
 mod dead_letters;
 mod fallback;
 mod incidents;
+mod leases;
 mod outbox;
 pub mod postgres;
 mod rows;
@@ -37,6 +38,7 @@ pub use dead_letters::{
 };
 pub use fallback::{FallbackNotices, Notice, NoticeKind};
 pub use incidents::Incidents;
+pub use leases::{Fence, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
 pub use outbox::{Acceptance, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
 pub use suppress::{IncidentState, SuppressionPolicy};
 
@@ -97,9 +99,10 @@ pub fn severity_rank(severity: Option<Severity>) -> i64 {
 /// All of the bridge's durable state: every concern's trait at once, what one backend
 /// implements. Code that needs only part of it can take the narrow trait; an
 /// `Arc<dyn Store>` upcasts to any of them.
-pub trait Store: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices {}
+pub trait Store: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices + Leases {}
 
-impl<T> Store for T where T: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices {}
+impl<T> Store for T where T: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices + Leases
+{}
 
 /// Milliseconds since the Unix epoch: how timestamps are stored, the same in every backend.
 pub(crate) fn to_millis(at: Timestamp) -> i64 {

@@ -39,6 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{FromRow, Postgres, Row, Transaction};
 
 use super::budget;
+use super::leases as lease_sql;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
     notice_from_row, queued_from_row,
@@ -46,9 +47,9 @@ use super::rows::{
 use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind,
-    Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis,
-    severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
+    NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError,
+    from_millis, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -472,6 +473,7 @@ impl SendBudget for PostgresStore {
 
     async fn take_budget(
         &self,
+        fence: Option<&Fence>,
         budget: &BudgetId,
         limit: u32,
         window: Duration,
@@ -480,6 +482,12 @@ impl SendBudget for PostgresStore {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let since = to_millis(now).saturating_sub(window_ms);
         let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        // `FOR SHARE` holds the lease row until we commit: a takeover (an update of that row)
+        // waits for this slot, or this check sees the takeover. Either way no slot is taken
+        // after another replica owns the lane.
+        if !super::leases::fence_holds!(lease_sql::FENCE_HOLDS_FOR_SHARE, fence, now, &mut *tx) {
+            return Ok(BudgetDecision::Fenced);
+        }
         // Every replica counts and inserts under this lock: without it two could both see
         // room for the last request and both take it.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('pagerbridge/budget'), hashtext($1))")
@@ -528,6 +536,9 @@ impl SendBudget for PostgresStore {
         Ok(())
     }
 }
+
+// The same statements on both stores; see `leases.rs`.
+super::leases::impl_leases!(PostgresStore);
 
 #[async_trait]
 impl Incidents for PostgresStore {

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
 use super::budget;
+use super::leases as lease_sql;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
     notice_from_row, queued_from_row,
@@ -23,9 +24,9 @@ use super::rows::{
 use super::suppress::{self, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Incidents, LaneStats, NewEvent, Notice, NoticeKind,
-    Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, from_millis,
-    severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
+    NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError,
+    from_millis, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -384,6 +385,7 @@ impl SendBudget for SqliteStore {
 
     async fn take_budget(
         &self,
+        fence: Option<&Fence>,
         budget: &BudgetId,
         limit: u32,
         window: Duration,
@@ -392,6 +394,11 @@ impl SendBudget for SqliteStore {
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         let since = to_millis(now).saturating_sub(window_ms);
         let mut tx = self.pool.begin().await?;
+        // One writer at a time: nothing can take the lease over between this check and the
+        // slot's insert.
+        if !super::leases::fence_holds!(lease_sql::FENCE_HOLDS, fence, now, &mut *tx) {
+            return Ok(BudgetDecision::Fenced);
+        }
         // A slot exactly one window old still counts: err on the side of PagerDuty's limit.
         sqlx::query("DELETE FROM budget_sends WHERE budget = ? AND sent_at < ?")
             .bind(budget.as_str())
@@ -432,6 +439,9 @@ impl SendBudget for SqliteStore {
         Ok(())
     }
 }
+
+// The same statements on both stores; see `leases.rs`.
+super::leases::impl_leases!(SqliteStore);
 
 #[async_trait]
 impl Incidents for SqliteStore {

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
-    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter,
-    NewEvent, NoticeKind, Store, Superseded, SuppressionPolicy,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter, Fence,
+    Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded, SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -48,6 +48,10 @@ macro_rules! conformance_tests {
             drop_keeps_a_record_and_touches_only_dead_letters,
             replayed_events_expire_from_their_replay,
             a_conditional_acknowledge_is_decided_inside_the_transaction,
+            a_lease_is_renewed_by_its_owner_and_taken_over_after_expiry,
+            a_stale_owner_cannot_renew_after_a_takeover,
+            a_released_lease_is_free_at_once_with_a_new_epoch,
+            a_stale_fence_is_refused_and_takes_no_slot,
         );
     };
     // The attributes travel as one token tree, so that they can be repeated per check.
@@ -364,7 +368,7 @@ pub async fn targets_sharing_a_budget_share_one_window<S: Store>(store: &S) {
     for (i, _target) in ["a", "b", "a"].into_iter().enumerate() {
         granted(
             store
-                .take_budget(&shared, 3, window, at(i as i64))
+                .take_budget(None, &shared, 3, window, at(i as i64))
                 .await
                 .expect("budget"),
         );
@@ -373,7 +377,7 @@ pub async fn targets_sharing_a_budget_share_one_window<S: Store>(store: &S) {
         assert!(
             matches!(
                 store
-                    .take_budget(&shared, 3, window, at(4))
+                    .take_budget(None, &shared, 3, window, at(4))
                     .await
                     .expect("budget"),
                 BudgetDecision::WaitUntil(_)
@@ -384,14 +388,14 @@ pub async fn targets_sharing_a_budget_share_one_window<S: Store>(store: &S) {
     // A target configured with a larger limit counts the same slots against its own.
     granted(
         store
-            .take_budget(&shared, 4, window, at(4))
+            .take_budget(None, &shared, 4, window, at(4))
             .await
             .expect("budget"),
     );
     // Another key has a window of its own.
     granted(
         store
-            .take_budget(&budget('m'), 3, window, at(4))
+            .take_budget(None, &budget('m'), 3, window, at(4))
             .await
             .expect("budget"),
     );
@@ -412,14 +416,14 @@ pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     for i in 0..3 {
         granted(
             store
-                .take_budget(&budget('t'), 3, window, at(i))
+                .take_budget(None, &budget('t'), 3, window, at(i))
                 .await
                 .expect("budget"),
         );
     }
     assert_eq!(
         store
-            .take_budget(&budget('t'), 3, window, at(5))
+            .take_budget(None, &budget('t'), 3, window, at(5))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(millis_after(at(10), 1)),
@@ -427,14 +431,14 @@ pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     );
     granted(
         store
-            .take_budget(&budget('o'), 3, window, at(5))
+            .take_budget(None, &budget('o'), 3, window, at(5))
             .await
             .expect("other keys have their own budgets"),
     );
     assert!(
         matches!(
             store
-                .take_budget(&budget('t'), 3, window, at(10))
+                .take_budget(None, &budget('t'), 3, window, at(10))
                 .await
                 .expect("budget"),
             BudgetDecision::WaitUntil(_)
@@ -443,7 +447,7 @@ pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     );
     granted(
         store
-            .take_budget(&budget('t'), 3, window, millis_after(at(10), 1))
+            .take_budget(None, &budget('t'), 3, window, millis_after(at(10), 1))
             .await
             .expect("budget"),
     );
@@ -453,7 +457,7 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
     let window = Duration::from_secs(10);
     let slow = granted(
         store
-            .take_budget(&budget('t'), 1, window, at(0))
+            .take_budget(None, &budget('t'), 1, window, at(0))
             .await
             .expect("budget"),
     );
@@ -461,28 +465,28 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
     store.settle_budget(slow, at(4)).await.expect("settle");
     assert_eq!(
         store
-            .take_budget(&budget('t'), 1, window, at(12))
+            .take_budget(None, &budget('t'), 1, window, at(12))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(millis_after(at(14), 1))
     );
     granted(
         store
-            .take_budget(&budget('t'), 1, window, millis_after(at(14), 1))
+            .take_budget(None, &budget('t'), 1, window, millis_after(at(14), 1))
             .await
             .expect("budget"),
     );
     // Settling never moves a slot back in time.
     let late = granted(
         store
-            .take_budget(&budget('u'), 1, window, at(20))
+            .take_budget(None, &budget('u'), 1, window, at(20))
             .await
             .expect("budget"),
     );
     store.settle_budget(late, at(3)).await.expect("settle");
     assert!(matches!(
         store
-            .take_budget(&budget('u'), 1, window, at(25))
+            .take_budget(None, &budget('u'), 1, window, at(25))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(_)
@@ -1120,4 +1124,204 @@ pub async fn a_conditional_acknowledge_is_decided_inside_the_transaction<S: Stor
         pending_ids(store).await,
         [trigger_a, ack_a, trigger_b, resolve_b]
     );
+}
+
+const LEASE_TTL: Duration = Duration::from_secs(10);
+
+fn replica(name: &str) -> ReplicaId {
+    ReplicaId::new(name).expect("non-empty id")
+}
+
+/// `acquire_or_renew` that must succeed.
+async fn acquire<S: Store>(
+    store: &S,
+    lane: &LeaseName,
+    owner: &ReplicaId,
+    now: Timestamp,
+) -> Lease {
+    store
+        .acquire_or_renew(lane, owner, LEASE_TTL, now)
+        .await
+        .expect("lease store")
+        .unwrap_or_else(|| panic!("{owner} gets {lane} at {now}"))
+}
+
+pub async fn a_lease_is_renewed_by_its_owner_and_taken_over_after_expiry<S: Store>(store: &S) {
+    let lane = LeaseName::lane("t");
+    let (a, b) = (replica("a"), replica("b"));
+    let first = acquire(store, &lane, &a, at(0)).await;
+    assert_eq!(first.expires_at, at(10));
+    // Another replica cannot take it while it lasts, up to its last millisecond.
+    for now in [at(1), millis_after(at(10), -1)] {
+        assert_eq!(
+            store
+                .acquire_or_renew(&lane, &b, LEASE_TTL, now)
+                .await
+                .expect("lease store"),
+            None,
+            "{b} must not take {lane} at {now}"
+        );
+    }
+    // The owner renews: same epoch, later expiry.
+    let renewed = acquire(store, &lane, &a, at(5)).await;
+    assert_eq!(renewed.epoch, first.epoch);
+    assert_eq!(renewed.expires_at, at(15));
+    assert!(
+        store
+            .acquire_or_renew(&lane, &b, LEASE_TTL, at(14))
+            .await
+            .expect("lease store")
+            .is_none()
+    );
+    // Expired: anyone takes it, with a new epoch.
+    let taken = acquire(store, &lane, &b, at(15)).await;
+    assert_eq!(taken.epoch, first.epoch + 1);
+    assert_eq!(taken.expires_at, at(25));
+    // Another lease is independent of this one.
+    let other = LeaseName::singleton("housekeeping");
+    acquire(store, &other, &a, at(15)).await;
+    let listed = store.leases().await.expect("leases");
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|l| (l.name.as_str(), l.owner.as_str(), l.expires_at))
+        .collect();
+    assert_eq!(
+        summary,
+        [("housekeeping", "a", at(25)), ("lane:t", "b", at(25))]
+    );
+    assert_eq!(listed[1].epoch, taken.epoch);
+}
+
+pub async fn a_stale_owner_cannot_renew_after_a_takeover<S: Store>(store: &S) {
+    let lane = LeaseName::lane("t");
+    let (a, b) = (replica("a"), replica("b"));
+    acquire(store, &lane, &a, at(0)).await;
+    // `a` stalled past its expiry; `b` took over.
+    let taken = acquire(store, &lane, &b, at(11)).await;
+    assert_eq!(
+        store
+            .acquire_or_renew(&lane, &a, LEASE_TTL, at(12))
+            .await
+            .expect("lease store"),
+        None,
+        "a stale owner's renewal fails"
+    );
+    // And `b` still holds it, at its epoch.
+    assert_eq!(acquire(store, &lane, &b, at(12)).await.epoch, taken.epoch);
+}
+
+pub async fn a_released_lease_is_free_at_once_with_a_new_epoch<S: Store>(store: &S) {
+    let lane = LeaseName::lane("t");
+    let (a, b) = (replica("a"), replica("b"));
+    let held = acquire(store, &lane, &a, at(0)).await;
+    // A release naming a wrong epoch or owner does nothing.
+    store
+        .release(&lane, &a, held.epoch + 1)
+        .await
+        .expect("release");
+    store.release(&lane, &b, held.epoch).await.expect("release");
+    assert!(
+        store
+            .acquire_or_renew(&lane, &b, LEASE_TTL, at(1))
+            .await
+            .expect("lease store")
+            .is_none()
+    );
+    store.release(&lane, &a, held.epoch).await.expect("release");
+    let taken = acquire(store, &lane, &b, at(1)).await;
+    assert!(taken.epoch > held.epoch, "a takeover moves the epoch on");
+    // The released fence is dead even were its owner to come back.
+    let fence = Fence {
+        name: lane.clone(),
+        owner: a.clone(),
+        epoch: held.epoch,
+    };
+    assert_eq!(
+        store
+            .take_budget(
+                Some(&fence),
+                &budget('k'),
+                3,
+                Duration::from_secs(10),
+                at(2)
+            )
+            .await
+            .expect("budget"),
+        BudgetDecision::Fenced
+    );
+}
+
+pub async fn a_stale_fence_is_refused_and_takes_no_slot<S: Store>(store: &S) {
+    let lane = LeaseName::lane("t");
+    let (a, b) = (replica("a"), replica("b"));
+    let window = Duration::from_secs(60);
+    let key = budget('k');
+    let held = acquire(store, &lane, &a, at(0)).await;
+    let ours = Fence {
+        name: lane.clone(),
+        owner: a.clone(),
+        epoch: held.epoch,
+    };
+    granted(
+        store
+            .take_budget(Some(&ours), &key, 2, window, at(1))
+            .await
+            .expect("budget"),
+    );
+    // At and after the expiry the fence no longer holds, even before anyone took over.
+    assert_eq!(
+        store
+            .take_budget(Some(&ours), &key, 2, window, at(10))
+            .await
+            .expect("budget"),
+        BudgetDecision::Fenced
+    );
+    let taken = acquire(store, &lane, &b, at(11)).await;
+    assert_eq!(
+        store
+            .take_budget(Some(&ours), &key, 2, window, at(12))
+            .await
+            .expect("budget"),
+        BudgetDecision::Fenced,
+        "the old owner's fence is refused after a takeover"
+    );
+    // A fence naming another lease, or the right owner at a wrong epoch, is refused too.
+    let wrong_lease = Fence {
+        name: LeaseName::lane("u"),
+        owner: b.clone(),
+        epoch: taken.epoch,
+    };
+    let wrong_epoch = Fence {
+        name: lane.clone(),
+        owner: b.clone(),
+        epoch: held.epoch,
+    };
+    for fence in [&wrong_lease, &wrong_epoch] {
+        assert_eq!(
+            store
+                .take_budget(Some(fence), &key, 2, window, at(12))
+                .await
+                .expect("budget"),
+            BudgetDecision::Fenced
+        );
+    }
+    // None of the refusals took a slot: the new owner still has the one left of two.
+    let theirs = Fence {
+        name: lane,
+        owner: b,
+        epoch: taken.epoch,
+    };
+    granted(
+        store
+            .take_budget(Some(&theirs), &key, 2, window, at(12))
+            .await
+            .expect("budget"),
+    );
+    assert!(matches!(
+        store
+            .take_budget(Some(&theirs), &key, 2, window, at(13))
+            .await
+            .expect("budget"),
+        BudgetDecision::WaitUntil(_)
+    ));
 }
