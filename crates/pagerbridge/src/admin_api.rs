@@ -356,6 +356,20 @@ pub struct Lane {
     pub dead: u64,
     pub oldest_pending_accepted_at: Option<Timestamp>,
     pub oldest_pending_age_seconds: Option<f64>,
+    /// Which replica drives the lane, as of its last lease; `None` before any replica took it.
+    /// An expired lease is shown as it is: its owner stalled or stopped and nobody took over.
+    #[serde(default)]
+    pub lease: Option<LaneLease>,
+}
+
+/// A lane's lease ([`crate::store::Leases`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneLease {
+    /// The owning replica's id (random per process).
+    pub owner: String,
+    /// Moves on at every change of owner.
+    pub epoch: i64,
+    pub expires_at: Timestamp,
 }
 
 /// The answer of [`QUEUE`].

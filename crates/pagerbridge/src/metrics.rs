@@ -134,6 +134,7 @@ pub struct Metrics {
     pub dead_letters: Family<TargetLabel, Gauge>,
     pub open_incidents: Gauge,
     pub lane_state: Family<LaneStateLabels, Gauge>,
+    pub lane_owned: Family<TargetLabel, Gauge>,
     pub fallback_sends: Family<FallbackLabels, Counter>,
     pub silence_polls: Family<ResultLabel, Counter>,
 }
@@ -167,6 +168,7 @@ impl Metrics {
             dead_letters: Family::default(),
             open_incidents: Gauge::default(),
             lane_state: Family::default(),
+            lane_owned: Family::default(),
             fallback_sends: Family::default(),
             silence_polls: Family::default(),
             registry: Registry::default(),
@@ -268,6 +270,11 @@ impl Metrics {
             m.lane_state.clone(),
         );
         registry.register(
+            "pagerbridge_lane_owned",
+            "1 for each lane this replica drives (holds the lease of), 0 for the others",
+            m.lane_owned.clone(),
+        );
+        registry.register(
             "pagerbridge_fallback_sends",
             "Notices to the fallback webhook, by kind (failing, dead_lettered) and result",
             m.fallback_sends.clone(),
@@ -307,6 +314,7 @@ impl Metrics {
             });
         }
         let _ = self.delivery_lag.get_or_create(&label);
+        let _ = self.lane_owned.get_or_create(&label);
         let _ = self.api_requests.get_or_create(&RequestLabels {
             target: target.to_owned(),
             endpoint: "/v2/enqueue".to_owned(),

@@ -167,7 +167,26 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     let (status, _) = admin(&bridge, "POST", replay, None, Some(json!({"all": true}))).await;
     assert_eq!(status, 401);
 
-    let body = get(&bridge, lanes).await;
+    // The one replica takes the lane's lease as it starts; wait until it shows.
+    poll("the lane's lease", WAIT, || async {
+        !get(&bridge, lanes).await["lanes"][0]["lease"].is_null()
+    })
+    .await;
+    let mut body = get(&bridge, lanes).await;
+    let lease = body["lanes"][0]
+        .as_object_mut()
+        .and_then(|lane| lane.remove("lease"))
+        .expect("a lease field");
+    assert!(
+        lease["owner"].as_str().is_some_and(|o| !o.is_empty()),
+        "{lease}"
+    );
+    assert_eq!(lease["epoch"], 1, "{lease}");
+    let expires: jiff::Timestamp = lease["expires_at"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("expires_at in {lease}"));
+    assert!(expires > jiff::Timestamp::now(), "{lease}");
     assert_eq!(
         body["lanes"],
         json!([{"target": "default", "configured": true, "pending": 0, "dead": 0,

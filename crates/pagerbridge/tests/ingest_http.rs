@@ -253,6 +253,7 @@ async fn metrics_have_the_seed_names_and_hold_no_key() {
         "pagerbridge_open_incidents",
         "pagerbridge_suppressed_events_total",
         "pagerbridge_lane_state",
+        "pagerbridge_lane_owned",
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {name} ")),
@@ -267,6 +268,8 @@ async fn metrics_have_the_seed_names_and_hold_no_key() {
         assert!(metrics.contains(&line), "{line:?} missing");
     }
     assert!(metrics.contains("pagerbridge_open_incidents 3"));
+    // It delivered, so it drives the lane: the one replica holds the lane's lease.
+    assert!(metrics.contains("pagerbridge_lane_owned{target=\"default\"} 1\n"));
     assert!(!metrics.contains(ROUTING_KEY));
 }
 

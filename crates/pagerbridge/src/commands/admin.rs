@@ -384,11 +384,14 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
                 lane.pending.to_string(),
                 lane.dead.to_string(),
                 lane.oldest_pending_age_seconds.map_or("-".to_owned(), age),
+                lane.lease.as_ref().map_or("-".to_owned(), |lease| {
+                    format!("{} until {}", lease.owner, lease.expires_at)
+                }),
             ]
         })
         .collect();
     print_line(&table(
-        &["TARGET", "PENDING", "DEAD", "OLDEST PENDING"],
+        &["TARGET", "PENDING", "DEAD", "OLDEST PENDING", "LEASE"],
         &rows,
     ));
     Ok(())

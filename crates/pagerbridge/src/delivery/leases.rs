@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::lane::Lane;
 use super::pacer::Pacer;
 use super::{LaneSettings, Shared};
+use crate::internal_events::{InternalEvent, LaneOwnership};
 use crate::store::{Fence, Lease, LeaseName, ReplicaId, Store};
 
 /// Who this replica is and how long its leases last.
@@ -85,10 +86,29 @@ pub(crate) async fn keep_lane(
             (current, lease) => {
                 if let Some(lane) = current {
                     lane.stop(Instant::now(), &target).await;
+                    if lease.is_none() {
+                        LaneOwnership {
+                            target: &target,
+                            epoch: None,
+                        }
+                        .emit(&shared.metrics);
+                    }
                 }
                 lease.map(|lease| {
-                    tracing::info!(target_name = %target, epoch = lease.epoch, "this replica drives the lane");
-                    start_lane(&target, &settings, &shared, &wake, &leases, &name, lease.epoch)
+                    LaneOwnership {
+                        target: &target,
+                        epoch: Some(lease.epoch),
+                    }
+                    .emit(&shared.metrics);
+                    start_lane(
+                        &target,
+                        &settings,
+                        &shared,
+                        &wake,
+                        &leases,
+                        &name,
+                        lease.epoch,
+                    )
                 })
             }
         };
@@ -105,6 +125,11 @@ pub(crate) async fn keep_lane(
     if let Some(lane) = running {
         let epoch = lane.epoch;
         lane.stop(deadline, &target).await;
+        LaneOwnership {
+            target: &target,
+            epoch: None,
+        }
+        .emit(&shared.metrics);
         // Hand the lane over now rather than after the lease runs out.
         if let Err(error) = store.release(&name, &leases.replica, epoch).await {
             tracing::warn!(target_name = %target, %error, "cannot release the lane's lease");

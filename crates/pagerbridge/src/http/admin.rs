@@ -34,11 +34,11 @@ use serde_json::Value;
 
 use super::{ApiError, AppState, json_body};
 use crate::admin_api::{
-    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LanesResponse,
-    ListedDeadLetter, PendingEvent, QueueQuery, QueueResponse, Refused, ReplayRequest,
-    ReplayResponse, Superseded,
+    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneLease,
+    LanesResponse, ListedDeadLetter, PendingEvent, QueueQuery, QueueResponse, Refused,
+    ReplayRequest, ReplayResponse, Superseded,
 };
-use crate::store::{DeadLetter, QueuedEvent, StoreError};
+use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
 
 /// The admin routes, behind the admin token check.
 pub(super) fn routes(state: AppState) -> Router<AppState> {
@@ -109,6 +109,7 @@ fn idle_lane(target: &str, configured: bool) -> Lane {
         dead: 0,
         oldest_pending_accepted_at: None,
         oldest_pending_age_seconds: None,
+        lease: None,
     }
 }
 
@@ -145,6 +146,15 @@ async fn lanes(
         lane.oldest_pending_age_seconds = stat
             .oldest_pending_accepted_at
             .map(|at| now.duration_since(at).as_secs_f64().max(0.0));
+    }
+    let leases = state.store.leases().await.map_err(storage_failed)?;
+    for lane in &mut lanes {
+        let name = LeaseName::lane(&lane.target);
+        lane.lease = leases.iter().find(|l| l.name == name).map(|l| LaneLease {
+            owner: l.owner.to_string(),
+            epoch: l.epoch,
+            expires_at: l.expires_at,
+        });
     }
     Ok(answer(&LanesResponse { lanes }))
 }

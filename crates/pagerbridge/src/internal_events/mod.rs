@@ -10,6 +10,7 @@
 mod delivery;
 mod expired;
 mod fallback;
+mod leases;
 
 pub use delivery::{
     BodyShrunk, DeliveryPaused, EventDeadLettered, EventDelivered, LaneMisconfigured,
@@ -17,6 +18,7 @@ pub use delivery::{
 };
 pub use expired::EventsExpired;
 pub use fallback::{FallbackNoticeFailed, FallbackNoticeSent};
+pub use leases::LaneOwnership;
 
 use crate::metrics::Metrics;
 
