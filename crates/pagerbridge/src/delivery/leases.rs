@@ -165,3 +165,134 @@ fn start_lane(
         task: tokio::spawn(lane.run()),
     }
 }
+
+/// Two keepers (two replicas) on one real store, in real time: leases expire by the wall
+/// clock, so a paused tokio clock cannot stand in for it. Every wait is on a condition.
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use pagerduty_events::{Attempt, Endpoint, RequestBody, RoutingKey};
+
+    use super::*;
+    use crate::delivery::{PagerDutyService, RoutingKeys};
+    use crate::metrics::{Metrics, TargetLabel};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{BudgetSecret, Leases};
+
+    const TARGET: &str = "default";
+    const TTL: Duration = Duration::from_millis(1500);
+
+    struct NoPagerDuty;
+
+    #[async_trait]
+    impl PagerDutyService for NoPagerDuty {
+        async fn send(&self, _: Endpoint, _: &RoutingKey, _: RequestBody) -> Attempt {
+            unreachable!("nothing is queued, so nothing is sent")
+        }
+    }
+
+    struct NoKeys;
+
+    impl RoutingKeys for NoKeys {
+        fn get(&self, _target: &str) -> Option<RoutingKey> {
+            None
+        }
+    }
+
+    struct Replica {
+        metrics: Arc<Metrics>,
+        stop: watch::Sender<Option<Instant>>,
+        task: JoinHandle<()>,
+    }
+
+    impl Replica {
+        fn start(store: &Arc<SqliteStore>, id: &str) -> Self {
+            let metrics = Arc::new(Metrics::new());
+            let shared = Shared {
+                store: store.clone() as Arc<dyn Store>,
+                service: Arc::new(NoPagerDuty),
+                keys: Arc::new(NoKeys),
+                budget_secret: BudgetSecret::from_stored(&[7; 32]).expect("32 bytes"),
+                metrics: metrics.clone(),
+                fallback_wake: Arc::new(Notify::new()),
+            };
+            let leases = LeaseSettings {
+                replica: ReplicaId::new(id).expect("id"),
+                ttl: TTL,
+            };
+            let (stop, stop_rx) = watch::channel(None);
+            let task = tokio::spawn(keep_lane(
+                TARGET.to_owned(),
+                LaneSettings::default(),
+                shared,
+                Arc::new(Notify::new()),
+                leases,
+                stop_rx,
+            ));
+            Self {
+                metrics,
+                stop,
+                task,
+            }
+        }
+
+        fn owns(&self) -> bool {
+            let label = TargetLabel {
+                target: TARGET.to_owned(),
+            };
+            self.metrics.lane_owned.get_or_create(&label).get() == 1
+        }
+
+        async fn shut_down(self) {
+            self.stop
+                .send(Some(Instant::now()))
+                .expect("keeper listens");
+            self.task.await.expect("keeper ends");
+        }
+    }
+
+    async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !condition() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    #[tokio::test]
+    async fn one_replica_drives_the_lane_and_another_takes_over_when_it_stops() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(
+            SqliteStore::open(&dir.path().join("leases.db"))
+                .await
+                .expect("store"),
+        );
+        let a = Replica::start(&store, "a");
+        wait_for("a to drive the lane", || a.owns()).await;
+        let b = Replica::start(&store, "b");
+        // For more than a whole lease `b` tries too, and renewals keep the lane with `a`.
+        let watch_until = Instant::now() + TTL * 3 / 2;
+        while Instant::now() < watch_until {
+            assert!(a.owns() && !b.owns(), "exactly one replica drives the lane");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let held = store.leases().await.expect("leases");
+        assert_eq!((held[0].owner.as_str(), held[0].epoch), ("a", 1));
+
+        // `a` stops: it releases the lease, so `b` need not wait for it to expire.
+        let a_expiry = store.leases().await.expect("leases")[0].expires_at;
+        a.shut_down().await;
+        wait_for("b to take the lane over", || b.owns()).await;
+        let held = store.leases().await.expect("leases");
+        assert_eq!(held[0].owner.as_str(), "b");
+        assert!(held[0].epoch > 1, "a takeover moves the epoch on");
+        let taken_at = held[0].expires_at - jiff::SignedDuration::try_from(TTL).expect("ttl");
+        assert!(
+            taken_at < a_expiry,
+            "taken over at {taken_at}, before a's lease would have expired ({a_expiry})"
+        );
+        b.shut_down().await;
+    }
+}
