@@ -1,16 +1,21 @@
 //! Load test of the whole bridge, in one process, on loopback only: the PagerDuty simulator
-//! (rate limit off), `pagerbridge::service::run` with a temporary SQLite file, and concurrent
-//! senders POSTing Alertmanager webhooks of distinct firing alerts.
+//! (rate limit off), `pagerbridge::service::run` on a fresh store (a temporary SQLite file, or
+//! a fresh PostgreSQL database dropped after the run), and concurrent senders POSTing
+//! Alertmanager webhooks of distinct firing alerts.
 //!
 //! ```text
 //! cargo run --release -p pagerbridge --example load -- [--webhooks 50] \
-//!     [--alerts-per-webhook 100] [--concurrency 4]
+//!     [--alerts-per-webhook 100] [--concurrency 1,4] [--runs N] \
+//!     [--backend sqlite|postgres|both] [--postgres-url postgres://postgres@127.0.0.1:5432/test]
 //! ```
 //!
-//! Prints ingest throughput, per-webhook POST latency, delivery throughput and the latency
-//! from an alert's acceptance (its webhook's 2xx) to PagerDuty's 202 (the simulator's
-//! `received_at` for the request carrying its dedup key). Exits non-zero if any alert is not
-//! delivered.
+//! Each run prints ingest throughput, per-webhook POST latency, delivery throughput and the
+//! latency from an alert's acceptance (its webhook's 2xx) to PagerDuty's 202 (the simulator's
+//! `received_at` for the request carrying its dedup key). The runs of the backends are
+//! interleaved (so that a machine busy for a while slows both alike), and the end prints the
+//! medians side by side, with the ratio PostgreSQL/SQLite when both ran. A benchmark, not a
+//! test: it asserts nothing about speed, but exits non-zero if any alert is not accepted or
+//! not delivered, since figures from a run that lost alerts mean nothing.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,10 +25,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use jiff::Timestamp;
 use pagerbridge::alert::Labels;
 use pagerbridge::{config, format, service};
+use pagerbridge_testkit::needs::DEFAULT_POSTGRES_URL;
+use pagerbridge_testkit::postgres::TestDatabase;
 use pagerduty_simulator::{Config as SimConfig, spawn_on_loopback};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -37,17 +44,73 @@ const DELIVERY_LIMIT: Duration = Duration::from_secs(300);
 const ROUTING_KEY: &str = "LoadTestRoutingKey00000000000001";
 
 #[derive(Parser, Debug)]
-#[command(about = "Load test of pagerbridge against the in-process PagerDuty simulator")]
+#[command(
+    about = "Load test of pagerbridge against the in-process PagerDuty simulator",
+    long_about = "Load test of pagerbridge against the in-process PagerDuty simulator: \
+        starts the simulator and the bridge on loopback, POSTs webhooks of distinct firing \
+        alerts and prints ingest throughput, POST→2xx and accept→202 latency percentiles. \
+        Every run uses a fresh store; with several runs, the end prints the medians."
+)]
 struct Args {
-    /// Webhooks to POST.
+    /// Webhooks to POST in each run.
     #[arg(long, default_value_t = 50)]
     webhooks: usize,
     /// Distinct firing alerts in each webhook.
     #[arg(long, default_value_t = 100)]
     alerts_per_webhook: usize,
-    /// Concurrent senders.
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent senders (connections); a comma-separated list measures each in turn.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    concurrency: Vec<usize>,
+    /// Store to measure; `both` runs the same load against each, interleaved.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Sqlite)]
+    backend: BackendChoice,
+    /// Runs per backend and concurrency [default: 3 with `--backend both`, else 1].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// PostgreSQL server for `--backend postgres|both`: each run creates a fresh database on
+    /// it (named `pb_test_…`) and drops it afterwards, so the user needs CREATEDB.
+    #[arg(
+        long,
+        env = "PAGERBRIDGE_TEST_POSTGRES_URL",
+        hide_env_values = true,
+        default_value = DEFAULT_POSTGRES_URL
+    )]
+    postgres_url: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendChoice {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+/// One store to run the load against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// The figures of one run that the summary compares.
+#[derive(Clone, Copy, Debug)]
+struct Measurement {
+    backend: Backend,
     concurrency: usize,
+    ingest_alerts_per_s: f64,
+    post_p50_ms: f64,
+    post_p99_ms: f64,
+    accept_p50_ms: f64,
+    accept_p99_ms: f64,
 }
 
 /// One webhook to send: its body and the dedup keys of its alerts.
@@ -69,9 +132,53 @@ struct Posted {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure!(
-        args.webhooks >= 1 && args.alerts_per_webhook >= 1 && args.concurrency >= 1,
+        args.webhooks >= 1
+            && args.alerts_per_webhook >= 1
+            && !args.concurrency.is_empty()
+            && args.concurrency.iter().all(|&c| c >= 1),
         "--webhooks, --alerts-per-webhook and --concurrency must be at least 1"
     );
+    let backends: &[Backend] = match args.backend {
+        BackendChoice::Sqlite => &[Backend::Sqlite],
+        BackendChoice::Postgres => &[Backend::Postgres],
+        BackendChoice::Both => &[Backend::Sqlite, Backend::Postgres],
+    };
+    let runs = args.runs.unwrap_or(if backends.len() > 1 { 3 } else { 1 });
+    ensure!(runs >= 1, "--runs must be at least 1");
+
+    let mut measurements = Vec::new();
+    for run in 0..runs {
+        for &concurrency in &args.concurrency {
+            // Alternate which backend goes first, so neither always runs on a warmer (or
+            // more tired) machine.
+            let order: Vec<Backend> = if run % 2 == 0 {
+                backends.to_vec()
+            } else {
+                backends.iter().rev().copied().collect()
+            };
+            for backend in order {
+                eprintln!(
+                    "run {}/{runs}: {}, concurrency {concurrency}",
+                    run + 1,
+                    backend.name()
+                );
+                let measurement = run_once(&args, backend, concurrency)
+                    .await
+                    .with_context(|| format!("{} run {}", backend.name(), run + 1))?;
+                measurements.push(measurement);
+            }
+        }
+    }
+    print_summary(&args, backends, runs, &measurements);
+    Ok(())
+}
+
+/// One run: a fresh simulator, store and bridge, the load, the detailed report.
+async fn run_once(
+    args: &Args,
+    backend: Backend,
+    concurrency: usize,
+) -> anyhow::Result<Measurement> {
     let expected = args.webhooks * args.alerts_per_webhook;
 
     // The PagerDuty simulator, rate limit off.
@@ -82,10 +189,23 @@ async fn main() -> anyhow::Result<()> {
     .await
     .context("starting the simulator")?;
 
-    // The bridge: temp SQLite file, one target keyed from a temp file, a budget that never
-    // throttles.
+    // The bridge: a fresh store, one target keyed from a temp file, a budget that never
+    // throttles. The database guard lives to the end of the run, after the bridge stops.
     let dir = tempfile::tempdir().context("temp dir")?;
-    let config = bridge_config(dir.path(), &sim.base_url())?;
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(
+            TestDatabase::create_on(&args.postgres_url)
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("creating the run's PostgreSQL database")?,
+        ),
+    };
+    let config = bridge_config(
+        dir.path(),
+        &sim.base_url(),
+        database.as_ref().map(|db| db.url.as_str()),
+    )?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let bridge_addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -101,8 +221,11 @@ async fn main() -> anyhow::Result<()> {
 
     let webhooks = Arc::new(build_webhooks(args.webhooks, args.alerts_per_webhook)?);
     eprintln!(
-        "bridge on {bridge_addr}, simulator on {}; sending {} webhooks x {} alerts with {} senders",
-        sim.addr, args.webhooks, args.alerts_per_webhook, args.concurrency
+        "bridge on {bridge_addr} ({}), simulator on {}; sending {} webhooks x {} alerts with {concurrency} senders",
+        backend.name(),
+        sim.addr,
+        args.webhooks,
+        args.alerts_per_webhook
     );
 
     // POST phase: C senders take the next webhook until all are sent or time is up.
@@ -112,7 +235,7 @@ async fn main() -> anyhow::Result<()> {
     let url = format!("http://{bridge_addr}/api/v1/alertmanager");
     let post_start = Instant::now();
     let mut senders = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
+    for _ in 0..concurrency {
         let (http, url, webhooks, next, results, failures) = (
             http.clone(),
             url.clone(),
@@ -253,10 +376,10 @@ async fn main() -> anyhow::Result<()> {
     };
     println!();
     println!(
-        "pagerbridge load: {} webhooks x {} alerts, concurrency {} (release: {})",
+        "pagerbridge load on {}: {} webhooks x {} alerts, concurrency {concurrency} (release: {})",
+        backend.name(),
         args.webhooks,
         args.alerts_per_webhook,
-        args.concurrency,
         !cfg!(debug_assertions)
     );
     println!("{:-<72}", "");
@@ -326,11 +449,78 @@ async fn main() -> anyhow::Result<()> {
     if undelivered > 0 {
         bail!("{undelivered} accepted alerts were not delivered within the time limit");
     }
-    Ok(())
+    drop(database);
+    // percentiles_row sorted both lists above.
+    Ok(Measurement {
+        backend,
+        concurrency,
+        ingest_alerts_per_s: per_second(accepted_alerts, post_wall.as_secs_f64()),
+        post_p50_ms: nearest_rank(&post_latency, 50.0),
+        post_p99_ms: nearest_rank(&post_latency, 99.0),
+        accept_p50_ms: nearest_rank(&accept_to_202, 50.0),
+        accept_p99_ms: nearest_rank(&accept_to_202, 99.0),
+    })
+}
+
+/// The medians over the runs, per concurrency, the backends side by side.
+fn print_summary(args: &Args, backends: &[Backend], runs: usize, measurements: &[Measurement]) {
+    println!();
+    println!(
+        "medians of {runs} run(s): {} webhooks x {} alerts (release: {})",
+        args.webhooks,
+        args.alerts_per_webhook,
+        !cfg!(debug_assertions)
+    );
+    let both = backends.len() > 1;
+    print!("{:<34}", "");
+    for backend in backends {
+        print!("{:>12}", backend.name());
+    }
+    if both {
+        print!("{:>12}", "PG/SQLite");
+    }
+    println!();
+    type Figure = fn(&Measurement) -> f64;
+    let figures: [(&str, Figure); 5] = [
+        ("ingest (alerts/s)", |m| m.ingest_alerts_per_s),
+        ("POST → 2xx p50 (ms)", |m| m.post_p50_ms),
+        ("POST → 2xx p99 (ms)", |m| m.post_p99_ms),
+        ("accept → 202 p50 (ms)", |m| m.accept_p50_ms),
+        ("accept → 202 p99 (ms)", |m| m.accept_p99_ms),
+    ];
+    for &concurrency in &args.concurrency {
+        for (label, figure) in figures {
+            print!("{:<34}", format!("{label}, {concurrency} conn"));
+            let medians: Vec<f64> = backends
+                .iter()
+                .map(|&backend| {
+                    let mut values: Vec<f64> = measurements
+                        .iter()
+                        .filter(|m| m.backend == backend && m.concurrency == concurrency)
+                        .map(figure)
+                        .collect();
+                    values.sort_by(f64::total_cmp);
+                    nearest_rank(&values, 50.0)
+                })
+                .collect();
+            for median in &medians {
+                print!("{median:>12.1}");
+            }
+            if let [sqlite, postgres] = medians[..] {
+                print!("{:>12.2}", postgres / sqlite);
+            }
+            println!();
+        }
+    }
 }
 
 /// A YAML config as an operator would write it, loaded the way `serve` loads it.
-fn bridge_config(dir: &Path, pagerduty_url: &str) -> anyhow::Result<config::Config> {
+/// `postgres_url`: the run's database, else a SQLite file in `dir`.
+fn bridge_config(
+    dir: &Path,
+    pagerduty_url: &str,
+    postgres_url: Option<&str>,
+) -> anyhow::Result<config::Config> {
     let key = dir.join("routing-key");
     std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
     #[cfg(unix)]
@@ -338,11 +528,16 @@ fn bridge_config(dir: &Path, pagerduty_url: &str) -> anyhow::Result<config::Conf
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
     }
+    let storage = match postgres_url {
+        Some(url) => format!("storage:\n  backend: postgres\n  url: \"{url}\"\n"),
+        None => format!(
+            "storage:\n  path: \"{}\"\n",
+            dir.join("bridge.db").display()
+        ),
+    };
     let yaml = format!(
         r#"listen: "127.0.0.1:0"
-storage:
-  path: "{db}"
-pagerduty:
+{storage}pagerduty:
   url: "{pagerduty_url}"
   rate_limit: {{ requests: 1000000, window: "60s" }}
   timeout: "10s"
@@ -352,7 +547,6 @@ targets:
   - name: "default"
     routing_key_file: "{key}"
 "#,
-        db = dir.join("bridge.db").display(),
         key = key.display(),
     );
     let path = dir.join("pagerbridge.yaml");
@@ -454,6 +648,15 @@ fn row(label: &str, value: String) {
     println!("{label:<38}{value}");
 }
 
+/// The nearest-rank `p`th percentile of `sorted` (ascending); NaN when it is empty.
+fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[index.clamp(1, sorted.len()) - 1]
+}
+
 /// Nearest-rank percentiles of `values` (sorted in place).
 fn percentiles_row(label: &str, values: &mut [f64]) {
     if values.is_empty() {
@@ -461,16 +664,12 @@ fn percentiles_row(label: &str, values: &mut [f64]) {
         return;
     }
     values.sort_by(f64::total_cmp);
-    let rank = |p: f64| {
-        let index = ((p / 100.0) * values.len() as f64).ceil() as usize;
-        values[index.clamp(1, values.len()) - 1]
-    };
     println!(
         "{label:<28}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>7}",
         values[0],
-        rank(50.0),
-        rank(90.0),
-        rank(99.0),
+        nearest_rank(values, 50.0),
+        nearest_rank(values, 90.0),
+        nearest_rank(values, 99.0),
         values[values.len() - 1],
         values.len()
     );

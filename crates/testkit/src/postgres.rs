@@ -34,15 +34,18 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
-/// An administrative connection to the server; a test without one fails.
-async fn admin_connection(url: &str) -> PgConnection {
+/// An administrative connection to the server.
+async fn admin_connection(url: &str) -> Result<PgConnection, String> {
     let error =
         match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url)).await {
-            Ok(Ok(conn)) => return conn,
+            Ok(Ok(conn)) => return Ok(conn),
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer within 10s".to_owned(),
         };
-    panic!("PostgreSQL not reachable at {}: {error}", redacted(url))
+    Err(format!(
+        "PostgreSQL not reachable at {}: {error}",
+        redacted(url)
+    ))
 }
 
 /// A name no other test, run or process picks: the creation time, for stale cleanup, then
@@ -156,29 +159,34 @@ impl Drop for TestDatabase {
 
 impl TestDatabase {
     /// Creates an empty database (not migrated: the store under test does that) and returns
-    /// the guard that drops it. Panics when the server cannot be reached.
+    /// the guard that drops it. Panics when the server cannot be reached, so that a test that
+    /// needs one fails.
     pub async fn create() -> TestDatabase {
-        let server_url = needs::postgres_url();
-        let mut admin = admin_connection(&server_url).await;
+        Self::create_on(&needs::postgres_url())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates an empty database on the server at `server_url` (any database of it: the new
+    /// one replaces the path). For callers that are not tests, such as the load example,
+    /// which report the error instead of panicking.
+    pub async fn create_on(server_url: &str) -> Result<TestDatabase, String> {
+        let mut admin = admin_connection(server_url).await?;
         drop_stale_databases(&mut admin).await;
         let name = unique_database_name();
-        let mut url = url::Url::parse(&server_url).unwrap_or_else(|e| {
-            panic!(
-                "PAGERBRIDGE_TEST_POSTGRES_URL is not a URL ({e}): {}",
-                redacted(&server_url)
-            )
-        });
+        let mut url = url::Url::parse(server_url)
+            .map_err(|e| format!("not a URL ({e}): {}", redacted(server_url)))?;
         url.set_path(&format!("/{name}"));
         sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut admin)
             .await
-            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+            .map_err(|e| format!("creating test database {name}: {e}"))?;
         let _ = admin.close().await;
-        TestDatabase {
-            server_url,
+        Ok(TestDatabase {
+            server_url: server_url.to_owned(),
             name,
             url: url.to_string(),
-        }
+        })
     }
 
     /// The database's name, for messages.
