@@ -140,6 +140,7 @@ mod tests {
     #[test]
     fn hmac_matches_an_independent_implementation() {
         // Expected values from Python's `hmac.new(secret, key, hashlib.sha256)`.
+        // The alphabet, not a real integration key: a fake test key.
         let key = RoutingKey::new("abcdefghijklmnopqrstuvwxyz012345").expect("valid key");
         let hex = |bytes: [u8; 32]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         assert_eq!(
