@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use common::{
     ROUTING_KEY, Setup, assert_lifecycles, delivered, expected_dedup_key,
-    kill_9_during_an_outage_then_restart, native_alerts, sample, simulator, wait_until,
+    kill_9_during_an_outage_then_restart, native_alerts, sample,
+    setup_of_two_targets_sharing_a_key, simulator, tight_simulator,
+    two_targets_sharing_a_key_stay_within_its_budget, wait_until,
 };
 use pagerduty_simulator::{Config as SimConfig, Faults};
 use serde_json::Value;
@@ -179,14 +181,6 @@ async fn scrape_until(bridge: &common::Bridge, line: &str) -> String {
 
 /// The simulator with a tight budget, 10 requests per 2 s (the bridge's `(10, "2s")`), so
 /// that a burst over it shows as a budget violation within seconds.
-async fn tight_simulator() -> common::SpawnedSimulator {
-    simulator(SimConfig {
-        rate_limit: 10,
-        rate_window: Duration::from_secs(2),
-        ..SimConfig::default()
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn order_and_budget_hold_while_pagerduty_fails_and_throttles() {
@@ -235,58 +229,10 @@ async fn order_and_budget_hold_while_pagerduty_fails_and_throttles() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_targets_sharing_a_routing_key_share_its_budget() {
-    // PagerDuty's budget is per routing key: 10 requests per 2 s for both targets together.
     let sim = tight_simulator().await;
-    // Each target alone is configured with the full budget; errors go to "default", the rest
-    // to "second", both with the same key.
-    let setup = Setup::new(
-        &sim.base_url(),
-        (10, "2s"),
-        "",
-        "    match: { severity: \"error\" }",
-    );
-    setup.add_target_sharing_the_key("second");
+    let setup = setup_of_two_targets_sharing_a_key(&sim);
     let bridge = setup.start().await;
-    let n = 8;
-    for status in ["firing", "resolved"] {
-        for (prefix, severity) in [("Db", "error"), ("Web", "warning")] {
-            let (code, receipt) = bridge
-                .post(
-                    "/api/v1/alerts",
-                    &native_alerts(prefix, n, status, severity),
-                )
-                .await;
-            assert_eq!(code, 202, "{receipt}");
-        }
-    }
-    wait_until("every lifecycle delivered", Duration::from_secs(60), || {
-        delivered(&sim).len() == 4 * n
-    })
-    .await;
-    let keys: Vec<String> = [("Db", "error"), ("Web", "warning")]
-        .into_iter()
-        .flat_map(|(prefix, severity)| {
-            (0..n).map(move |i| {
-                expected_dedup_key(&[
-                    ("alertname", &format!("{prefix}-{i}")),
-                    ("instance", &format!("host-{i}")),
-                    ("severity", severity),
-                ])
-            })
-        })
-        .collect();
-    assert_lifecycles(&delivered(&sim), &keys, &["trigger", "resolve"], false);
-    let stats = sim.sim.stats();
-    assert_eq!(
-        stats.budget_violations, 0,
-        "the two targets together went over the key's budget: {stats:?}"
-    );
-    // Every 429 would have been counted before the lane's next request, so before the last 202.
-    let (_, metrics) = bridge.get_text("/metrics").await;
-    for target in ["default", "second"] {
-        let line = format!("pagerduty_rate_limit_hits_total{{target=\"{target}\"}} 0\n");
-        assert!(metrics.contains(&line), "{target} needed no 429: {metrics}");
-    }
+    two_targets_sharing_a_key_stay_within_its_budget(&sim, &[&bridge]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,6 +24,13 @@
 //! - `expire_incidents` skips incident rows another transaction holds instead of waiting, so
 //!   it cannot deadlock with an `accept` writing several incidents in another order.
 //!
+//! A replica can stop in the middle of one of those transactions and hold its locks: paused
+//! (SIGSTOP, a stalled VM), or cut off with the server still waiting for its next statement.
+//! Every session therefore sets `idle_in_transaction_session_timeout` ([`IDLE_IN_TRANSACTION`]):
+//! the server ends it and rolls back, the locks go, and the others carry on (a lane waiting to
+//! take the lane's lease over, an `accept` of the same incident) well within the lease's time
+//! to live. The stalled replica finds its connection gone when it wakes.
+//!
 //! Those transactions begin `ISOLATION LEVEL READ COMMITTED` explicitly: each statement then
 //! reads what was committed before it, so the state read after a lock is granted includes the
 //! previous holder's writes. A server default of REPEATABLE READ would read a snapshot from
@@ -54,6 +61,17 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// How long the server lets a session sit idle inside a transaction before it ends it (see the
+/// module documentation). Our transactions send their statements back to back, so a second
+/// of silence means the replica stopped; it is below the shortest `delivery.lease_ttl` (2 s),
+/// so the locks of a stalled lane owner are gone before its lease runs out.
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = '1s'";
+
+/// How long a request waits for a connection from the pool before it fails (503 for ingest):
+/// with the database down, a sender hears so promptly and retries, instead of its request
+/// hanging for sqlx's default of 30 s.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How the locked transactions begin; see the module documentation.
 const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
@@ -73,7 +91,13 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query(IDLE_IN_TRANSACTION).execute(conn).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -749,5 +773,52 @@ impl FallbackNotices for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// Sessions the store opens, against a real server (`#[ignore = "needs postgres"]`).
+#[cfg(test)]
+mod tests {
+    use pagerbridge_testkit::postgres::TestDatabase;
+
+    use super::*;
+
+    /// A replica that stops inside a transaction (paused, cut off) must not hold its locks
+    /// past a second: the server ends its session, and another replica gets the lock.
+    #[tokio::test]
+    #[ignore = "needs postgres"]
+    async fn a_postgres_session_stalled_in_a_transaction_loses_its_locks() {
+        let database = TestDatabase::create().await;
+        let store = PostgresStore::connect(&database.url)
+            .await
+            .expect("connect");
+        let mut stalled = store.pool.begin().await.expect("begin");
+        sqlx::query("SELECT pg_advisory_xact_lock(42)")
+            .execute(&mut *stalled)
+            .await
+            .expect("lock");
+
+        // Another session waits for the lock, and gets it once the server has ended the
+        // stalled one (after its second of silence), well before this wait's own limit.
+        let started = std::time::Instant::now();
+        let mut other = store.pool.begin().await.expect("begin");
+        sqlx::query("SET LOCAL lock_timeout = '10s'")
+            .execute(&mut *other)
+            .await
+            .expect("lock_timeout");
+        sqlx::query("SELECT pg_advisory_xact_lock(42)")
+            .execute(&mut *other)
+            .await
+            .expect("the stalled session's lock is released");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900),
+            "the lock was held until the stalled session was ended ({waited:?})"
+        );
+        other.commit().await.expect("commit");
+
+        // The stalled one learns its transaction is gone at its next statement.
+        let next = sqlx::query("SELECT 1").execute(&mut *stalled).await;
+        assert!(next.is_err(), "the stalled session was ended: {next:?}");
     }
 }

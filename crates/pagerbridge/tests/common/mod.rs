@@ -22,6 +22,22 @@ pub fn sample(name: &str) -> Vec<u8> {
     pagerbridge_testkit::samples::read(name)
 }
 
+/// [`wait_until`] for a condition that must be awaited (one that asks a bridge, say).
+pub async fn wait_until_async<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits for `condition`, checking every 20 ms, failing the test after `timeout`.
 pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -36,6 +52,16 @@ pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut
 
 pub async fn simulator(config: SimConfig) -> SpawnedSimulator {
     spawn_on_loopback(config).await.expect("simulator starts")
+}
+
+/// A simulator that enforces a tight budget: 10 requests per 2 s per routing key.
+pub async fn tight_simulator() -> SpawnedSimulator {
+    simulator(SimConfig {
+        rate_limit: 10,
+        rate_window: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await
 }
 
 /// A bridge's files: configuration, key and database, kept across restarts.
@@ -132,9 +158,24 @@ targets:
         self
     }
 
+    /// Sets `delivery.lease_ttl` for later starts (the default is 10 s; tests of takeovers
+    /// want them quick).
+    pub fn with_lease_ttl(self, ttl: &str) -> Self {
+        let yaml = std::fs::read_to_string(&self.config).expect("config file");
+        let wanted = format!("delivery:\n  lease_ttl: \"{ttl}\"\n");
+        std::fs::write(&self.config, yaml.replacen("delivery:\n", &wanted, 1)).expect("config");
+        self
+    }
+
     /// Starts `pagerbridge serve` and waits until it listens.
     pub async fn start(&self) -> Bridge {
-        Bridge::start(&self.config).await
+        Bridge::start(&self.config, &[]).await
+    }
+
+    /// [`Setup::start`] with extra environment variables, e.g. a `PAGERBRIDGE_*` override
+    /// that tells one replica from another.
+    pub async fn start_with_env(&self, env: &[(&str, &str)]) -> Bridge {
+        Bridge::start(&self.config, env).await
     }
 }
 
@@ -147,11 +188,12 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    async fn start(config: &Path) -> Bridge {
+    async fn start(config: &Path, env: &[(&str, &str)]) -> Bridge {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pagerbridge"))
             .args(["--log-level", "debug", "serve", "--config"])
             .arg(config)
             .env_remove("PAGERBRIDGE_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -217,10 +259,41 @@ impl Bridge {
         self.logs.lock().expect("logs").clone()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}").as_str(), &pid])
+            .status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "could not send SIG{signal}"
+        );
+    }
+
+    /// Whether this replica drives `target`'s lane now, by its `pagerbridge_lane_owned` gauge;
+    /// `None` when it does not answer within half a second (paused, stopping).
+    pub async fn lane_owned(&self, target: &str) -> Option<bool> {
+        let request = self
+            .http
+            .get(self.url("/metrics"))
+            .timeout(Duration::from_millis(500));
+        let text = request.send().await.ok()?.text().await.ok()?;
+        let gauge = format!("pagerbridge_lane_owned{{target=\"{target}\"}} ");
+        let value = text.lines().find_map(|line| line.strip_prefix(&gauge))?;
+        Some(value.trim() == "1")
+    }
+
+    /// Whether this replica answers and drives `target`'s lane now.
+    pub async fn owns_lane(&self, target: &str) -> bool {
+        self.lane_owned(target).await == Some(true)
+    }
+
     /// `kill -9`: no chance to flush or drain.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Drop checks its logs.
     }
 
     /// SIGTERM, then waits for the process to exit (at most `timeout`).
@@ -250,17 +323,20 @@ impl Drop for Bridge {
     /// Every end-to-end test is also a secret-hygiene test: the bridge ran at DEBUG, and not
     /// one log line may hold the routing key.
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+        // Signal only a process still running: a reaped one's pid may be someone else's now.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if !std::thread::panicking() {
             assert_no_routing_key_in_logs(&self.logs());
         }
@@ -409,6 +485,74 @@ pub async fn kill_9_during_an_outage_then_restart(
     let got = delivered(sim);
     assert_lifecycles(&got, &resolved, &["trigger", "resolve"], false);
     assert_lifecycles(&got, &open, &["trigger"], false);
+}
+
+/// Two targets with one routing key: errors go to "default", the rest to "second". Each is
+/// configured with the key's whole budget (10 requests per 2 s, as [`tight_simulator`]
+/// enforces), so only a budget kept
+/// per key keeps them within it.
+pub fn setup_of_two_targets_sharing_a_key(sim: &SpawnedSimulator) -> Setup {
+    let setup = Setup::new(
+        &sim.base_url(),
+        (10, "2s"),
+        "",
+        "    match: { severity: \"error\" }",
+    );
+    setup.add_target_sharing_the_key("second");
+    setup
+}
+
+/// Posts `n` lifecycles to each of the two targets of [`setup_of_two_targets_sharing_a_key`],
+/// round-robin over `bridges` (replicas of one store), and checks every one is delivered in
+/// order with not one request over the key's budget (10 per 2 s) and not one 429 needed.
+pub async fn two_targets_sharing_a_key_stay_within_its_budget(
+    sim: &SpawnedSimulator,
+    bridges: &[&Bridge],
+) {
+    let n = 8;
+    let mut next = bridges.iter().cycle();
+    for status in ["firing", "resolved"] {
+        for (prefix, severity) in [("Db", "error"), ("Web", "warning")] {
+            let bridge = next.next().expect("a bridge");
+            let (code, receipt) = bridge
+                .post(
+                    "/api/v1/alerts",
+                    &native_alerts(prefix, n, status, severity),
+                )
+                .await;
+            assert_eq!(code, 202, "{receipt}");
+        }
+    }
+    wait_until("every lifecycle delivered", Duration::from_secs(60), || {
+        delivered(sim).len() == 4 * n
+    })
+    .await;
+    let keys: Vec<String> = [("Db", "error"), ("Web", "warning")]
+        .into_iter()
+        .flat_map(|(prefix, severity)| {
+            (0..n).map(move |i| {
+                expected_dedup_key(&[
+                    ("alertname", &format!("{prefix}-{i}")),
+                    ("instance", &format!("host-{i}")),
+                    ("severity", severity),
+                ])
+            })
+        })
+        .collect();
+    assert_lifecycles(&delivered(sim), &keys, &["trigger", "resolve"], false);
+    let stats = sim.sim.stats();
+    assert_eq!(
+        stats.budget_violations, 0,
+        "the two targets together went over the key's budget: {stats:?}"
+    );
+    // Every 429 would have been counted before the lane's next request, so before the last 202.
+    for bridge in bridges {
+        let (_, metrics) = bridge.get_text("/metrics").await;
+        for target in ["default", "second"] {
+            let line = format!("pagerduty_rate_limit_hits_total{{target=\"{target}\"}} 0\n");
+            assert!(metrics.contains(&line), "{target} needed no 429: {metrics}");
+        }
+    }
 }
 
 /// A native API request with `n` alerts named `prefix-i`, all with `status`.
