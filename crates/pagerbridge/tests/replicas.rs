@@ -174,7 +174,7 @@ async fn three_replicas_on_postgres_lose_nothing_to_random_kill_9() {
     let mut takeovers = Vec::new();
     let mut step = 0;
     let posts = (0..n + 10).flat_map(|i| {
-        let trigger = (i < n).then(|| (i, "firing"));
+        let trigger = (i < n).then_some((i, "firing"));
         let resolve = (i >= 10).then(|| (i - 10, "resolved"));
         trigger.into_iter().chain(resolve)
     });
