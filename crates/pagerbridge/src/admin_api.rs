@@ -16,6 +16,8 @@ use crate::store::{Action, DeadLetterFilter};
 
 /// `GET`: per target, pending events, dead letters and the oldest pending age.
 pub const LANES: &str = "/api/v1/admin/lanes";
+/// `GET`: every lease (lanes and singletons): its owner, epoch and expiry.
+pub const LEASES: &str = "/api/v1/admin/leases";
 /// `GET ?target=&limit=`: pending events, oldest first.
 pub const QUEUE: &str = "/api/v1/admin/queue";
 /// `GET ?target=&dedup_key=&action=&after_id=&limit=&include_dropped=`: dead letters.
@@ -49,6 +51,11 @@ fn refused(error: &'static str, detail: impl Into<String>) -> Refused {
 
 /// The query of [`LANES`]: it takes no parameter, so any parameter is refused.
 pub fn parse_lanes_query(raw: Option<&str>) -> Result<(), Refused> {
+    Params::parse(raw, &[]).map(drop)
+}
+
+/// The query of [`LEASES`]: it takes no parameter, so any parameter is refused.
+pub fn parse_leases_query(raw: Option<&str>) -> Result<(), Refused> {
     Params::parse(raw, &[]).map(drop)
 }
 
@@ -372,6 +379,26 @@ pub struct LaneLease {
     pub expires_at: Timestamp,
 }
 
+/// The answer of [`LEASES`]: every lease, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeasesResponse {
+    pub leases: Vec<ListedLease>,
+}
+
+/// A lease as listed ([`crate::store::Leases`]): what it is for — `lane:<target>`, or a
+/// singleton: `housekeeping`, `silence`, `fallback` — and which replica holds it, as of its last
+/// acquisition or renewal. An expired lease is shown as it is: its owner stopped (a released
+/// lease expired at the Unix epoch) or stalled, and nobody took over yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedLease {
+    pub name: String,
+    /// The owning replica's id (random per process on PostgreSQL, `sqlite` on SQLite).
+    pub owner: String,
+    /// Moves on at every change of owner (and at a release).
+    pub epoch: i64,
+    pub expires_at: Timestamp,
+}
+
 /// The answer of [`QUEUE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueResponse {
@@ -570,6 +597,8 @@ mod tests {
         }
         assert!(parse_lanes_query(Some("x=1")).is_err());
         assert!(parse_lanes_query(None).is_ok());
+        assert!(parse_leases_query(Some("name=silence")).is_err());
+        assert!(parse_leases_query(None).is_ok());
         for bad in ["include_dropped=yes", "action=explode", "after_id=x"] {
             assert!(DeadLetterQuery::parse(Some(bad)).is_err(), "{bad}");
         }
@@ -603,6 +632,24 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<DeadLettersResponse>(text).expect("parses"),
             listed
+        );
+        let leases = LeasesResponse {
+            leases: vec![ListedLease {
+                name: "housekeeping".to_owned(),
+                owner: "sqlite".to_owned(),
+                epoch: 2,
+                expires_at: "2026-11-29T21:00:10Z".parse().expect("timestamp"),
+            }],
+        };
+        let text = serde_json::to_value(&leases).expect("serializes");
+        assert_eq!(
+            text,
+            json!({"leases": [{"name": "housekeeping", "owner": "sqlite", "epoch": 2,
+                               "expires_at": "2026-11-29T21:00:10Z"}]})
+        );
+        assert_eq!(
+            serde_json::from_value::<LeasesResponse>(text).expect("parses"),
+            leases
         );
         let replayed = ReplayResponse::new(vec![1, 2], vec![Superseded { id: 3, by: 9 }]);
         assert_eq!(

@@ -3,9 +3,10 @@
 //! The path of an alert (DESIGN.md), one module per step:
 //! [`ingest`] parses what senders post into [`alert::Alert`]s; [`format`] turns an alert into
 //! the PagerDuty event to send; [`store`] keeps the durable outbox and incident state behind one
-//! trait; [`delivery`] drives a lane per target within PagerDuty's budget; [`http`] is the HTTP
-//! surface, whose admin API speaks [`admin_api`] (shared with the CLI); [`config`] reads the
-//! YAML file. The PagerDuty protocol itself lives in the
+//! trait; [`delivery`] drives a lane per target within PagerDuty's budget, on the one replica
+//! that holds the lane's lease ([`lease_keeper`], which does the same for the singletons);
+//! [`http`] is the HTTP surface, whose admin API speaks [`admin_api`] (shared with the CLI);
+//! [`config`] reads the YAML file. The PagerDuty protocol itself lives in the
 //! `pagerduty-events` crate, which knows nothing of alerts.
 
 pub mod admin_api;
@@ -19,10 +20,12 @@ pub mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod housekeeping;
 pub mod http;
 pub mod ingest;
 pub mod internal_events;
 pub mod keyring;
+pub mod lease_keeper;
 pub mod metrics;
 pub mod pipeline;
 pub mod secrets;

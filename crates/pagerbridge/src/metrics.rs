@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use pagerduty_events::{Endpoint, Severity};
 
+use crate::lease_keeper::Singleton;
 use crate::store::{Action, Store, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +67,12 @@ pub struct FallbackLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
+}
+
+/// Which singleton ([`crate::lease_keeper::Singleton`]): `housekeeping`, `silence`, `fallback`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SingletonLabel {
+    pub singleton: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -135,6 +142,7 @@ pub struct Metrics {
     pub open_incidents: Gauge,
     pub lane_state: Family<LaneStateLabels, Gauge>,
     pub lane_owned: Family<TargetLabel, Gauge>,
+    pub singleton_owned: Family<SingletonLabel, Gauge>,
     pub fallback_sends: Family<FallbackLabels, Counter>,
     pub silence_polls: Family<ResultLabel, Counter>,
 }
@@ -169,6 +177,7 @@ impl Metrics {
             open_incidents: Gauge::default(),
             lane_state: Family::default(),
             lane_owned: Family::default(),
+            singleton_owned: Family::default(),
             fallback_sends: Family::default(),
             silence_polls: Family::default(),
             registry: Registry::default(),
@@ -275,6 +284,12 @@ impl Metrics {
             m.lane_owned.clone(),
         );
         registry.register(
+            "pagerbridge_singleton_owned",
+            "1 for each singleton (housekeeping, silence, fallback) this replica runs (holds the \
+             lease of), 0 for the others",
+            m.singleton_owned.clone(),
+        );
+        registry.register(
             "pagerbridge_fallback_sends",
             "Notices to the fallback webhook, by kind (failing, dead_lettered) and result",
             m.fallback_sends.clone(),
@@ -331,6 +346,14 @@ impl Metrics {
             Self::count_zero(&self.dead_lettered, target, reason.as_str());
         }
         self.set_lane_state(target, LaneState::healthy);
+    }
+
+    /// Creates a singleton's `pagerbridge_singleton_owned` series at 0, for the replicas that
+    /// keep its lease (a singleton that is not configured has no series).
+    pub fn init_singleton(&self, singleton: Singleton) {
+        let _ = self.singleton_owned.get_or_create(&SingletonLabel {
+            singleton: singleton.as_str().to_owned(),
+        });
     }
 
     fn count_zero(family: &Family<ReasonLabels, Counter>, target: &str, reason: &str) {

@@ -1,8 +1,10 @@
 //! `serve` wiring: configuration in, a running bridge out.
 //!
-//! Builds every part once — keys, storage, PagerDuty client, lanes, pipeline, HTTP — and runs
-//! until shutdown: the HTTP server stops taking requests first, then lanes drain for
-//! `delivery.shutdown_drain`. Whatever is still queued stays in storage for the next start.
+//! Builds every part once — keys, storage, PagerDuty client, lanes, pipeline, HTTP, and the
+//! keepers of the singletons (housekeeping, the silence watcher) — and runs until shutdown: the
+//! HTTP server stops taking requests first, then the singletons stop (each finishing the round
+//! under way) while lanes drain for `delivery.shutdown_drain`, and every lease is released.
+//! Whatever is still queued stays in storage for the next start.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,26 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jiff::Timestamp;
 use pagerduty_events::{Client, RoutingKey};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::config::{Config, DeliveryConfig, Storage};
+use crate::config::{Config, Storage};
 use crate::delivery::fallback::FallbackSettings;
 use crate::delivery::{Budget, Delivery, LaneSettings, LeaseSettings, RoutingKeys, Shared};
 use crate::http::{self, AppState, Tokens};
-use crate::internal_events::{EventsExpired, InternalEvent};
 use crate::keyring::Keyring;
+use crate::lease_keeper::{Singleton, Singletons};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Planner};
 use crate::silence::SilenceWatcher;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ReplicaId, Store, SuppressionPolicy};
-
-/// How often old events are dead-lettered and stale incident state forgotten.
-const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
 impl RoutingKeys for Keyring {
     fn get(&self, target: &str) -> Option<RoutingKey> {
@@ -74,6 +72,10 @@ pub async fn run(
         .budget_secret()
         .await
         .context("cannot read or create the budget secret")?;
+    let leases = LeaseSettings {
+        replica: replica_id(&storage),
+        ttl: config.delivery.lease_ttl,
+    };
     let delivery = Delivery::start(
         Shared {
             store: store.clone(),
@@ -83,10 +85,7 @@ pub async fn run(
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),
         },
-        LeaseSettings {
-            replica: replica_id(&storage),
-            ttl: config.delivery.lease_ttl,
-        },
+        leases.clone(),
         lanes,
         fallback_settings(&config)?,
     )?;
@@ -115,8 +114,19 @@ pub async fn run(
         .transpose()
         .context("admin.bearer_token_file")?
         .map(Arc::new);
-    let silence_watcher = silence_watcher(&config)?
-        .map(|watcher| tokio::spawn(watcher.run(pipeline.clone(), metrics.clone())));
+    let silence_watcher = silence_watcher(&config)?;
+    let mut singletons = Singletons::new(store.clone(), leases, metrics.clone());
+    let housekeeping = (store.clone(), metrics.clone(), config.delivery.clone());
+    singletons.spawn(Singleton::Housekeeping, move |stop| {
+        let (store, metrics, delivery) = housekeeping.clone();
+        tokio::spawn(crate::housekeeping::run(store, metrics, delivery, stop))
+    });
+    if let Some(watcher) = silence_watcher {
+        let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
+        singletons.spawn(Singleton::Silence, move |stop| {
+            tokio::spawn(watcher.clone().run(pipeline.clone(), metrics.clone(), stop))
+        });
+    }
     let state = AppState {
         pipeline,
         store: store.clone(),
@@ -126,7 +136,6 @@ pub async fn run(
         admin_tokens,
         waker,
     };
-    let maintenance = tokio::spawn(maintain(store, metrics.clone(), config.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, %storage, "pagerbridge listening");
     let timeout = config.ingest.request_timeout;
@@ -135,11 +144,11 @@ pub async fn run(
         drain_ms = config.delivery.shutdown_drain.as_millis() as u64,
         "stopped taking requests; draining delivery"
     );
-    maintenance.abort();
-    if let Some(task) = silence_watcher {
-        task.abort();
-    }
-    delivery.shutdown(config.delivery.shutdown_drain).await;
+    // Together: a silence poll finishing must not eat into the lanes' drain.
+    tokio::join!(
+        singletons.shutdown(),
+        delivery.shutdown(config.delivery.shutdown_drain)
+    );
     tracing::info!("pagerbridge stopped");
     Ok(())
 }
@@ -206,110 +215,4 @@ fn silence_watcher(config: &Config) -> anyhow::Result<Option<SilenceWatcher>> {
         url,
         poll_interval: config.alertmanager.poll_interval,
     }))
-}
-
-/// Runs [`housekeeping`] every [`MAINTENANCE_EVERY`].
-async fn maintain(store: Arc<dyn Store>, metrics: Arc<Metrics>, config: Config) {
-    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
-    loop {
-        tick.tick().await;
-        housekeeping(store.as_ref(), &metrics, &config.delivery, Timestamp::now()).await;
-    }
-}
-
-/// Dead-letters events past `max_event_age` (counted by target, reason `expired`) and forgets
-/// incident state past `incident_ttl`.
-async fn housekeeping(
-    store: &dyn Store,
-    metrics: &Metrics,
-    delivery: &DeliveryConfig,
-    now: Timestamp,
-) {
-    let before = |d: Duration| {
-        jiff::SignedDuration::try_from(d)
-            .ok()
-            .and_then(|d| now.checked_sub(d).ok())
-            .unwrap_or(Timestamp::MIN)
-    };
-    match store
-        .expire_events(before(delivery.max_event_age), now)
-        .await
-    {
-        Ok(expired) => {
-            for (target, count) in &expired.per_target {
-                EventsExpired {
-                    target,
-                    count: *count,
-                }
-                .emit(metrics);
-            }
-        }
-        Err(error) => tracing::warn!(%error, "expiring old events failed"),
-    }
-    if let Err(error) = store.expire_incidents(before(delivery.incident_ttl)).await {
-        tracing::warn!(%error, "expiring incident state failed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Action, Condition, NewEvent, Outbox};
-
-    fn trigger(target: &str, key: &str) -> NewEvent {
-        NewEvent {
-            target: target.to_owned(),
-            dedup_key: Some(key.to_owned()),
-            action: Action::Trigger,
-            severity: Some(pagerduty_events::Severity::Error),
-            event: serde_json::json!({}),
-            alert: None,
-            fingerprint: None,
-            payload_hash: None,
-            condition: Condition::Always,
-        }
-    }
-
-    fn expired_count(metrics: &Metrics, target: &str) -> u64 {
-        metrics
-            .dead_lettered
-            .get_or_create(&crate::metrics::ReasonLabels {
-                target: target.to_owned(),
-                reason: "expired".to_owned(),
-            })
-            .get()
-    }
-
-    #[tokio::test]
-    async fn housekeeping_counts_expired_events_by_target() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("bridge.db"))
-            .await
-            .expect("open");
-        let accepted = Timestamp::from_second(1_800_000_000).expect("time");
-        let events = vec![trigger("a", "1"), trigger("a", "2"), trigger("b", "3")];
-        store
-            .accept(events, &SuppressionPolicy::default(), accepted)
-            .await
-            .expect("accept");
-        let metrics = Metrics::new();
-        metrics.init_target("a");
-        metrics.init_target("b");
-        let delivery = DeliveryConfig::default();
-
-        // Younger than max_event_age: nothing moves.
-        housekeeping(&store, &metrics, &delivery, accepted).await;
-        assert_eq!(expired_count(&metrics, "a"), 0);
-
-        let later = accepted
-            .checked_add(jiff::SignedDuration::try_from(delivery.max_event_age).expect("age"))
-            .and_then(|t| t.checked_add(jiff::SignedDuration::from_secs(1)))
-            .expect("time");
-        housekeeping(&store, &metrics, &delivery, later).await;
-        assert_eq!(expired_count(&metrics, "a"), 2);
-        assert_eq!(expired_count(&metrics, "b"), 1);
-        // Already dead: a second round counts nothing more.
-        housekeeping(&store, &metrics, &delivery, later).await;
-        assert_eq!(expired_count(&metrics, "a"), 2);
-    }
 }

@@ -8,7 +8,8 @@
 //! decided by the store inside the transaction that queues the acknowledge, so a resolve that
 //! commits meanwhile wins; the next poll finds them acknowledged, so nothing is sent twice. A failed poll (Alertmanager
 //! down, unexpected JSON) is logged at WARN and counted in
-//! `pagerbridge_silence_watcher_polls_total{result="error"}`; the watcher keeps polling.
+//! `pagerbridge_silence_watcher_polls_total{result="error"}`; the watcher keeps polling. It runs
+//! on one replica at a time, the holder of the `silence` lease ([`crate::lease_keeper`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::alert::{Alert, AlertStatus, Labels};
+use crate::lease_keeper::{StopSignal, stopped};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 
@@ -80,8 +82,9 @@ pub fn parse_alerts(body: &[u8]) -> anyhow::Result<Vec<Alert>> {
 }
 
 impl SilenceWatcher {
-    /// Polls until the task is aborted.
-    pub async fn run(self, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) {
+    /// Polls at once, then every `poll_interval`, until `stop` says so (a poll under way
+    /// finishes first).
+    pub async fn run(self, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>, mut stop: StopSignal) {
         for result in ["ok", "error"] {
             let _ = metrics
                 .silence_polls
@@ -111,7 +114,12 @@ impl SilenceWatcher {
         let mut tick = tokio::time::interval(self.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                biased;
+                // A stop, or the keeper gone.
+                () = stopped(&mut stop) => break,
+                _ = tick.tick() => {}
+            }
             match self.poll(&http, &pipeline).await {
                 Ok((found, queued)) => {
                     metrics.silence_poll("ok");

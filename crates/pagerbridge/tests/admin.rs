@@ -41,11 +41,16 @@ struct AdminSetup {
 }
 
 fn admin_setup(pagerduty_url: &str) -> AdminSetup {
+    admin_setup_with(pagerduty_url, "")
+}
+
+/// [`admin_setup`], with `extra` (YAML) at the configuration's top level.
+fn admin_setup_with(pagerduty_url: &str, extra: &str) -> AdminSetup {
     let tokens = tempfile::tempdir().expect("temp dir");
     let token_file = tokens.path().join("admin-tokens");
     std::fs::write(&token_file, format!("# admin tokens\n\n{TOKEN}\n")).expect("token file");
     let extra = format!(
-        "admin:\n  bearer_token_file: \"{}\"\n",
+        "admin:\n  bearer_token_file: \"{}\"\n{extra}",
         token_file.display()
     );
     AdminSetup {
@@ -130,6 +135,7 @@ async fn admin_api_is_off_without_a_token_file() {
     });
     for (method, path) in [
         ("GET", "/api/v1/admin/lanes"),
+        ("GET", "/api/v1/admin/leases"),
         ("GET", "/api/v1/admin/queue"),
         ("GET", "/api/v1/admin/dead-letters"),
         ("POST", "/api/v1/admin/dead-letters/replay"),
@@ -225,6 +231,13 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
         ),
         (
             "GET",
+            "/api/v1/admin/leases?name=silence",
+            Value::Null,
+            400,
+            "unknown_parameter",
+        ),
+        (
+            "GET",
             "/api/v1/admin/queue?limit=0",
             Value::Null,
             400,
@@ -287,6 +300,71 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     }
     // The service is unaffected.
     assert_eq!(bridge.get_text("/healthz").await.0, 200);
+}
+
+/// The one replica takes every lease as it starts — its lane's and the three singletons' — and
+/// the leases list, `pagerbridge admin leases` and `/metrics` all say so.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leases_show_the_replica_that_runs_each_lane_and_singleton() {
+    let sim = simulator(SimConfig::default()).await;
+    // Nothing listens on port 9: the silence watcher's polls fail (counted), and the fallback
+    // webhook is never called, as nothing is dead.
+    let admin_setup = admin_setup_with(
+        &sim.base_url(),
+        "fallback:\n  url: \"http://127.0.0.1:9/hook\"\n\
+         alertmanager:\n  url: \"http://127.0.0.1:9\"\n",
+    );
+    let bridge = admin_setup.setup.start().await;
+    let names = ["fallback", "housekeeping", "lane:default", "silence"];
+    let listed = |body: &Value| -> Vec<String> {
+        body["leases"]
+            .as_array()
+            .map(|leases| {
+                leases
+                    .iter()
+                    .filter_map(|l| l["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    poll("every lease taken", WAIT, || async {
+        listed(&get(&bridge, "/api/v1/admin/leases").await) == names
+    })
+    .await;
+    let body = get(&bridge, "/api/v1/admin/leases").await;
+    let now = jiff::Timestamp::now();
+    for lease in body["leases"].as_array().expect("leases") {
+        // SQLite: one process per file, whose replica id is fixed.
+        assert_eq!(
+            (&lease["owner"], &lease["epoch"]),
+            (&json!("sqlite"), &json!(1)),
+            "{lease}"
+        );
+        let expires: jiff::Timestamp = lease["expires_at"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("expires_at in {lease}"));
+        assert!(expires > now, "held: {lease}");
+    }
+
+    let out = cli(&bridge, Some(&admin_setup.token_file), &["leases"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    for (line, name) in lines[1..].iter().zip(names) {
+        assert!(
+            line.starts_with(name) && line.contains("sqlite") && !line.contains("expired"),
+            "{table}"
+        );
+    }
+
+    let (_, metrics) = bridge.get_text("/metrics").await;
+    for singleton in ["housekeeping", "silence", "fallback"] {
+        let line = format!("pagerbridge_singleton_owned{{singleton=\"{singleton}\"}} 1\n");
+        assert!(metrics.contains(&line), "{line:?} not in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -260,6 +260,7 @@ async fn metrics_have_the_seed_names_and_hold_no_key() {
         "pagerbridge_suppressed_events_total",
         "pagerbridge_lane_state",
         "pagerbridge_lane_owned",
+        "pagerbridge_singleton_owned",
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {name} ")),
@@ -276,6 +277,8 @@ async fn metrics_have_the_seed_names_and_hold_no_key() {
     assert!(metrics.contains("pagerbridge_open_incidents 3"));
     // It delivered, so it drives the lane: the one replica holds the lane's lease.
     assert!(metrics.contains("pagerbridge_lane_owned{target=\"default\"} 1\n"));
+    // Housekeeping too: it runs at once on the replica that takes its lease.
+    assert!(metrics.contains("pagerbridge_singleton_owned{singleton=\"housekeeping\"} 1\n"));
     assert!(!metrics.contains(ROUTING_KEY));
 }
 

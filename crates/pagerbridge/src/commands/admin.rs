@@ -1,5 +1,5 @@
 //! `pagerbridge admin`: the operator's view of a running bridge through its admin API — lanes,
-//! queue, dead letters — and the two things to do about dead letters: replay and drop.
+//! leases, queue, dead letters — and the two things to do about dead letters: replay and drop.
 //!
 //! It talks HTTP to the server (`--url`, `$PAGERBRIDGE_URL`; https anywhere, plain http only to
 //! loopback) with a token from a file (`--token-file`, `$PAGERBRIDGE_ADMIN_TOKEN_FILE`; never a
@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::print_line;
 use pagerbridge::admin_api::{
     self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, LanesResponse,
-    QueueQuery, QueueResponse, ReplayRequest, ReplayResponse,
+    LeasesResponse, QueueQuery, QueueResponse, ReplayRequest, ReplayResponse,
 };
 use pagerbridge::store::DeadLetterFilter;
 
@@ -79,6 +79,9 @@ pub struct AdminArgs {
 enum AdminCommand {
     /// Per target: events pending, dead letters, age of the oldest pending event.
     Lanes,
+    /// Every lease: which replica drives each lane and runs each singleton (housekeeping,
+    /// silence, fallback), and until when.
+    Leases,
     /// Pending events, oldest first.
     Queue {
         /// Only this target's.
@@ -172,6 +175,7 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
     let api = Api::new(&args)?;
     match &args.command {
         AdminCommand::Lanes => lanes(&api, args.json).await,
+        AdminCommand::Leases => leases(&api, args.json).await,
         AdminCommand::Queue { target, limit } => {
             let query = QueueQuery {
                 target: target.clone(),
@@ -394,6 +398,35 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
         &["TARGET", "PENDING", "DEAD", "OLDEST PENDING", "LEASE"],
         &rows,
     ));
+    Ok(())
+}
+
+async fn leases(api: &Api, json: bool) -> Result<(), Failure> {
+    let answer = api.get(admin_api::LEASES, &[]).await?;
+    if json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let LeasesResponse { leases } = typed(&answer, admin_api::LEASES)?;
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .map(|lease| {
+            // Said outright: a released lease's expiry is 1970, which reads like a bug.
+            let expires = if lease.expires_at > now {
+                lease.expires_at.to_string()
+            } else {
+                format!("{} (expired)", lease.expires_at)
+            };
+            vec![
+                lease.name.clone(),
+                lease.owner.clone(),
+                lease.epoch.to_string(),
+                expires,
+            ]
+        })
+        .collect();
+    print_line(&table(&["NAME", "OWNER", "EPOCH", "EXPIRES"], &rows));
     Ok(())
 }
 

@@ -180,8 +180,8 @@ pub struct DeliveryConfig {
     /// On SIGTERM, delivery goes on this long before the process exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_drain: Duration,
-    /// How long a replica's lease on a lane lasts without renewal; it is renewed every third
-    /// of it, and another replica takes the lane over once it has expired.
+    /// How long a replica's lease on a lane or singleton lasts without renewal; it is renewed
+    /// every third of it, and another replica takes the work over once it has expired.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
 }

@@ -4,7 +4,9 @@
 //! Its work list is the outbox itself (`Store::fallback_due`): a notice is due until the webhook
 //! answered 2xx and the notice was marked, so notices are as durable as the events, survive
 //! restarts, and are sent at least once. It runs as its own lane: one request at a time, with
-//! exponential backoff and full jitter when the webhook fails, and its own metrics.
+//! exponential backoff and full jitter when the webhook fails, and its own metrics. It runs on
+//! one replica at a time, the holder of the `fallback` lease ([`crate::lease_keeper`]), and
+//! stops after the notice in flight when that lease is lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,12 +40,13 @@ pub struct FallbackSettings {
     pub max_backoff: Duration,
 }
 
+/// The publisher, ready to run (once per time this replica takes the `fallback` lease).
+#[derive(Clone)]
 pub(crate) struct FallbackLane {
     settings: FallbackSettings,
     http: reqwest::Client,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    pacer: Pacer,
     /// Consecutive webhook failures.
     failures: Backoff,
 }
@@ -53,7 +56,6 @@ impl FallbackLane {
         settings: FallbackSettings,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
-        pacer: Pacer,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
@@ -72,21 +74,22 @@ impl FallbackLane {
             http,
             store,
             metrics,
-            pacer,
             failures,
         })
     }
 
-    pub(crate) async fn run(mut self) {
+    /// Publishes until `pacer` says stop: when draining, once nothing is due or the deadline
+    /// has passed (the notice in flight is finished either way).
+    pub(crate) async fn run(mut self, mut pacer: Pacer) {
         // Only the origin: a webhook URL often holds a token in its path or query.
         tracing::info!(origin = %self.settings.url.origin(), "fallback publisher started");
         loop {
-            let draining = self.pacer.draining();
-            let keep_going = match self.round().await {
+            let draining = pacer.draining();
+            let keep_going = match self.round(&pacer).await {
                 Ok(0) if draining => false,
-                Ok(0) => self.pacer.sleep(self.settings.poll, Wake::OnWork).await,
-                Ok(_) => true,
-                Err(pause) => self.pacer.sleep(pause, Wake::Never).await,
+                Ok(0) => pacer.sleep(self.settings.poll, Wake::OnWork).await,
+                Ok(_) => !pacer.out_of_time(),
+                Err(pause) => pacer.sleep(pause, Wake::Never).await,
             };
             if !keep_going {
                 break;
@@ -95,8 +98,9 @@ impl FallbackLane {
         tracing::info!("fallback publisher stopped");
     }
 
-    /// Sends what is due; returns how many were sent, or the pause after a failure.
-    async fn round(&mut self) -> Result<usize, Duration> {
+    /// Sends what is due, until `pacer` is out of time; returns how many were sent, or the
+    /// pause after a failure.
+    async fn round(&mut self, pacer: &Pacer) -> Result<usize, Duration> {
         let now = Timestamp::now();
         let failing_since = jiff::SignedDuration::try_from(self.settings.after)
             .ok()
@@ -109,10 +113,15 @@ impl FallbackLane {
                 return Err(Duration::from_secs(1));
             }
         };
+        let mut sent = 0;
         for notice in &due {
+            if pacer.out_of_time() {
+                break;
+            }
             self.send(notice).await?;
+            sent += 1;
         }
-        Ok(due.len())
+        Ok(sent)
     }
 
     async fn send(&mut self, notice: &Notice) -> Result<(), Duration> {

@@ -28,11 +28,12 @@ use pagerduty_events::{Jitter, RoutingKey};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::lease_keeper::{Singleton, keep_singleton};
 use crate::metrics::Metrics;
 use crate::store::{BudgetSecret, Store};
 
+pub use crate::lease_keeper::LeaseSettings;
 pub use lane_store::LaneStore;
-pub use leases::LeaseSettings;
 pub use service::PagerDutyService;
 
 /// Where lanes get routing keys: looked up at every send, so a rotated key applies to events
@@ -116,7 +117,8 @@ impl<S: ?Sized> Clone for Shared<S> {
     }
 }
 
-/// The running lanes. Dropping it does not stop them; call [`Delivery::shutdown`].
+/// The running lanes (and fallback publisher). Dropping it aborts them without draining or
+/// releasing their leases; call [`Delivery::shutdown`].
 pub struct Delivery {
     wakers: HashMap<String, Arc<Notify>>,
     fallback_wake: Arc<Notify>,
@@ -126,7 +128,8 @@ pub struct Delivery {
 
 impl Delivery {
     /// Starts one lease keeper per target, which runs the target's lane while this replica
-    /// holds its lease, and the fallback publisher when configured.
+    /// holds its lease, and, when configured, the keeper of the fallback publisher, which runs
+    /// it while this replica holds the `fallback` lease.
     pub fn start(
         shared: Shared,
         leases: LeaseSettings,
@@ -140,9 +143,16 @@ impl Delivery {
                 settings,
                 shared.store.clone(),
                 shared.metrics.clone(),
-                pacer::Pacer::new(shared.fallback_wake.clone(), stop_rx.clone()),
             )?;
-            tasks.spawn(lane.run());
+            let wake = shared.fallback_wake.clone();
+            tasks.spawn(keep_singleton(
+                Singleton::Fallback,
+                shared.store.clone(),
+                leases.clone(),
+                shared.metrics.clone(),
+                stop_rx.clone(),
+                move |stop| tokio::spawn(lane.clone().run(pacer::Pacer::new(wake.clone(), stop))),
+            ));
         }
         let mut wakers = HashMap::new();
         for (target, settings) in lanes {

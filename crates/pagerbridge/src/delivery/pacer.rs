@@ -35,6 +35,13 @@ impl Pacer {
         self.stop.borrow().is_some()
     }
 
+    /// Whether shutdown has begun and its deadline has passed: time to stop even with work left.
+    pub(crate) fn out_of_time(&self) -> bool {
+        self.stop
+            .borrow()
+            .is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
     /// Sleeps for `pause`. Returns false when the loop should stop: draining, and the pause
     /// outlasts the deadline.
     pub(crate) async fn sleep(&mut self, pause: Duration, wake: Wake) -> bool {
@@ -87,6 +94,9 @@ mod tests {
             .expect("send");
         assert!(pacer.draining());
         assert!(pacer.sleep(Duration::from_secs(1), Wake::Never).await);
+        assert!(!pacer.out_of_time());
         assert!(!pacer.sleep(Duration::from_secs(10), Wake::Never).await);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(pacer.out_of_time());
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! | endpoint | what |
 //! | --- | --- |
-//! | `GET /api/v1/admin/lanes` | per target: pending, dead, oldest pending age |
+//! | `GET /api/v1/admin/lanes` | per target: pending, dead, oldest pending age, the lane's lease |
+//! | `GET /api/v1/admin/leases` | every lease (lanes and singletons): owner, epoch, expiry |
 //! | `GET /api/v1/admin/queue?target=&limit=` | pending events, oldest first |
 //! | `GET /api/v1/admin/dead-letters?target=&dedup_key=&action=&after_id=&limit=&include_dropped=` | dead letters, oldest first, with reasons |
 //! | `POST /api/v1/admin/dead-letters/replay` | back to the queue: body a [`DeadLetterFilter`] |
@@ -35,8 +36,8 @@ use serde_json::Value;
 use super::{ApiError, AppState, json_body};
 use crate::admin_api::{
     self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneLease,
-    LanesResponse, ListedDeadLetter, PendingEvent, QueueQuery, QueueResponse, Refused,
-    ReplayRequest, ReplayResponse, Superseded,
+    LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent, QueueQuery,
+    QueueResponse, Refused, ReplayRequest, ReplayResponse, Superseded,
 };
 use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
 
@@ -44,6 +45,7 @@ use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
 pub(super) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route(admin_api::LANES, get(lanes))
+        .route(admin_api::LEASES, get(leases))
         .route(admin_api::QUEUE, get(queue))
         .route(admin_api::DEAD_LETTERS, get(dead_letters))
         .route(admin_api::REPLAY, post(replay))
@@ -157,6 +159,25 @@ async fn lanes(
         });
     }
     Ok(answer(&LanesResponse { lanes }))
+}
+
+async fn leases(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    admin_api::parse_leases_query(raw.as_deref())?;
+    let leases = state.store.leases().await.map_err(storage_failed)?;
+    Ok(answer(&LeasesResponse {
+        leases: leases
+            .into_iter()
+            .map(|l| ListedLease {
+                name: l.name.to_string(),
+                owner: l.owner.to_string(),
+                epoch: l.epoch,
+                expires_at: l.expires_at,
+            })
+            .collect(),
+    }))
 }
 
 fn pending(event: &QueuedEvent) -> PendingEvent {

@@ -18,7 +18,7 @@ pub use delivery::{
 };
 pub use expired::EventsExpired;
 pub use fallback::{FallbackNoticeFailed, FallbackNoticeSent};
-pub use leases::LaneOwnership;
+pub use leases::{LaneOwnership, SingletonOwnership};
 
 use crate::metrics::Metrics;
 
