@@ -1,10 +1,13 @@
 //! Test support shared by the workspace's test suites (never a dependency of shipped code):
-//! what a test needs from the machine, a fresh PostgreSQL database per test, the project's
+//! what a test needs from the machine, a fresh PostgreSQL database per test, a private
+//! PostgreSQL server a test can stop and start, a TCP proxy a test can cut, the project's
 //! Alertmanager samples, our JSON Schema of PagerDuty's Events API v2 as validators, and the
 //! optional cross-check against PagerDuty's own OpenAPI file.
 
 pub mod needs;
 pub mod pagerduty_openapi;
+pub mod pg_server;
 pub mod postgres;
 pub mod samples;
 pub mod schema;
+pub mod tcp_proxy;

@@ -1,7 +1,8 @@
 //! What a test needs from the machine, decided in one place.
 //!
 //! Some tests need something a plain `git clone` on a laptop may lack: a PostgreSQL server, a
-//! real Alertmanager, `promtool`, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file.
+//! PostgreSQL installation to run a private server of their own, a real Alertmanager,
+//! `promtool`, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file.
 //! Such a test is marked `#[ignore = "needs …"]`, so that the runner counts it as skipped
 //! instead of reporting a pass that tested nothing, and it asks for what it needs through one
 //! of the functions below, which **panic** with a message saying what is missing and how to get
@@ -42,16 +43,22 @@ pub enum Need {
     Tmpfs,
     /// PagerDuty's published OpenAPI file for Events API v2, for the schema cross-check.
     PagerdutyOpenapi,
+    /// A private PostgreSQL server the test can stop and start
+    /// ([`crate::pg_server::PrivatePostgres`]): `initdb` and `pg_ctl`, and, as root, `runuser`
+    /// and the `postgres` user to run them as (PostgreSQL refuses to run as root). Its tag is
+    /// not "postgres": the tests that need it must not be taken for tests of the shared server.
+    Initdb,
 }
 
 impl Need {
-    pub const ALL: [Need; 6] = [
+    pub const ALL: [Need; 7] = [
         Need::Postgres,
         Need::Alertmanager,
         Need::Promtool,
         Need::Openssl,
         Need::Tmpfs,
         Need::PagerdutyOpenapi,
+        Need::Initdb,
     ];
 
     /// The word the names of the tests that need it carry.
@@ -63,6 +70,7 @@ impl Need {
             Need::Openssl => "openssl",
             Need::Tmpfs => "tmpfs",
             Need::PagerdutyOpenapi => "pagerduty_openapi",
+            Need::Initdb => "initdb",
         }
     }
 
@@ -75,6 +83,7 @@ impl Need {
             Need::Openssl => "openssl",
             Need::Tmpfs => "root (to mount a tmpfs)",
             Need::PagerdutyOpenapi => "PagerDuty's OpenAPI file",
+            Need::Initdb => "a private PostgreSQL server (initdb, pg_ctl)",
         }
     }
 
@@ -91,6 +100,10 @@ impl Need {
             Need::Tmpfs => "run the tests as root",
             Need::PagerdutyOpenapi => {
                 "set PAGERBRIDGE_PAGERDUTY_OPENAPI to PagerDuty's events-v2 openapiv3.json"
+            }
+            Need::Initdb => {
+                "apt-get install postgresql (or set PAGERBRIDGE_TEST_PG_BIN to the directory of \
+                 initdb and pg_ctl); as root, the `postgres` user and `runuser` are needed too"
             }
         }
     }
@@ -130,6 +143,7 @@ impl Need {
                      ../shared/pagerduty/events-v2/openapiv3.json is not beside the repository"
                         .to_owned()
                 }),
+            Need::Initdb => probe_initdb(),
         }
     }
 
@@ -182,6 +196,83 @@ pub fn pagerduty_openapi() -> PathBuf {
     PathBuf::from(Need::PagerdutyOpenapi.require())
 }
 
+/// The directory of `initdb` and `pg_ctl`, for a private PostgreSQL server; panics when the
+/// machine cannot run one.
+pub fn initdb() -> PathBuf {
+    PathBuf::from(Need::Initdb.require())
+}
+
+/// The directory holding `initdb` and `pg_ctl`: `PAGERBRIDGE_TEST_PG_BIN` when set (and then
+/// only it), else the highest version under `/usr/lib/postgresql/*/bin` (Debian's layout,
+/// where they are not on `PATH`), else the directory `initdb` on `PATH` really lives in.
+pub(crate) fn postgres_bin_dir() -> Result<PathBuf, String> {
+    let has_both =
+        |dir: &Path| is_executable(&dir.join("initdb")) && is_executable(&dir.join("pg_ctl"));
+    if let Some(dir) = std::env::var_os("PAGERBRIDGE_TEST_PG_BIN").filter(|dir| !dir.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if has_both(&dir) {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "PAGERBRIDGE_TEST_PG_BIN={} holds no `initdb` and `pg_ctl`",
+                dir.display()
+            ))
+        };
+    }
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry
+                .file_name()
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse::<u32>().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| has_both(bin))
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    // A symlink on PATH (/usr/local/bin/initdb) is followed to where pg_ctl and postgres are.
+    let initdb = on_path(&["initdb"])
+        .map_err(|_| "no `initdb` under /usr/lib/postgresql/*/bin or on PATH".to_owned())?;
+    let dir = Path::new(&initdb)
+        .canonicalize()
+        .ok()
+        .and_then(|path| path.parent().map(Path::to_path_buf))
+        .filter(|dir| has_both(dir))
+        .ok_or_else(|| format!("no `pg_ctl` beside {initdb}"))?;
+    Ok(dir)
+}
+
+/// Binaries found and, as root, able to run as `postgres`: the very command the server is run
+/// with is tried (`runuser -u postgres -- pg_ctl --version`), so the probe answers for PAM,
+/// the user and the binaries' permissions at once.
+fn probe_initdb() -> Result<String, String> {
+    let bin = postgres_bin_dir()?;
+    if is_root()? {
+        on_path(&["runuser"]).map_err(|e| format!("{e} (needed to run PostgreSQL as root)"))?;
+        let tried = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("pg_ctl"))
+            .arg("--version")
+            .output()
+            .map_err(|e| format!("cannot run runuser: {e}"))?;
+        if !tried.status.success() {
+            return Err(format!(
+                "running as root, and `runuser -u postgres -- pg_ctl --version` failed: {}",
+                String::from_utf8_lossy(&tried.stderr).trim()
+            ));
+        }
+    }
+    Ok(bin.display().to_string())
+}
+
 fn postgres_url_setting() -> String {
     std::env::var("PAGERBRIDGE_TEST_POSTGRES_URL")
         .ok()
@@ -231,15 +322,26 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Root, as the kernel sees this process (`/proc/self/status`, so no libc binding is needed).
-fn probe_root() -> Result<String, String> {
+/// The effective user id, as the kernel sees this process (`/proc/self/status`, so no libc
+/// binding is needed).
+fn effective_uid() -> Result<String, String> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-    let effective = status
+    status
         .lines()
         .find_map(|line| line.strip_prefix("Uid:"))
         .and_then(|ids| ids.split_whitespace().nth(1))
-        .ok_or("no Uid line in /proc/self/status")?;
+        .map(str::to_owned)
+        .ok_or_else(|| "no Uid line in /proc/self/status".to_owned())
+}
+
+/// Whether this process runs as root.
+pub(crate) fn is_root() -> Result<bool, String> {
+    effective_uid().map(|uid| uid == "0")
+}
+
+fn probe_root() -> Result<String, String> {
+    let effective = effective_uid()?;
     if effective == "0" {
         on_path(&["mount"]).map(|_| "root".to_owned())
     } else {
@@ -260,6 +362,16 @@ mod tests {
             "binary(=store_postgres) | test(/postgres/)"
         );
         assert_eq!(Need::Promtool.filter(), "test(/promtool/)");
+        assert_eq!(Need::Initdb.filter(), "test(/initdb/)");
+    }
+
+    /// A test that needs a private server must not be run (or skipped) as a test of the shared
+    /// one, whose filter is `test(/postgres/)`.
+    #[test]
+    fn no_other_tag_contains_the_postgres_tag() {
+        for need in Need::ALL.into_iter().filter(|need| *need != Need::Postgres) {
+            assert!(!need.tag().contains("postgres"), "{need:?}");
+        }
     }
 
     #[test]
