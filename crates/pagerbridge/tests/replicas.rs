@@ -7,16 +7,22 @@
 //! lost, each incident's events arrive in order, a crash costs at most one duplicate, and
 //! PagerDuty never sees the routing key over its budget.
 //!
-//! Every test is `#[ignore = "needs postgres"]` and has `postgres` in its name. Each replica
+//! Every test is `#[ignore = "needs postgres"]` and has `postgres` in its name, but the one that
+//! restarts PostgreSQL: it runs a private server ([`PrivatePostgres`], `needs initdb`), since
+//! the shared one serves other tests meanwhile. Each replica
 //! gets its own User-Agent (`PAGERBRIDGE_PAGERDUTY__USER_AGENT`), so the simulator's log says
 //! which process sent what.
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use pagerbridge_testkit::pg_server::PrivatePostgres;
 use pagerbridge_testkit::postgres::TestDatabase;
+use pagerbridge_testkit::tcp_proxy::TcpProxy;
 use pagerduty_simulator::Config as SimConfig;
 use serde_json::json;
 
@@ -113,9 +119,10 @@ async fn kill_the_owner(replicas: &mut Vec<Bridge>) -> Duration {
 }
 
 /// The promise: another replica takes the lane over within `lease_ttl` + 1 s of its owner's
-/// death (the owner renewed at most `lease_ttl` before; the others try often enough).
+/// death or isolation (the owner renewed at most `lease_ttl` before; the others try often
+/// enough).
 fn assert_takeovers_within_the_lease(takeovers: &[Duration]) {
-    eprintln!("takeovers after kill -9 of the lane owner: {takeovers:?}");
+    eprintln!("lane takeovers took {takeovers:?}");
     assert!(!takeovers.is_empty(), "the lane owner was killed");
     for took in takeovers {
         assert!(
@@ -220,6 +227,83 @@ async fn three_replicas_on_postgres_lose_nothing_to_random_kill_9() {
     );
 }
 
+/// The lane's owner `a` is isolated from the others by `isolate` (paused, cut off from the
+/// database) with a backlog queued, and stays so past its lease; then `heal` ends it. `b` must
+/// take the lane over within `lease_ttl` + 1 s, `a` must send at most the one request it had
+/// in flight, learn it lost the lane once healed, and together they deliver every trigger in
+/// order, within the budget.
+async fn the_owner_is_isolated_then_healed(
+    sim: &SpawnedSimulator,
+    a: &Bridge,
+    b: &Bridge,
+    isolate: impl FnOnce(),
+    heal: impl FnOnce(),
+) {
+    // A backlog of 80 triggers: 8 s of budget, so there is plenty left when `a` is back.
+    let n = 80;
+    let prefix = "Isolated";
+    let (code, receipt) = b
+        .post(
+            "/api/v1/alerts",
+            &native_alerts(prefix, n, "firing", "critical"),
+        )
+        .await;
+    assert_eq!(code, 202, "{receipt}");
+    let sent_by = |name: &str| senders(sim).iter().filter(|s| *s == name).count();
+    wait_until("replica-a to be sending", WAIT, || {
+        sent_by("replica-a") >= 5
+    })
+    .await;
+    isolate();
+    let isolated = Instant::now();
+    let sent_before = sent_by("replica-a");
+
+    wait_until_async("replica-b to take the lane over", WAIT, || {
+        b.owns_lane("default")
+    })
+    .await;
+    assert_takeovers_within_the_lease(&[isolated.elapsed()]);
+    wait_until("replica-b to be sending", WAIT, || sent_by("replica-b") > 0).await;
+    // `a` stays isolated well past its lease.
+    let past_the_lease = isolated + LEASE_TTL + Duration::from_secs(1);
+    tokio::time::sleep(past_the_lease.saturating_duration_since(Instant::now())).await;
+    let left = n - distinct_deliveries(sim).min(n);
+    assert!(
+        left >= 20,
+        "{left} triggers are still queued when `a` is back"
+    );
+    heal();
+
+    wait_until_async("replica-a to see it lost the lane", WAIT, || async {
+        a.lane_owned("default").await == Some(false)
+    })
+    .await;
+    wait_until("every trigger delivered", WAIT, || {
+        distinct_deliveries(sim) == n
+    })
+    .await;
+    let sent_after = sent_by("replica-a") - sent_before;
+    assert!(
+        sent_after <= 1,
+        "replica-a sent {sent_after} requests after it was isolated"
+    );
+    assert!(b.owns_lane("default").await, "replica-b kept the lane");
+    let keys: Vec<String> = (0..n)
+        .map(|i| {
+            expected_dedup_key(&[
+                ("alertname", &format!("{prefix}-{i}")),
+                ("instance", &format!("host-{i}")),
+                ("severity", "critical"),
+            ])
+        })
+        .collect();
+    let got = delivered(sim);
+    assert_lifecycles(&got, &keys, &["trigger"], true);
+    assert!(got.len() <= n + 1, "at most one duplicate: {got:?}");
+    let stats = sim.sim.stats();
+    assert_eq!(stats.budget_violations, 0, "over the budget: {stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs postgres"]
 async fn a_paused_lane_owner_on_postgres_never_sends_after_its_lease_is_gone() {
@@ -229,73 +313,158 @@ async fn a_paused_lane_owner_on_postgres_never_sends_after_its_lease_is_gone() {
     let a = start_replica(&setup, "replica-a").await;
     lane_owner(std::slice::from_ref(&a), WAIT).await;
     let b = start_replica(&setup, "replica-b").await;
+    the_owner_is_isolated_then_healed(&sim, &a, &b, || a.signal("STOP"), || a.signal("CONT")).await;
+}
 
-    // A backlog of 80 triggers: 8 s of budget, so there is plenty left to send when `a` wakes.
-    let n = 80;
-    let (code, receipt) = b
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Paused", n, "firing", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202, "{receipt}");
-    let sent_by = |name: &str| senders(&sim).iter().filter(|s| *s == name).count();
-    wait_until("replica-a to be sending", WAIT, || {
-        sent_by("replica-a") >= 5
-    })
-    .await;
-    a.signal("STOP");
-    let paused = Instant::now();
-    let sent_before_the_pause = sent_by("replica-a");
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs postgres"]
+async fn a_replica_cut_off_from_postgres_hands_its_lane_over_and_stops_sending() {
+    let database = TestDatabase::create().await;
+    let sim = simulator_at_20_per_2s().await;
+    // `a` reaches the database through a proxy the test cuts; `b` directly.
+    let mut url = reqwest::Url::parse(&database.url).expect("database URL");
+    let upstream = std::net::SocketAddr::new(
+        url.host_str()
+            .and_then(|h| h.parse().ok())
+            .expect("an IP address in the test database's URL"),
+        url.port().unwrap_or(5432),
+    );
+    let proxy = TcpProxy::start(upstream);
+    url.set_port(Some(proxy.addr().port())).expect("port");
+    let setup_a = Setup::new(&sim.base_url(), BUDGET, "", "")
+        .with_postgres(url.as_str())
+        .with_lease_ttl("2s");
+    let a = start_replica(&setup_a, "replica-a").await;
+    lane_owner(std::slice::from_ref(&a), WAIT).await;
+    let b = start_replica(&replica_setup(&sim, &database), "replica-b").await;
+    the_owner_is_isolated_then_healed(&sim, &a, &b, || proxy.cut(), || proxy.restore()).await;
+}
 
-    wait_until_async("replica-b to take the lane over", WAIT, || {
-        b.owns_lane("default")
-    })
-    .await;
-    let took = paused.elapsed();
-    wait_until("replica-b to be sending", WAIT, || sent_by("replica-b") > 0).await;
-    // `a` stays paused well past its lease: it must find out at its next send, not before.
-    let past_the_lease = paused + LEASE_TTL + Duration::from_secs(1);
-    tokio::time::sleep(past_the_lease.saturating_duration_since(Instant::now())).await;
-    let left = n - delivered(&sim).len().min(n);
-    assert!(
-        left >= 20,
-        "{left} triggers are still queued when `a` wakes"
+/// PostgreSQL (a private server of this test's) is restarted while alerts pour in: while it is
+/// down, ingest answers 503 with `Retry-After` and never a 2xx; every alert answered 2xx is
+/// delivered once it is back.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs initdb"]
+async fn a_database_restart_mid_storm_answers_503_and_loses_nothing_initdb() {
+    let server = Arc::new(
+        tokio::task::spawn_blocking(PrivatePostgres::start)
+            .await
+            .expect("private server"),
     );
-    a.signal("CONT");
+    let sim = simulator_at_20_per_2s().await;
+    let setup = Setup::new(&sim.base_url(), BUDGET, "", "")
+        .with_postgres(&server.url())
+        .with_lease_ttl("2s");
+    let a = start_replica(&setup, "replica-a").await;
+    let b = start_replica(&setup, "replica-b").await;
 
-    wait_until_async("replica-a to see it lost the lane", WAIT, || async {
-        a.lane_owned("default").await == Some(false)
+    // The storm: one alert per request, round-robin, until told to stop; each answer noted.
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let storming = Arc::new(AtomicBool::new(true));
+    let storm = tokio::spawn(storm(
+        vec![a.url("/api/v1/alerts"), b.url("/api/v1/alerts")],
+        answers.clone(),
+        storming.clone(),
+    ));
+    let count = |status: u16| {
+        answers
+            .lock()
+            .expect("answers")
+            .iter()
+            .filter(|a| a.status == status)
+            .count()
+    };
+    wait_until("alerts accepted before the restart", WAIT, || {
+        count(202) >= 20
     })
     .await;
-    wait_until("every trigger delivered", WAIT, || {
-        distinct_deliveries(&sim) == n
+    let stopping = server.clone();
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .expect("stop");
+    wait_until("503s while the database is down", WAIT, || count(503) >= 4).await;
+    let (code, _) = a.get_text("/readyz").await;
+    assert_eq!(code, 503, "not ready without its database");
+    let accepted_while_down = count(202);
+    let starting = server.clone();
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .expect("start again");
+    wait_until("alerts accepted after the restart", WAIT, || {
+        count(202) >= accepted_while_down + 20
     })
     .await;
-    // At most the one request `a` had in flight when it was paused goes out after.
-    let sent_after = sent_by("replica-a") - sent_before_the_pause;
-    assert!(
-        sent_after <= 1,
-        "the paused replica sent {sent_after} requests after it lost its lease"
+    storming.store(false, Ordering::Relaxed);
+    storm.await.expect("storm");
+
+    let answers = answers.lock().expect("answers").clone();
+    eprintln!(
+        "storm through a database restart: {} alerts answered 202, {} answered 503",
+        count(202),
+        count(503)
     );
-    assert!(
-        b.owns_lane("default").await,
-        "replica-b kept the lane (took it {took:?} after the pause)"
-    );
-    let keys: Vec<String> = (0..n)
-        .map(|i| {
-            expected_dedup_key(&[
-                ("alertname", &format!("Paused-{i}")),
-                ("instance", &format!("host-{i}")),
-                ("severity", "critical"),
-            ])
-        })
+    for answer in &answers {
+        match answer.status {
+            202 => {}
+            503 => assert!(
+                answer.retry_after.is_some(),
+                "a 503 without Retry-After: {answer:?}"
+            ),
+            other => panic!("alert {} answered {other}: {answer:?}", answer.alert),
+        }
+    }
+    let accepted: Vec<String> = answers
+        .iter()
+        .filter(|a| a.status == 202)
+        .map(|a| key_of(a.alert))
         .collect();
-    let got = delivered(&sim);
-    assert_lifecycles(&got, &keys, &["trigger"], true);
-    assert!(got.len() <= n + 1, "at most one duplicate: {got:?}");
+    wait_until("every accepted alert delivered", WAIT, || {
+        let got: std::collections::BTreeSet<String> =
+            delivered(&sim).into_iter().map(|(key, _)| key).collect();
+        accepted.iter().all(|key| got.contains(key))
+    })
+    .await;
     let stats = sim.sim.stats();
     assert_eq!(stats.budget_violations, 0, "over the budget: {stats:?}");
+}
+
+/// One answer of the storm: which alert, what status, the `Retry-After` header if any.
+#[derive(Clone, Debug)]
+struct Answer {
+    alert: usize,
+    status: u16,
+    retry_after: Option<String>,
+}
+
+/// Posts alerts `Ha-0`, `Ha-1`, … one per request, round-robin over `urls`, while `storming`.
+/// A request that gets no answer at all (connection refused, timeout) is a test failure: the
+/// replicas stay up, only their database goes.
+async fn storm(urls: Vec<String>, answers: Arc<Mutex<Vec<Answer>>>, storming: Arc<AtomicBool>) {
+    let http = reqwest::Client::new();
+    let mut alert = 0;
+    while storming.load(Ordering::Relaxed) {
+        let url = &urls[alert % urls.len()];
+        let response = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(one_alert(alert, "firing"))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("alert {alert}: no answer from {url}: {e}"));
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        answers.lock().expect("answers").push(Answer {
+            alert,
+            status: response.status().as_u16(),
+            retry_after,
+        });
+        alert += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
