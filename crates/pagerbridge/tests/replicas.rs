@@ -174,7 +174,7 @@ async fn three_replicas_on_postgres_lose_nothing_to_random_kill_9() {
     };
 
     // Lifecycles posted round-robin: alert i fires at step i and resolves 10 steps later, so
-    // the two ends of one incident usually reach different replicas. Every 8 steps a replica
+    // the two ends of one incident usually reach different replicas. Every 12 steps a replica
     // dies (every other time the lane's owner) and a new process takes its place.
     let n = 60;
     let mut kills = 0;
@@ -187,7 +187,7 @@ async fn three_replicas_on_postgres_lose_nothing_to_random_kill_9() {
     });
     for (i, status) in posts {
         step += 1;
-        if step % 8 == 0 {
+        if step % 12 == 0 {
             if kills % 2 == 0 {
                 takeovers.push(kill_the_owner(&mut replicas).await);
             } else {
@@ -202,7 +202,7 @@ async fn three_replicas_on_postgres_lose_nothing_to_random_kill_9() {
         assert_eq!(code, 202, "alert {i} {status}: {receipt}");
     }
     // The backlog drains at the budget's pace; keep killing the lane's owner meanwhile.
-    while distinct_deliveries(&sim) < 2 * n && kills < 14 {
+    while distinct_deliveries(&sim) < 2 * n && kills < 16 {
         let before = distinct_deliveries(&sim);
         wait_until("a few more deliveries", WAIT, || {
             distinct_deliveries(&sim) >= (before + 15).min(2 * n)
