@@ -277,7 +277,7 @@ impl Singletons {
 /// paused tokio clock cannot stand in for it. Every wait is on a condition. The work is a fake
 /// that records where and when it runs; what each singleton really does is tested with it.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
@@ -433,7 +433,8 @@ mod tests {
         }
     }
 
-    async fn wait_for(what: &str, condition: impl Fn() -> bool) {
+    /// Waits (10 s at most) for a condition; the lane keeper's tests use it too.
+    pub(crate) async fn wait_for(what: &str, condition: impl Fn() -> bool) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while !condition() {
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -5,33 +5,19 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Bridge, ROUTING_KEY, Setup, assert_lifecycles, delivered, native_alerts, simulator};
+use common::{
+    Bridge, ROUTING_KEY, Setup, assert_lifecycles, delivered, native_alerts, simulator,
+    wait_until_async,
+};
 use pagerduty_simulator::{AlertState, Config as SimConfig, Faults};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "admin-token-for-tests-0123456789";
-
-/// Waits for an async condition, checking every 50 ms, failing the test after `timeout`.
-async fn poll<F, Fut>(what: &str, timeout: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !condition().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A bridge configuration with the admin API on (token in a file of its own).
 struct AdminSetup {
@@ -117,7 +103,7 @@ async fn default_lane(bridge: &Bridge) -> Value {
 }
 
 async fn wait_for_dead_letters(bridge: &Bridge, n: usize) -> Vec<Value> {
-    poll(&format!("{n} dead letters"), WAIT, || async {
+    wait_until_async(&format!("{n} dead letters"), WAIT, || async {
         dead_letters(bridge).await.len() == n
     })
     .await;
@@ -174,7 +160,7 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     assert_eq!(status, 401);
 
     // The one replica takes the lane's lease as it starts; wait until it shows.
-    poll("the lane's lease", WAIT, || async {
+    wait_until_async("the lane's lease", WAIT, || async {
         !get(&bridge, lanes).await["lanes"][0]["lease"].is_null()
     })
     .await;
@@ -327,7 +313,7 @@ async fn the_leases_show_the_replica_that_runs_each_lane_and_singleton() {
             })
             .unwrap_or_default()
     };
-    poll("every lease taken", WAIT, || async {
+    wait_until_async("every lease taken", WAIT, || async {
         listed(&get(&bridge, "/api/v1/admin/leases").await) == names
     })
     .await;
@@ -424,7 +410,7 @@ async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
         delivered(&sim) == [(key.clone(), "trigger".to_owned())]
     })
     .await;
-    poll("the lane to be empty", WAIT, || async {
+    wait_until_async("the lane to be empty", WAIT, || async {
         let lane = default_lane(&bridge).await;
         lane["pending"] == 0 && lane["dead"] == 0
     })
@@ -472,7 +458,7 @@ async fn the_queue_lists_pending_events_without_keys_and_drop_keeps_a_record() {
         )
         .await;
     assert_eq!(code, 202);
-    poll("two failing pending events", WAIT, || async {
+    wait_until_async("two failing pending events", WAIT, || async {
         let queue = get(&bridge, "/api/v1/admin/queue?target=default&limit=10").await;
         queue["events"].as_array().is_some_and(|events| {
             events.len() == 2 && events.iter().any(|e| e["attempts"].as_u64() > Some(0))
@@ -614,7 +600,7 @@ async fn replaying_everything_after_an_outage_keeps_per_incident_order() {
         .filter(|a| a.state == AlertState::Triggered)
         .count();
     assert_eq!(open, 2, "PagerDuty ends where the alerts are: {alerts:?}");
-    poll("the lane to be empty", WAIT, || async {
+    wait_until_async("the lane to be empty", WAIT, || async {
         let lane = default_lane(&bridge).await;
         lane["pending"] == 0 && lane["dead"] == 0
     })
@@ -647,7 +633,7 @@ async fn a_trigger_whose_resolve_went_through_is_superseded_not_replayed() {
         .await;
     assert_eq!(code, 202);
     common::wait_until("the resolve", WAIT, || delivered(&sim).len() == 1).await;
-    poll("the resolve to be recorded", WAIT, || async {
+    wait_until_async("the resolve to be recorded", WAIT, || async {
         default_lane(&bridge).await["pending"] == 0
     })
     .await;
@@ -780,7 +766,7 @@ async fn the_cli_lists_and_replays_dead_letters() {
     assert!(stdout(&out).contains("replayed 2 of 2"), "{}", stdout(&out));
     common::wait_until("three triggers", WAIT, || delivered(&sim).len() == 3).await;
 
-    poll("an empty queue", WAIT, || async {
+    wait_until_async("an empty queue", WAIT, || async {
         default_lane(&bridge).await["pending"] == 0
     })
     .await;

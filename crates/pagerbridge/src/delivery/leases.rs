@@ -73,6 +73,8 @@ mod tests {
     use pagerduty_events::{Attempt, Endpoint, RequestBody, RoutingKey};
     use tokio::task::JoinHandle;
 
+    use crate::lease_keeper::tests::wait_for;
+
     use super::*;
     use crate::delivery::{PagerDutyService, RoutingKeys};
     use crate::metrics::{Metrics, TargetLabel};
@@ -149,16 +151,6 @@ mod tests {
                 .expect("keeper listens");
             self.task.await.expect("keeper ends");
         }
-    }
-
-    async fn wait_for(what: &str, condition: impl Fn() -> bool) {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while !condition() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
 
     #[tokio::test]
