@@ -2,7 +2,8 @@
 //!
 //! Some tests need something a plain `git clone` on a laptop may lack: a PostgreSQL server, a
 //! PostgreSQL installation to run a private server of their own, a real Alertmanager,
-//! `promtool`, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file.
+//! `promtool`, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file, `kubectl` and
+//! `kubernetes-validate` (for the Kubernetes manifests).
 //! Such a test is marked `#[ignore = "needs …"]`, so that the runner counts it as skipped
 //! instead of reporting a pass that tested nothing, and it asks for what it needs through one
 //! of the functions below, which **panic** with a message saying what is missing and how to get
@@ -48,10 +49,14 @@ pub enum Need {
     /// and the `postgres` user to run them as (PostgreSQL refuses to run as root). Its tag is
     /// not "postgres": the tests that need it must not be taken for tests of the shared server.
     Initdb,
+    /// `kubectl` on `PATH`, to render the kustomize overlays (`kubectl kustomize`).
+    Kubectl,
+    /// `kubernetes-validate` (PyPI) on `PATH`: the Kubernetes schemas, offline.
+    KubernetesValidate,
 }
 
 impl Need {
-    pub const ALL: [Need; 7] = [
+    pub const ALL: [Need; 9] = [
         Need::Postgres,
         Need::Alertmanager,
         Need::Promtool,
@@ -59,6 +64,8 @@ impl Need {
         Need::Tmpfs,
         Need::PagerdutyOpenapi,
         Need::Initdb,
+        Need::Kubectl,
+        Need::KubernetesValidate,
     ];
 
     /// The word the names of the tests that need it carry.
@@ -71,6 +78,8 @@ impl Need {
             Need::Tmpfs => "tmpfs",
             Need::PagerdutyOpenapi => "pagerduty_openapi",
             Need::Initdb => "initdb",
+            Need::Kubectl => "kubectl",
+            Need::KubernetesValidate => "kubernetes_validate",
         }
     }
 
@@ -84,6 +93,8 @@ impl Need {
             Need::Tmpfs => "root (to mount a tmpfs)",
             Need::PagerdutyOpenapi => "PagerDuty's OpenAPI file",
             Need::Initdb => "a private PostgreSQL server (initdb, pg_ctl)",
+            Need::Kubectl => "kubectl",
+            Need::KubernetesValidate => "kubernetes-validate",
         }
     }
 
@@ -105,6 +116,8 @@ impl Need {
                 "apt-get install postgresql (or set PAGERBRIDGE_TEST_PG_BIN to the directory of \
                  initdb and pg_ctl); as root, the `postgres` user and `runuser` are needed too"
             }
+            Need::Kubectl => "install kubectl (any version with `kubectl kustomize`)",
+            Need::KubernetesValidate => "python3 -m pip install kubernetes-validate==1.37.0",
         }
     }
 
@@ -144,6 +157,8 @@ impl Need {
                         .to_owned()
                 }),
             Need::Initdb => probe_initdb(),
+            Need::Kubectl => on_path(&["kubectl"]),
+            Need::KubernetesValidate => on_path(&["kubernetes-validate"]),
         }
     }
 
@@ -200,6 +215,16 @@ pub fn pagerduty_openapi() -> PathBuf {
 /// machine cannot run one.
 pub fn initdb() -> PathBuf {
     PathBuf::from(Need::Initdb.require())
+}
+
+/// The `kubectl` binary; panics when there is none on `PATH`.
+pub fn kubectl() -> PathBuf {
+    PathBuf::from(Need::Kubectl.require())
+}
+
+/// The `kubernetes-validate` command; panics when there is none on `PATH`.
+pub fn kubernetes_validate() -> PathBuf {
+    PathBuf::from(Need::KubernetesValidate.require())
 }
 
 /// The directory holding `initdb` and `pg_ctl`: `PAGERBRIDGE_TEST_PG_BIN` when set (and then
@@ -363,6 +388,24 @@ mod tests {
         );
         assert_eq!(Need::Promtool.filter(), "test(/promtool/)");
         assert_eq!(Need::Initdb.filter(), "test(/initdb/)");
+        assert_eq!(
+            Need::KubernetesValidate.filter(),
+            "test(/kubernetes_validate/)"
+        );
+    }
+
+    /// A tag inside another (`kube` inside `kubectl`, say) would take the other's tests for its
+    /// own; no tag may hold another.
+    #[test]
+    fn no_tag_contains_another() {
+        for need in Need::ALL {
+            for other in Need::ALL.into_iter().filter(|other| *other != need) {
+                assert!(
+                    !need.tag().contains(other.tag()),
+                    "{need:?}'s tag holds {other:?}'s"
+                );
+            }
+        }
     }
 
     /// A test that needs a private server must not be run (or skipped) as a test of the shared
