@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::config::DeliveryConfig;
-use crate::internal_events::{EventsExpired, InternalEvent};
+use crate::internal_events::{EventsExpired, InternalEvent, StorageFailed, StorageOperation};
 use crate::lease_keeper::{StopSignal, stopped};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -66,10 +66,22 @@ async fn housekeeping(
                 .emit(metrics);
             }
         }
-        Err(error) => tracing::warn!(%error, "expiring old events failed"),
+        Err(error) => StorageFailed {
+            operation: StorageOperation::Housekeeping,
+            what: "expiring old events failed",
+            target: None,
+            error: &error,
+        }
+        .emit(metrics),
     }
     if let Err(error) = store.expire_incidents(before(delivery.incident_ttl)).await {
-        tracing::warn!(%error, "expiring incident state failed");
+        StorageFailed {
+            operation: StorageOperation::Housekeeping,
+            what: "expiring incident state failed",
+            target: None,
+            error: &error,
+        }
+        .emit(metrics);
     }
 }
 

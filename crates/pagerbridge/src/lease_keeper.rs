@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::internal_events::{InternalEvent, SingletonOwnership};
+use crate::internal_events::{InternalEvent, SingletonOwnership, StorageFailed, StorageOperation};
 use crate::metrics::Metrics;
 use crate::store::{Lease, LeaseName, Leases, ReplicaId};
 
@@ -93,11 +93,13 @@ impl Drop for Running {
 ///
 /// `start(epoch, stop)` spawns the work under the lease as granted at `epoch`; the work must
 /// end once `stop` holds a deadline. `owned(Some(epoch))` is called when this replica takes
-/// the lease (or holds it at a new epoch), `owned(None)` when it no longer does.
+/// the lease (or holds it at a new epoch), `owned(None)` when it no longer does. Storage
+/// failures are counted in `metrics`.
 pub(crate) async fn keep_leased(
     name: LeaseName,
     store: Arc<dyn Leases>,
     settings: LeaseSettings,
+    metrics: &Metrics,
     mut shutdown: watch::Receiver<Option<Instant>>,
     mut start: impl FnMut(i64, StopSignal) -> JoinHandle<()>,
     mut owned: impl FnMut(Option<i64>),
@@ -116,7 +118,13 @@ pub(crate) async fn keep_leased(
         {
             Ok(lease) => lease,
             Err(error) => {
-                tracing::warn!(lease = %name, %error, "cannot acquire or renew a lease");
+                StorageFailed {
+                    operation: StorageOperation::Leases,
+                    what: &format!("cannot acquire or renew the lease {name}"),
+                    target: None,
+                    error: &error,
+                }
+                .emit(metrics);
                 held.filter(|lease| lease.expires_at > Timestamp::now())
             }
         };
@@ -159,7 +167,13 @@ pub(crate) async fn keep_leased(
         owned(None);
         // Hand the work over now rather than after the lease runs out.
         if let Err(error) = store.release(&name, &settings.replica, epoch).await {
-            tracing::warn!(lease = %name, %error, "cannot release a lease");
+            StorageFailed {
+                operation: StorageOperation::Leases,
+                what: &format!("cannot release the lease {name}"),
+                target: None,
+                error: &error,
+            }
+            .emit(metrics);
         }
     }
 }
@@ -211,6 +225,7 @@ pub(crate) async fn keep_singleton(
         singleton.lease_name(),
         store,
         settings,
+        &metrics,
         shutdown,
         |_epoch, stop| start(stop),
         |epoch| SingletonOwnership { singleton, epoch }.emit(&metrics),

@@ -80,6 +80,21 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// What the bridge was doing when storage failed
+/// ([`crate::internal_events::StorageOperation`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngestLabels {
+    /// The route as declared, e.g. `/api/v1/alertmanager/{target}`.
+    pub endpoint: String,
+    /// The HTTP status of the answer.
+    pub status: String,
+}
+
 /// What a lane is doing, for `pagerbridge_lane_state`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -145,6 +160,10 @@ pub struct Metrics {
     pub singleton_owned: Family<SingletonLabel, Gauge>,
     pub fallback_sends: Family<FallbackLabels, Counter>,
     pub silence_polls: Family<ResultLabel, Counter>,
+    pub storage_errors: Family<OperationLabel, Counter>,
+    pub ingest_requests: Family<IngestLabels, Counter>,
+    pub budget_requests: Family<TargetLabel, Gauge>,
+    pub budget_window: Family<TargetLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -180,6 +199,10 @@ impl Metrics {
             singleton_owned: Family::default(),
             fallback_sends: Family::default(),
             silence_polls: Family::default(),
+            storage_errors: Family::default(),
+            ingest_requests: Family::default(),
+            budget_requests: Family::default(),
+            budget_window: Family::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and `_seconds` is part of the name.
@@ -299,6 +322,39 @@ impl Metrics {
             "Polls of Alertmanager for silenced alerts, by result (ok, error)",
             m.silence_polls.clone(),
         );
+        registry.register(
+            "pagerbridge_storage_errors",
+            "Failed storage operations, by what the bridge was doing (ingest, delivery, leases, \
+             housekeeping, fallback, silence, admin, metrics)",
+            m.storage_errors.clone(),
+        );
+        registry.register(
+            "pagerbridge_ingest_requests",
+            "Answers of the ingest endpoints, by endpoint (the route) and HTTP status",
+            m.ingest_requests.clone(),
+        );
+        registry.register(
+            "pagerbridge_budget_requests",
+            "Requests each lane may make per budget window (its rate_limit.requests)",
+            m.budget_requests.clone(),
+        );
+        registry.register(
+            "pagerbridge_budget_window_seconds",
+            "Each lane's budget window (its rate_limit.window)",
+            m.budget_window.clone(),
+        );
+        // Series known from the start exist at zero: an alert on `increase()` sees the first
+        // error, and a dashboard shows 0 rather than "no data".
+        for operation in crate::internal_events::StorageOperation::ALL {
+            let _ = m.storage_errors.get_or_create(&OperationLabel {
+                operation: operation.as_str().to_owned(),
+            });
+        }
+        for source in ["alertmanager", "native", "change"] {
+            let _ = m.alerts_received.get_or_create(&SourceLabel {
+                source: source.to_owned(),
+            });
+        }
         Self { registry, ..m }
     }
 
@@ -342,6 +398,9 @@ impl Metrics {
         for reason in crate::store::suppress::REASONS {
             Self::count_zero(&self.suppressed, target, reason);
         }
+        for action in Action::ALL {
+            Self::count_zero(&self.events_queued, target, action.as_str());
+        }
         for reason in crate::internal_events::DeadLetterReason::ALL {
             Self::count_zero(&self.dead_lettered, target, reason.as_str());
         }
@@ -354,6 +413,42 @@ impl Metrics {
         let _ = self.singleton_owned.get_or_create(&SingletonLabel {
             singleton: singleton.as_str().to_owned(),
         });
+    }
+
+    /// Exports the send budget a target's lane keeps to.
+    pub fn set_budget(&self, target: &str, requests: u32, window: std::time::Duration) {
+        let label = TargetLabel {
+            target: target.to_owned(),
+        };
+        self.budget_requests
+            .get_or_create(&label)
+            .set(i64::from(requests));
+        self.budget_window
+            .get_or_create(&label)
+            .set(window.as_secs_f64());
+    }
+
+    /// Creates the fallback publisher's series at zero, when it is configured.
+    pub fn init_fallback(&self) {
+        for kind in ["failing", "dead_lettered"] {
+            for result in ["sent", "failed"] {
+                let _ = self.fallback_sends.get_or_create(&FallbackLabels {
+                    kind: kind.to_owned(),
+                    result: result.to_owned(),
+                });
+            }
+        }
+    }
+
+    /// Creates an ingest endpoint's 202 and 503 series at zero, so the first 503 is seen by
+    /// `increase()`.
+    pub fn init_ingest(&self, endpoint: &str) {
+        for status in ["202", "503"] {
+            let _ = self.ingest_requests.get_or_create(&IngestLabels {
+                endpoint: endpoint.to_owned(),
+                status: status.to_owned(),
+            });
+        }
     }
 
     fn count_zero(family: &Family<ReasonLabels, Counter>, target: &str, reason: &str) {
@@ -518,5 +613,28 @@ mod tests {
         assert!(text.contains("# TYPE pagerduty_api_duration_seconds histogram\n"));
         assert!(!text.contains("# EOF"));
         assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    /// What dashboards and alert rules read before anything happened is there, at zero or at
+    /// its configured value.
+    #[test]
+    fn series_known_in_advance_are_exported_before_the_first_event() {
+        let metrics = Metrics::new();
+        metrics.init_target("db");
+        metrics.set_budget("db", 120, std::time::Duration::from_secs(60));
+        metrics.init_fallback();
+        metrics.init_ingest("/api/v1/alerts");
+        let text = metrics.encode_prometheus_text();
+        for line in [
+            "pagerbridge_budget_requests{target=\"db\"} 120\n",
+            "pagerbridge_budget_window_seconds{target=\"db\"} 60.0\n",
+            "pagerbridge_events_queued_total{target=\"db\",reason=\"change\"} 0\n",
+            "pagerbridge_alerts_received_total{source=\"alertmanager\"} 0\n",
+            "pagerbridge_fallback_sends_total{kind=\"failing\",result=\"failed\"} 0\n",
+            "pagerbridge_fallback_sends_total{kind=\"dead_lettered\",result=\"sent\"} 0\n",
+            "pagerbridge_ingest_requests_total{endpoint=\"/api/v1/alerts\",status=\"503\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
     }
 }

@@ -21,9 +21,10 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::alert::{Alert, AlertStatus, Labels};
+use crate::internal_events::{InternalEvent, StorageFailed, StorageOperation};
 use crate::lease_keeper::{StopSignal, stopped};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, PipelineError};
 
 /// The path and query that list silenced alerts only.
 const QUERY: &str = "/api/v2/alerts?active=false&silenced=true&inhibited=false&unprocessed=false";
@@ -120,7 +121,7 @@ impl SilenceWatcher {
                 () = stopped(&mut stop) => break,
                 _ = tick.tick() => {}
             }
-            match self.poll(&http, &pipeline).await {
+            match self.poll(&http, &pipeline, &metrics).await {
                 Ok((found, queued)) => {
                     metrics.silence_poll("ok");
                     if queued > 0 {
@@ -144,6 +145,7 @@ impl SilenceWatcher {
         &self,
         http: &reqwest::Client,
         pipeline: &Pipeline,
+        metrics: &Metrics,
     ) -> anyhow::Result<(usize, usize)> {
         let url = endpoint(&self.url);
         let response = http
@@ -159,7 +161,20 @@ impl SilenceWatcher {
             .context("reading Alertmanager's answer")?;
         let alerts = parse_alerts(&body)?;
         let found = alerts.len();
-        let receipt = pipeline.acknowledge_silenced(alerts).await?;
+        let receipt = pipeline
+            .acknowledge_silenced(alerts)
+            .await
+            .inspect_err(|error| {
+                if let PipelineError::Store(error) = error {
+                    StorageFailed {
+                        operation: StorageOperation::Silence,
+                        what: "silence watcher: cannot queue acknowledges",
+                        target: None,
+                        error,
+                    }
+                    .emit(metrics);
+                }
+            })?;
         Ok((found, receipt.queued))
     }
 }

@@ -190,6 +190,104 @@ async fn ingest_tokens_are_required_when_configured() {
     assert_eq!(bridge.get_text("/metrics").await.0, 200);
 }
 
+/// Every answer of an ingest endpoint is counted by route (never the target named in the URL)
+/// and status, the 401 of the token check and the 408 of the time limit included.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_answers_are_counted_by_route_and_status() {
+    let sim = simulator(SimConfig::default()).await;
+    let tokens = tempfile::NamedTempFile::new().expect("token file");
+    std::fs::write(tokens.path(), "the-token\n").expect("write");
+    let extra = format!(
+        "ingest:\n  bearer_token_file: \"{}\"\n  request_timeout: \"300ms\"",
+        tokens.path().display()
+    );
+    let setup = Setup::new(&sim.base_url(), (120, "60s"), &extra, "");
+    let bridge = setup.start().await;
+    let json_ct = "application/json";
+    let token = Some("the-token");
+    let alerts = native_alerts("Counted", 1, "firing", "critical");
+
+    let (s, _) = post_raw(
+        &bridge.url("/api/v1/alerts"),
+        json_ct,
+        alerts.clone(),
+        token,
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (s, _) = post_raw(&bridge.url("/api/v1/alerts"), json_ct, alerts, None).await;
+    assert_eq!(s, 401);
+    let firing = sample("alertmanager-webhook-firing.json");
+    let (s, _) = post_raw(
+        &bridge.url("/api/v1/alertmanager/nope"),
+        json_ct,
+        firing,
+        token,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = post_raw(
+        &bridge.url("/api/v1/change-events"),
+        json_ct,
+        b"{".to_vec(),
+        token,
+    )
+    .await;
+    assert_eq!(s, 400);
+    // Headers and part of a body, then nothing: the time limit answers 408.
+    let stalled = b"POST /api/v1/alertmanager HTTP/1.1\r\nhost: x\r\n\
+        authorization: Bearer the-token\r\ncontent-type: application/json\r\n\
+        content-length: 100\r\n\r\n{\"alerts\": [";
+    assert_eq!(status_of_stalled_request(bridge.addr, stalled).await, 408);
+
+    let (_, metrics) = bridge.get_text("/metrics").await;
+    for (route, status, count) in [
+        ("/api/v1/alerts", "202", 1),
+        ("/api/v1/alerts", "401", 1),
+        ("/api/v1/alerts", "503", 0),
+        ("/api/v1/alertmanager/{target}", "404", 1),
+        ("/api/v1/change-events", "400", 1),
+        ("/api/v1/alertmanager", "408", 1),
+        ("/api/v1/alertmanager", "202", 0),
+    ] {
+        let line = format!(
+            "pagerbridge_ingest_requests_total{{endpoint=\"{route}\",status=\"{status}\"}} {count}\n"
+        );
+        assert!(metrics.contains(&line), "{line:?} missing from:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("nope"),
+        "a target named in a URL became a label"
+    );
+}
+
+/// Sends `request` (which leaves its body unfinished) and returns the status it is answered
+/// with.
+async fn status_of_stalled_request(addr: std::net::SocketAddr, request: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream.write_all(request).expect("write");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).expect("an answer within 20 s");
+            assert!(n > 0, "closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&answer).into_owned();
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|status| status.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"))
+    })
+    .await
+    .expect("stalled request")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn change_events_reach_change_enqueue() {
     let sim = simulator(SimConfig::default()).await;

@@ -2,8 +2,8 @@
 //!
 //! Some tests need something a plain `git clone` on a laptop may lack: a PostgreSQL server, a
 //! PostgreSQL installation to run a private server of their own, a real Alertmanager,
-//! `promtool`, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file, `kubectl` and
-//! `kubernetes-validate` (for the Kubernetes manifests).
+//! `promtool`, a Prometheus server, `openssl`, root (to mount a tmpfs), PagerDuty's OpenAPI file,
+//! `kubectl` and `kubernetes-validate` (for the Kubernetes manifests).
 //! Such a test is marked `#[ignore = "needs …"]`, so that the runner counts it as skipped
 //! instead of reporting a pass that tested nothing, and it asks for what it needs through one
 //! of the functions below, which **panic** with a message saying what is missing and how to get
@@ -38,6 +38,10 @@ pub enum Need {
     Alertmanager,
     /// `promtool` (Debian's `prometheus`) on `PATH`.
     Promtool,
+    /// The Prometheus server (`prometheus`, Debian's `prometheus`) on `PATH`. Its tag is not
+    /// "prometheus": that word is in the names of tests that need nothing
+    /// (`prometheus_text_is_sorted_and_escaped`).
+    PrometheusServer,
     /// The `openssl` command line.
     Openssl,
     /// Root, to mount a small tmpfs and fill it (the full-disk chaos test).
@@ -56,10 +60,11 @@ pub enum Need {
 }
 
 impl Need {
-    pub const ALL: [Need; 9] = [
+    pub const ALL: [Need; 10] = [
         Need::Postgres,
         Need::Alertmanager,
         Need::Promtool,
+        Need::PrometheusServer,
         Need::Openssl,
         Need::Tmpfs,
         Need::PagerdutyOpenapi,
@@ -74,6 +79,7 @@ impl Need {
             Need::Postgres => "postgres",
             Need::Alertmanager => "alertmanager",
             Need::Promtool => "promtool",
+            Need::PrometheusServer => "prometheus_server",
             Need::Openssl => "openssl",
             Need::Tmpfs => "tmpfs",
             Need::PagerdutyOpenapi => "pagerduty_openapi",
@@ -89,6 +95,7 @@ impl Need {
             Need::Postgres => "PostgreSQL",
             Need::Alertmanager => "Alertmanager 0.25",
             Need::Promtool => "promtool",
+            Need::PrometheusServer => "a Prometheus server",
             Need::Openssl => "openssl",
             Need::Tmpfs => "root (to mount a tmpfs)",
             Need::PagerdutyOpenapi => "PagerDuty's OpenAPI file",
@@ -106,7 +113,7 @@ impl Need {
                  PAGERBRIDGE_TEST_POSTGRES_URL"
             }
             Need::Alertmanager => "apt-get install prometheus-alertmanager",
-            Need::Promtool => "apt-get install prometheus",
+            Need::Promtool | Need::PrometheusServer => "apt-get install prometheus",
             Need::Openssl => "apt-get install openssl",
             Need::Tmpfs => "run the tests as root",
             Need::PagerdutyOpenapi => {
@@ -147,6 +154,7 @@ impl Need {
             Need::Postgres => probe_postgres(&postgres_url_setting()),
             Need::Alertmanager => on_path(&["prometheus-alertmanager", "alertmanager"]),
             Need::Promtool => on_path(&["promtool"]),
+            Need::PrometheusServer => on_path(&["prometheus"]),
             Need::Openssl => on_path(&["openssl"]),
             Need::Tmpfs => probe_root(),
             Need::PagerdutyOpenapi => pagerduty_openapi_setting()
@@ -194,6 +202,11 @@ pub fn alertmanager() -> PathBuf {
 /// The `promtool` binary; panics when there is none on `PATH`.
 pub fn promtool() -> PathBuf {
     PathBuf::from(Need::Promtool.require())
+}
+
+/// The `prometheus` server binary; panics when there is none on `PATH`.
+pub fn prometheus_server() -> PathBuf {
+    PathBuf::from(Need::PrometheusServer.require())
 }
 
 /// The `openssl` binary; panics when there is none on `PATH`.
@@ -394,27 +407,19 @@ mod tests {
         );
     }
 
-    /// A tag inside another (`kube` inside `kubectl`, say) would take the other's tests for its
-    /// own; no tag may hold another.
+    /// A test carrying one need's tag must not be selected (or skipped) for another's: no tag
+    /// is part of another (`postgres` in `postgres_server`, `kube` in `kubectl`, say).
     #[test]
     fn no_tag_contains_another() {
         for need in Need::ALL {
             for other in Need::ALL.into_iter().filter(|other| *other != need) {
                 assert!(
                     !need.tag().contains(other.tag()),
-                    "{need:?}'s tag holds {other:?}'s"
+                    "{need:?}'s tag contains {other:?}'s"
                 );
             }
         }
-    }
-
-    /// A test that needs a private server must not be run (or skipped) as a test of the shared
-    /// one, whose filter is `test(/postgres/)`.
-    #[test]
-    fn no_other_tag_contains_the_postgres_tag() {
-        for need in Need::ALL.into_iter().filter(|need| *need != Need::Postgres) {
-            assert!(!need.tag().contains("postgres"), "{need:?}");
-        }
+        assert_eq!(Need::PrometheusServer.filter(), "test(/prometheus_server/)");
     }
 
     #[test]

@@ -17,7 +17,9 @@ use pagerduty_events::{Backoff, EndpointUrl};
 use serde_json::{Value, json};
 
 use super::pacer::{Pacer, Wake};
-use crate::internal_events::{FallbackNoticeFailed, FallbackNoticeSent, InternalEvent};
+use crate::internal_events::{
+    FallbackNoticeFailed, FallbackNoticeSent, InternalEvent, StorageFailed, StorageOperation,
+};
 use crate::metrics::Metrics;
 use crate::store::{Notice, NoticeKind, Store};
 
@@ -109,7 +111,13 @@ impl FallbackLane {
         let due = match self.store.fallback_due(failing_since, BATCH).await {
             Ok(due) => due,
             Err(error) => {
-                tracing::error!(%error, "fallback: cannot read the outbox");
+                StorageFailed {
+                    operation: StorageOperation::Fallback,
+                    what: "fallback: cannot read the outbox",
+                    target: None,
+                    error: &error,
+                }
+                .emit(&self.metrics);
                 return Err(Duration::from_secs(1));
             }
         };
@@ -152,7 +160,13 @@ impl FallbackLane {
                     .await
                 {
                     // The notice stays due and is sent again later: at least once.
-                    tracing::error!(%error, "fallback: notified, but could not record it");
+                    StorageFailed {
+                        operation: StorageOperation::Fallback,
+                        what: "fallback: notified, but could not record it",
+                        target: None,
+                        error: &error,
+                    }
+                    .emit(&self.metrics);
                     return Err(Duration::from_secs(1));
                 }
                 Ok(())

@@ -25,9 +25,9 @@ use super::request::request_body;
 use super::{LaneSettings, LaneStore, Shared};
 use crate::internal_events::{
     BodyShrunk, DeadLetterReason, DeliveryPaused, EventDeadLettered, EventDelivered, InternalEvent,
-    LaneMisconfigured, RequestCompleted,
+    LaneMisconfigured, RequestCompleted, StorageFailed, StorageOperation,
 };
-use crate::store::{BudgetDecision, BudgetId, Fence, QueuedEvent};
+use crate::store::{BudgetDecision, BudgetId, Fence, QueuedEvent, StoreError};
 
 /// A pause after a storage error: storage problems are usually brief (a locked file, a
 /// failover) and the lane must not spin on them.
@@ -124,7 +124,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             Ok(Some(event)) => event,
             Ok(None) => return Step::Idle,
             Err(error) => {
-                tracing::error!(target_name = %self.target, %error, "cannot read the outbox");
+                self.storage_failed("cannot read the outbox", &error);
                 return Step::Pause(STORE_ERROR_PAUSE);
             }
         };
@@ -160,7 +160,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             }
             Ok(BudgetDecision::Fenced) => return Step::Fenced,
             Err(error) => {
-                tracing::error!(target_name = %self.target, %error, "cannot read the send budget");
+                self.storage_failed("cannot read the send budget", &error);
                 return Step::Pause(STORE_ERROR_PAUSE);
             }
         };
@@ -181,7 +181,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         }
         let attempt = self.shared.service.send(endpoint, &key, body).await;
         if let Err(error) = store.settle_budget(slot, Timestamp::now()).await {
-            tracing::warn!(target_name = %self.target, %error, "could not settle a budget slot");
+            self.storage_failed("could not settle a budget slot", &error);
         }
         RequestCompleted {
             target: &self.target,
@@ -206,7 +206,8 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         if let Err(error) = self.shared.store.mark_delivered(event.id, now).await {
             // PagerDuty has it; it will be sent once more after a restart, harmlessly (same
             // dedup key). Pausing keeps the lane from resending it right away.
-            tracing::error!(target_name = %self.target, event_id = event.id, %error, "delivered, but could not record it");
+            let what = format!("event {} delivered, but could not record it", event.id);
+            self.storage_failed(&what, &error);
             return Step::Pause(STORE_ERROR_PAUSE);
         }
         Step::Progressed
@@ -252,7 +253,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             .record_failure(event.id, &error.to_string(), Timestamp::now())
             .await
         {
-            tracing::error!(target_name = %self.target, %store_error, "could not record a failed attempt");
+            self.storage_failed("could not record a failed attempt", &store_error);
         }
         Step::Pause(pause)
     }
@@ -270,9 +271,19 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             .dead_letter(event.id, detail, Timestamp::now())
             .await
         {
-            tracing::error!(target_name = %self.target, %error, "could not dead-letter the event");
+            self.storage_failed("could not dead-letter the event", &error);
         }
         self.shared.fallback_wake.notify_one();
+    }
+
+    fn storage_failed(&self, what: &str, error: &StoreError) {
+        StorageFailed {
+            operation: StorageOperation::Delivery,
+            what,
+            target: Some(&self.target),
+            error,
+        }
+        .emit(&self.shared.metrics);
     }
 }
 

@@ -308,6 +308,15 @@ impl Harness {
         assert_eq!(on.len(), 1, "exactly one state is on: {on:?}");
         on[0]
     }
+    /// `pagerbridge_storage_errors_total{operation="delivery"}`.
+    fn storage_errors(&self) -> u64 {
+        self.metrics
+            .storage_errors
+            .get_or_create(&crate::metrics::OperationLabel {
+                operation: "delivery".into(),
+            })
+            .get()
+    }
     /// Durations observed on the enqueue endpoint (the histogram's count, from the text).
     fn durations_observed(&self) -> u64 {
         let _ = self.metrics.api_duration.get_or_create(&EndpointLabels {
@@ -578,9 +587,12 @@ async fn a_storage_error_pauses_the_lane() {
     let mut h = harness();
     h.queue([trigger(1, Severity::Error)]);
     *h.store.read_errors.lock().expect("lock") = 1;
+    assert_eq!(h.storage_errors(), 0);
     assert_eq!(h.lane.step().await, Step::Pause(STORE_ERROR_PAUSE));
     assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
+    assert_eq!(h.storage_errors(), 1, "counted as a delivery storage error");
     assert_eq!(h.lane.step().await, Step::Progressed);
+    assert_eq!(h.storage_errors(), 1);
 }
 
 #[tokio::test(start_paused = true)]

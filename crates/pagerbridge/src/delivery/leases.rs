@@ -36,6 +36,7 @@ pub(crate) async fn keep_lane(
         name.clone(),
         shared.store.clone(),
         leases,
+        &shared.metrics,
         shutdown,
         |epoch, stop| {
             let fence = Fence {

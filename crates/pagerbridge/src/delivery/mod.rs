@@ -139,6 +139,7 @@ impl Delivery {
         let (stop, stop_rx) = watch::channel(None);
         let mut tasks = JoinSet::new();
         if let Some(settings) = fallback {
+            shared.metrics.init_fallback();
             let lane = fallback::FallbackLane::new(
                 settings,
                 shared.store.clone(),
@@ -159,6 +160,9 @@ impl Delivery {
             let wake = Arc::new(Notify::new());
             wakers.insert(target.clone(), wake.clone());
             shared.metrics.init_target(&target);
+            shared
+                .metrics
+                .set_budget(&target, settings.budget.requests, settings.budget.window);
             tasks.spawn(leases::keep_lane(
                 target,
                 settings,

@@ -39,6 +39,7 @@ use crate::admin_api::{
     LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent, QueueQuery,
     QueueResponse, Refused, ReplayRequest, ReplayResponse, Superseded,
 };
+use crate::internal_events::{InternalEvent, StorageFailed, StorageOperation};
 use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
 
 /// The admin routes, behind the admin token check.
@@ -93,13 +94,22 @@ fn answer(body: &impl Serialize) -> Response {
     }
 }
 
-fn storage_failed(error: StoreError) -> ApiError {
-    tracing::error!(%error, "admin request: storage failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "storage_unavailable",
-        "storage did not answer; nothing was changed, retry later",
-    )
+/// Counts and logs a storage failure, and answers 503.
+fn storage_failed(state: &AppState) -> impl FnOnce(StoreError) -> ApiError + '_ {
+    |error| {
+        StorageFailed {
+            operation: StorageOperation::Admin,
+            what: "admin request",
+            target: None,
+            error: &error,
+        }
+        .emit(&state.metrics);
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage did not answer; nothing was changed, retry later",
+        )
+    }
 }
 
 /// A lane with nothing queued and nothing dead, until the store says otherwise.
@@ -120,7 +130,11 @@ async fn lanes(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     admin_api::parse_lanes_query(raw.as_deref())?;
-    let stats = state.store.lane_stats().await.map_err(storage_failed)?;
+    let stats = state
+        .store
+        .lane_stats()
+        .await
+        .map_err(storage_failed(&state))?;
     let now = Timestamp::now();
     let configured: Vec<&str> = state
         .pipeline
@@ -149,7 +163,7 @@ async fn lanes(
             .oldest_pending_accepted_at
             .map(|at| now.duration_since(at).as_secs_f64().max(0.0));
     }
-    let leases = state.store.leases().await.map_err(storage_failed)?;
+    let leases = state.store.leases().await.map_err(storage_failed(&state))?;
     for lane in &mut lanes {
         let name = LeaseName::lane(&lane.target);
         lane.lease = leases.iter().find(|l| l.name == name).map(|l| LaneLease {
@@ -166,7 +180,7 @@ async fn leases(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     admin_api::parse_leases_query(raw.as_deref())?;
-    let leases = state.store.leases().await.map_err(storage_failed)?;
+    let leases = state.store.leases().await.map_err(storage_failed(&state))?;
     Ok(answer(&LeasesResponse {
         leases: leases
             .into_iter()
@@ -203,7 +217,7 @@ async fn queue(
         .store
         .pending(query.target.as_deref(), query.limit)
         .await
-        .map_err(storage_failed)?;
+        .map_err(storage_failed(&state))?;
     Ok(answer(&QueueResponse {
         events: events.iter().map(pending).collect(),
     }))
@@ -256,7 +270,7 @@ async fn dead_letters(
             query.limit,
         )
         .await
-        .map_err(storage_failed)?;
+        .map_err(storage_failed(&state))?;
     // Where the next page starts, when this one is full.
     let next_after_id = (found.len() == query.limit as usize)
         .then(|| found.last().map(|d| d.id))
@@ -278,7 +292,7 @@ async fn replay(
         .store
         .replay(&filter, Timestamp::now())
         .await
-        .map_err(storage_failed)?;
+        .map_err(storage_failed(&state))?;
     for target in &report.targets {
         state.waker.wake(target);
     }
@@ -307,7 +321,7 @@ async fn drop_dead(
         .store
         .drop_dead(&filter, &reason, Timestamp::now())
         .await
-        .map_err(storage_failed)?;
+        .map_err(storage_failed(&state))?;
     tracing::warn!(
         dropped,
         reason = %reason,

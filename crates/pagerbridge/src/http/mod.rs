@@ -3,7 +3,8 @@
 //!
 //! Every error is JSON `{"error": code, "detail": text}` with a 4xx that names the problem
 //! (bad input is answered, not obeyed), or 503 when storage fails so senders retry. A 2xx is
-//! sent only after the whole request is committed to storage.
+//! sent only after the whole request is committed to storage. Every answer of an ingest
+//! endpoint is counted by route and status (`pagerbridge_ingest_requests_total`).
 
 mod admin;
 mod auth;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{MatchedPath, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +27,7 @@ use crate::alert::GroupContext;
 use crate::delivery::LaneWaker;
 use crate::format::FormatNote;
 use crate::ingest::{self, IngestError};
+use crate::internal_events::{IngestAnswered, InternalEvent, StorageFailed, StorageOperation};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Receipt};
 use crate::store::Store;
@@ -45,33 +47,71 @@ pub struct AppState {
     pub waker: LaneWaker,
 }
 
+/// The ingest routes, as declared: the `endpoint` label of `pagerbridge_ingest_requests_total`.
+pub const INGEST_ROUTES: [&str; 4] = [
+    "/api/v1/alertmanager",
+    "/api/v1/alertmanager/{target}",
+    "/api/v1/alerts",
+    "/api/v1/change-events",
+];
+
 /// The whole HTTP API.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let time_limit = axum::middleware::from_fn_with_state(request_timeout, time_limit);
+    let [
+        alertmanager_route,
+        alertmanager_target_route,
+        alerts_route,
+        change_route,
+    ] = INGEST_ROUTES;
+    for route in INGEST_ROUTES {
+        state.metrics.init_ingest(route);
+    }
+    // Ingest's layers, innermost first: the token check, the time limit, then the count, so
+    // that every answer is counted, a 401 or the time limit's 408 included.
     let ingest = Router::new()
-        .route("/api/v1/alertmanager", post(alertmanager))
-        .route(
-            "/api/v1/alertmanager/{target}",
-            post(alertmanager_for_target),
-        )
-        .route("/api/v1/alerts", post(native_alerts))
-        .route("/api/v1/change-events", post(change_events))
+        .route(alertmanager_route, post(alertmanager))
+        .route(alertmanager_target_route, post(alertmanager_for_target))
+        .route(alerts_route, post(native_alerts))
+        .route(change_route, post(change_events))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_ingest_token,
+        ))
+        .route_layer(time_limit.clone())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_ingest,
         ));
     Router::new()
-        .merge(ingest)
         .merge(admin::routes(state.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        // `layer` wraps the routes added so far only: ingest, merged next, has its own.
+        .layer(time_limit)
+        .merge(ingest)
+        // It applies to the routes added so far: all of them.
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            time_limit,
-        ))
         .with_state(state)
+}
+
+/// Counts an ingest answer by its route (never the raw path: a target name in it is the
+/// sender's to choose) and status.
+async fn count_ingest(
+    State(metrics): State<Arc<Metrics>>,
+    route: MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    IngestAnswered {
+        endpoint: route.as_str(),
+        status: response.status().as_u16(),
+    }
+    .emit(&metrics);
+    response
 }
 
 /// Answers 408 (as JSON, like every error) when a request, reading its body included, is not
@@ -137,8 +177,9 @@ impl From<IngestError> for ApiError {
     }
 }
 
-impl From<PipelineError> for ApiError {
-    fn from(error: PipelineError) -> Self {
+impl ApiError {
+    /// The answer to a request the pipeline could not accept; a storage failure is counted.
+    fn from_pipeline(error: PipelineError, metrics: &Metrics) -> Self {
         match error {
             PipelineError::UnknownTarget(name) => ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -154,7 +195,13 @@ impl From<PipelineError> for ApiError {
                 "no targets are configured",
             ),
             PipelineError::Store(error) => {
-                tracing::error!(%error, "storage failed; answering 503 so the sender retries");
+                StorageFailed {
+                    operation: StorageOperation::Ingest,
+                    what: "answering 503 so the sender retries",
+                    target: None,
+                    error: &error,
+                }
+                .emit(metrics);
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "storage_unavailable",
@@ -263,7 +310,8 @@ async fn ingest_alertmanager(
             &webhook.group,
             target.as_deref(),
         )
-        .await?;
+        .await
+        .map_err(|error| ApiError::from_pipeline(error, &state.metrics))?;
     Ok(accepted(receipt))
 }
 
@@ -282,7 +330,8 @@ async fn native_alerts(
             &GroupContext::default(),
             request.target.as_deref(),
         )
-        .await?;
+        .await
+        .map_err(|error| ApiError::from_pipeline(error, &state.metrics))?;
     Ok(accepted(receipt))
 }
 
@@ -301,7 +350,8 @@ async fn change_events(
     let receipt = state
         .pipeline
         .accept_change(request.event, notes, request.target.as_deref())
-        .await?;
+        .await
+        .map_err(|error| ApiError::from_pipeline(error, &state.metrics))?;
     Ok(accepted(receipt))
 }
 
@@ -333,7 +383,13 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .refresh_from_store(state.store.as_ref(), &targets, jiff::Timestamp::now())
         .await
     {
-        tracing::warn!(%error, "queue gauges not refreshed");
+        StorageFailed {
+            operation: StorageOperation::Metrics,
+            what: "queue gauges not refreshed",
+            target: None,
+            error: &error,
+        }
+        .emit(&state.metrics);
     }
     let wants_openmetrics = headers
         .get(header::ACCEPT)

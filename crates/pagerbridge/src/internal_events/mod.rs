@@ -10,7 +10,9 @@
 mod delivery;
 mod expired;
 mod fallback;
+mod ingest;
 mod leases;
+mod storage;
 
 pub use delivery::{
     BodyShrunk, DeliveryPaused, EventDeadLettered, EventDelivered, LaneMisconfigured,
@@ -18,7 +20,9 @@ pub use delivery::{
 };
 pub use expired::EventsExpired;
 pub use fallback::{FallbackNoticeFailed, FallbackNoticeSent};
+pub use ingest::IngestAnswered;
 pub use leases::{LaneOwnership, SingletonOwnership};
+pub use storage::{StorageFailed, StorageOperation};
 
 use crate::metrics::Metrics;
 

@@ -65,6 +65,13 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 4] = [
+        Action::Trigger,
+        Action::Acknowledge,
+        Action::Resolve,
+        Action::Change,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Trigger => "trigger",
