@@ -76,6 +76,11 @@ pub struct SingletonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
 }
@@ -145,6 +150,12 @@ pub struct Metrics {
     pub singleton_owned: Family<SingletonLabel, Gauge>,
     pub fallback_sends: Family<FallbackLabels, Counter>,
     pub silence_polls: Family<ResultLabel, Counter>,
+    /// Targets in force, by source (`file`, `secret`).
+    pub targets: Family<SourceLabel, Gauge>,
+    /// Kubernetes Secrets skipped, by reason (`invalid`, `name_clash`).
+    pub secrets_skipped: Family<ReasonLabel, Counter>,
+    /// Failures of the watch on Kubernetes Secrets (each is retried).
+    pub secrets_watch_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -180,6 +191,9 @@ impl Metrics {
             singleton_owned: Family::default(),
             fallback_sends: Family::default(),
             silence_polls: Family::default(),
+            targets: Family::default(),
+            secrets_skipped: Family::default(),
+            secrets_watch_errors: Counter::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and `_seconds` is part of the name.
@@ -299,6 +313,21 @@ impl Metrics {
             "Polls of Alertmanager for silenced alerts, by result (ok, error)",
             m.silence_polls.clone(),
         );
+        registry.register(
+            "pagerbridge_targets",
+            "Targets in force, by source (file: the config file, secret: Kubernetes Secrets)",
+            m.targets.clone(),
+        );
+        registry.register(
+            "pagerbridge_kubernetes_secrets_skipped",
+            "Kubernetes Secrets not taken as targets, by reason (invalid, name_clash)",
+            m.secrets_skipped.clone(),
+        );
+        registry.register(
+            "pagerbridge_kubernetes_watch_errors",
+            "Failures of the watch on Kubernetes Secrets; each is retried with backoff",
+            m.secrets_watch_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -406,6 +435,17 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets `pagerbridge_targets` from the targets in force.
+    pub fn set_targets(&self, targets: &crate::targets::Snapshot) {
+        for source in crate::targets::Source::ALL {
+            self.targets
+                .get_or_create(&SourceLabel {
+                    source: source.as_str().to_owned(),
+                })
+                .set(targets.count(source) as i64);
+        }
     }
 
     /// Counts one poll of the silence watcher (`ok` or `error`).

@@ -506,7 +506,8 @@ async fn unexpected_statuses_mark_the_lane_misconfigured_and_retry_slowly() {
 async fn a_missing_routing_key_marks_the_lane_misconfigured_without_a_request() {
     let mut h = harness_with(settings(), None);
     h.queue([trigger(1, Severity::Error)]);
-    assert_eq!(h.lane.step().await, Step::Pause(60 * SECOND));
+    // Parked, not paused: a key that comes back (a re-created Secret) wakes the lane.
+    assert_eq!(h.lane.step().await, Step::Parked(60 * SECOND));
     assert_eq!(h.state(), LaneState::misconfigured);
     assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
     assert_eq!(h.pending_ids(), [1]);

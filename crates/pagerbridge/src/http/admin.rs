@@ -122,13 +122,8 @@ async fn lanes(
     admin_api::parse_lanes_query(raw.as_deref())?;
     let stats = state.store.lane_stats().await.map_err(storage_failed)?;
     let now = Timestamp::now();
-    let configured: Vec<&str> = state
-        .pipeline
-        .planner()
-        .targets()
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect();
+    let targets = state.pipeline.planner().targets();
+    let configured: Vec<&str> = targets.targets().iter().map(|t| t.name.as_str()).collect();
     let mut lanes: Vec<Lane> = configured
         .iter()
         .map(|name| idle_lane(name, true))

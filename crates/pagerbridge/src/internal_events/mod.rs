@@ -10,6 +10,7 @@
 mod delivery;
 mod expired;
 mod fallback;
+mod kubernetes;
 mod leases;
 
 pub use delivery::{
@@ -18,6 +19,9 @@ pub use delivery::{
 };
 pub use expired::EventsExpired;
 pub use fallback::{FallbackNoticeFailed, FallbackNoticeSent};
+pub use kubernetes::{
+    SecretSkipped, SecretTargetApplied, SecretTargetRemoved, SecretWatchFailed, SkipReason,
+};
 pub use leases::{LaneOwnership, SingletonOwnership};
 
 use crate::metrics::Metrics;
