@@ -6,7 +6,8 @@
 //! the bridge listens, invalid ones are skipped with a warning; a Secret created later becomes
 //! routable within seconds; a rotated key is used for the events queued before the rotation;
 //! the watch survives 410 Gone, cut connections and an API server restart; a deleted Secret's
-//! target answers 404 while its queued events stay listed and its lane shows misconfigured.
+//! target answers 404 while its queued events stay listed and its lane shows misconfigured, and
+//! delivers them once the Secret is back.
 
 mod common;
 
@@ -249,6 +250,15 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
             == 202
     })
     .await;
+    // A send that took the old key just before the rotation still meets the outage: end it
+    // only once the lane has tried the new key.
+    wait_until("a send with the new key", WAIT, || {
+        sim.sim
+            .events()
+            .iter()
+            .any(|e| e.body["routing_key"] == WEB_ROTATED)
+    })
+    .await;
     outage(&sim, 0);
     wait_until("the queued events to be delivered", WAIT, || {
         keys_used(&sim, "Queued").len() == 3
@@ -316,7 +326,8 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
             == 404
     })
     .await;
-    outage(&sim, 0);
+    // Still during the outage: a send that took the key just before the deletion gets a 503,
+    // and the lane's next step finds no key.
     wait_until_async("db's lane to show misconfigured", WAIT, || async {
         metric(
             &bridge,
@@ -338,7 +349,17 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
                 .is_some_and(|s| s.contains("DbQueued-"))
         })
         .count();
-    assert_eq!(queued, 2, "db's queued events stay: {queue}");
+    let sent: Vec<String> = sim
+        .sim
+        .events()
+        .iter()
+        .filter(|e| e.body.to_string().contains("DbQueued-"))
+        .map(|e| format!("{} {}", e.status, e.body["payload"]["class"]))
+        .collect();
+    assert_eq!(
+        queued, 2,
+        "db's queued events stay: {queue}; sent: {sent:?}"
+    );
     let pending = queue["events"].as_array().map_or(0, Vec::len);
     let lanes = admin_get(&bridge, "/api/v1/admin/lanes").await;
     let db = lanes["lanes"]
@@ -348,6 +369,7 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
         .expect("db's lane is listed");
     assert_eq!(db["configured"], false, "{db}");
     assert_eq!(db["pending"], pending, "{db}");
+    outage(&sim, 0);
     // By label, db's alerts now take the default route.
     let (status, _) = bridge
         .post("/api/v1/alerts", &alerts(None, "DbByLabel", 1, "db"))
@@ -362,6 +384,15 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
         keys_used(&sim, "DbQueued").is_empty(),
         "never sent without a key"
     );
+
+    // Re-created, the target's parked lane wakes and delivers what waited, with the new key,
+    // long before its 60 s misconfigured pause would have ended.
+    put(&api, "pd-db", &target_config("db", LATE_KEY, "db"));
+    wait_until("db's queued events to be delivered", WAIT, || {
+        keys_used(&sim, "DbQueued").len() == 2
+    })
+    .await;
+    assert_eq!(keys_used(&sim, "DbQueued"), [LATE_KEY; 2]);
 
     // No key of any Secret in the logs.
     for line in bridge.logs() {
