@@ -565,6 +565,10 @@ delivery:
   incident_ttl: "12h"
   max_backoff: "2m"
   shutdown_drain: "500ms"
+kubernetes:
+  secrets:
+    namespace: alerts
+    label_selector: "publishing-target=true"
 targets:
   - name: db
     routing_key_file: /run/secrets/pd-db
@@ -887,6 +891,24 @@ targets:
         assert_eq!(
             env_var_name(path.into_iter()),
             "PAGERBRIDGE_PAGERDUTY__RATE_LIMIT__REQUESTS"
+        );
+    }
+
+    #[test]
+    fn an_override_alone_turns_secrets_discovery_on_with_its_defaults() {
+        // As `PAGERBRIDGE_KUBERNETES__SECRETS__NAMESPACE=alerts` would, on a file without the
+        // section: the selector keeps its default.
+        let config = parse("").expect("defaults");
+        let overrides = Serialized::defaults(serde_json::json!({
+            "kubernetes": {"secrets": {"namespace": "alerts"}}
+        }));
+        let merged = layer(config, overrides).expect("merges");
+        assert_eq!(
+            merged.kubernetes.secrets,
+            Some(SecretsDiscovery {
+                namespace: Some("alerts".to_owned()),
+                ..SecretsDiscovery::default()
+            })
         );
     }
 
