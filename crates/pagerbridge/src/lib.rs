@@ -6,7 +6,8 @@
 //! trait; [`delivery`] drives a lane per target within PagerDuty's budget, on the one replica
 //! that holds the lane's lease ([`lease_keeper`], which does the same for the singletons);
 //! [`http`] is the HTTP surface, whose admin API speaks [`admin_api`] (shared with the CLI);
-//! [`config`] reads the YAML file. The PagerDuty protocol itself lives in the
+//! [`config`] reads the YAML file; [`targets`] holds the targets in force, from the file and,
+//! while running, from Kubernetes Secrets. The PagerDuty protocol itself lives in the
 //! `pagerduty-events` crate, which knows nothing of alerts.
 
 pub mod admin_api;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod ingest;
 pub mod internal_events;
 pub mod keyring;
+pub mod kubernetes;
 pub mod lease_keeper;
 pub mod metrics;
 pub mod pipeline;
@@ -32,3 +34,4 @@ pub mod secrets;
 pub mod service;
 pub mod silence;
 pub mod store;
+pub mod targets;

@@ -76,6 +76,11 @@ pub struct SingletonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
 }
@@ -164,6 +169,12 @@ pub struct Metrics {
     pub ingest_requests: Family<IngestLabels, Counter>,
     pub budget_requests: Family<TargetLabel, Gauge>,
     pub budget_window: Family<TargetLabel, Gauge<f64, AtomicU64>>,
+    /// Targets in force, by source (`file`, `secret`).
+    pub targets: Family<SourceLabel, Gauge>,
+    /// Kubernetes Secrets skipped, by reason (`invalid`, `name_clash`).
+    pub secrets_skipped: Family<ReasonLabel, Counter>,
+    /// Failures of the watch on Kubernetes Secrets (each is retried).
+    pub secrets_watch_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -203,6 +214,9 @@ impl Metrics {
             ingest_requests: Family::default(),
             budget_requests: Family::default(),
             budget_window: Family::default(),
+            targets: Family::default(),
+            secrets_skipped: Family::default(),
+            secrets_watch_errors: Counter::default(),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters and `_seconds` is part of the name.
@@ -355,6 +369,21 @@ impl Metrics {
                 source: source.to_owned(),
             });
         }
+        registry.register(
+            "pagerbridge_targets",
+            "Targets in force, by source (file: the config file, secret: Kubernetes Secrets)",
+            m.targets.clone(),
+        );
+        registry.register(
+            "pagerbridge_kubernetes_secrets_skipped",
+            "Kubernetes Secrets not taken as targets, by reason (invalid, name_clash)",
+            m.secrets_skipped.clone(),
+        );
+        registry.register(
+            "pagerbridge_kubernetes_watch_errors",
+            "Failures of the watch on Kubernetes Secrets; each is retried with backoff",
+            m.secrets_watch_errors.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -501,6 +530,17 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets `pagerbridge_targets` from the targets in force.
+    pub fn set_targets(&self, targets: &crate::targets::Snapshot) {
+        for source in crate::targets::Source::ALL {
+            self.targets
+                .get_or_create(&SourceLabel {
+                    source: source.as_str().to_owned(),
+                })
+                .set(targets.count(source) as i64);
+        }
     }
 
     /// Counts one poll of the silence watcher (`ok` or `error`).

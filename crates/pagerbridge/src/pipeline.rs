@@ -4,7 +4,7 @@
 //! [`Planner`] is the pure part (routing and formatting), shared by `serve` and `render`, so
 //! `render` prints exactly what `serve` would queue. [`Pipeline`] adds storage.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -14,9 +14,10 @@ use serde::Serialize;
 use crate::alert::{Alert, GroupContext};
 use crate::config::{self, Target};
 use crate::delivery::LaneWaker;
-use crate::format::{FormatError, FormatNote, Formatted, Formatter, Outbound};
+use crate::format::{FormatError, FormatNote, Formatted, Outbound};
 use crate::metrics::{Metrics, SourceLabel};
 use crate::store::{Acceptance, Action, Condition, NewEvent, Store, StoreError, SuppressionPolicy};
+use crate::targets::{Snapshot, Targets};
 
 /// Why a request could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -37,39 +38,25 @@ pub struct Planned {
     pub formatted: Formatted,
 }
 
-/// Routing and formatting, without storage.
+/// Routing and formatting, without storage, with the targets in force at each call.
 pub struct Planner {
-    targets: Vec<Target>,
-    formatters: HashMap<String, Formatter>,
+    targets: Targets,
 }
 
 impl Planner {
+    /// A planner over a fixed list of targets (`render`, benchmarks).
     pub fn new(targets: Vec<Target>) -> Result<Self, FormatError> {
-        let formatters = targets
-            .iter()
-            .map(|t| Ok((t.name.clone(), Formatter::new(t.format.clone())?)))
-            .collect::<Result<_, FormatError>>()?;
-        Ok(Self {
-            targets,
-            formatters,
-        })
+        Ok(Self::over(Targets::fixed(targets)?))
     }
 
-    pub fn targets(&self) -> &[Target] {
-        &self.targets
+    /// A planner over targets that may change while it runs.
+    pub fn over(targets: Targets) -> Self {
+        Self { targets }
     }
 
-    /// The target named in the URL or request, or `None` to route by labels.
-    fn explicit(&self, name: Option<&str>) -> Result<Option<&Target>, PipelineError> {
-        match name {
-            None => Ok(None),
-            Some(name) => self
-                .targets
-                .iter()
-                .find(|t| t.name == name)
-                .map(Some)
-                .ok_or_else(|| PipelineError::UnknownTarget(name.to_owned())),
-        }
+    /// The targets now.
+    pub fn targets(&self) -> Arc<Snapshot> {
+        self.targets.snapshot()
     }
 
     /// Routes and formats alerts. `explicit` (from the URL or request body) overrides label
@@ -80,16 +67,16 @@ impl Planner {
         group: &GroupContext,
         explicit: Option<&str>,
     ) -> Result<Vec<Planned>, PipelineError> {
-        if self.targets.is_empty() {
-            return Err(PipelineError::NoTargets);
-        }
-        let explicit = self.explicit(explicit)?;
+        // One snapshot for the whole request: a target changing meanwhile applies to the
+        // next request, never to half of this one.
+        let targets = self.targets.snapshot();
+        let explicit = explicit_target(&targets, explicit)?;
         Ok(alerts
             .iter()
             .filter_map(|alert| {
                 let target =
-                    explicit.unwrap_or_else(|| config::route(&self.targets, &alert.labels));
-                let formatter = self.formatters.get(&target.name)?;
+                    explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
+                let formatter = targets.formatter(&target.name)?;
                 let formatted = formatter.format(alert, group)?;
                 Some(Planned {
                     target: target.name.clone(),
@@ -107,9 +94,10 @@ impl Planner {
         notes: Vec<FormatNote>,
         explicit: Option<&str>,
     ) -> Result<Planned, PipelineError> {
-        let target = match self.explicit(explicit)? {
+        let targets = self.targets.snapshot();
+        let target = match explicit_target(&targets, explicit)? {
             Some(target) => target,
-            None => self.targets.first().ok_or(PipelineError::NoTargets)?,
+            None => targets.targets().first().ok_or(PipelineError::NoTargets)?,
         };
         Ok(Planned {
             target: target.name.clone(),
@@ -122,6 +110,24 @@ impl Planner {
                 notes,
             },
         })
+    }
+}
+
+/// The target named in the URL or request, or `None` to route by labels. Fails when there
+/// are no targets at all, so that label routing always has a default.
+fn explicit_target<'a>(
+    targets: &'a Snapshot,
+    name: Option<&str>,
+) -> Result<Option<&'a Target>, PipelineError> {
+    if targets.targets().is_empty() {
+        return Err(PipelineError::NoTargets);
+    }
+    match name {
+        None => Ok(None),
+        Some(name) => targets
+            .get(name)
+            .map(Some)
+            .ok_or_else(|| PipelineError::UnknownTarget(name.to_owned())),
     }
 }
 
@@ -250,18 +256,19 @@ impl Pipeline {
     async fn remember_dedup_keys(
         &self,
         alerts: &mut [Alert],
-        explicit_target: Option<&str>,
+        explicit_target_name: Option<&str>,
     ) -> Result<(), PipelineError> {
-        if self.planner.targets.is_empty() {
+        let targets = self.planner.targets();
+        if targets.targets().is_empty() {
             return Ok(());
         }
-        let explicit = self.planner.explicit(explicit_target)?;
+        let explicit = explicit_target(&targets, explicit_target_name)?;
         for alert in alerts.iter_mut() {
             let (None, Some(fingerprint)) = (&alert.dedup_key, &alert.fingerprint) else {
                 continue;
             };
             let target =
-                explicit.unwrap_or_else(|| config::route(&self.planner.targets, &alert.labels));
+                explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
             if let Some(known) = self
                 .store
                 .dedup_key_for_fingerprint(&target.name, fingerprint)

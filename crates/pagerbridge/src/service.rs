@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pagerduty_events::{Client, RoutingKey};
+use pagerduty_events::Client;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, Storage};
 use crate::delivery::fallback::FallbackSettings;
-use crate::delivery::{Budget, Delivery, LaneSettings, LeaseSettings, RoutingKeys, Shared};
+use crate::delivery::{Budget, Delivery, LaneSettings, LeaseSettings, Shared};
 use crate::http::{self, AppState, Tokens};
 use crate::keyring::Keyring;
+use crate::kubernetes;
 use crate::lease_keeper::{Singleton, Singletons};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Planner};
@@ -28,12 +29,7 @@ use crate::silence::SilenceWatcher;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ReplicaId, Store, SuppressionPolicy};
-
-impl RoutingKeys for Keyring {
-    fn get(&self, target: &str) -> Option<RoutingKey> {
-        Keyring::get(self, target)
-    }
-}
+use crate::targets::Targets;
 
 /// Runs the bridge on `listener` until `shutdown` resolves.
 pub async fn run(
@@ -54,6 +50,11 @@ pub async fn run(
         .user_agent(config.pagerduty.user_agent.as_str())
         .timeout(config.pagerduty.timeout)
         .build()?;
+    // Every lane's settings but the budget, which each lane reads from its target.
+    let base_lane = LaneSettings {
+        max_backoff: config.delivery.max_backoff,
+        ..LaneSettings::default()
+    };
     let lanes = targets
         .iter()
         .map(|target| {
@@ -62,12 +63,12 @@ pub async fn run(
                     requests: target.rate_limit.requests,
                     window: target.rate_limit.window,
                 },
-                max_backoff: config.delivery.max_backoff,
-                ..LaneSettings::default()
+                ..base_lane.clone()
             };
             (target.name.clone(), settings)
         })
         .collect();
+    let registry = Targets::new(targets, keyring)?;
     let budget_secret = store
         .budget_secret()
         .await
@@ -76,11 +77,11 @@ pub async fn run(
         replica: replica_id(&storage),
         ttl: config.delivery.lease_ttl,
     };
-    let delivery = Delivery::start(
+    let mut delivery = Delivery::start(
         Shared {
             store: store.clone(),
             service: Arc::new(client),
-            keys: Arc::new(keyring),
+            keys: Arc::new(registry.clone()),
             budget_secret,
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),
@@ -89,9 +90,10 @@ pub async fn run(
         lanes,
         fallback_settings(&config)?,
     )?;
+    delivery.follow(registry.clone(), base_lane);
     let waker = delivery.waker();
     let pipeline = Arc::new(Pipeline::new(
-        Planner::new(targets)?,
+        Planner::over(registry.clone()),
         store.clone(),
         waker.clone(),
         metrics.clone(),
@@ -115,6 +117,7 @@ pub async fn run(
         .context("admin.bearer_token_file")?
         .map(Arc::new);
     let silence_watcher = silence_watcher(&config)?;
+    let secrets = start_secret_watch(&config, &registry, &metrics).await?;
     let mut singletons = Singletons::new(store.clone(), leases, metrics.clone());
     let housekeeping = (store.clone(), metrics.clone(), config.delivery.clone());
     singletons.spawn(Singleton::Housekeeping, move |stop| {
@@ -147,10 +150,66 @@ pub async fn run(
     // Together: a silence poll finishing must not eat into the lanes' drain.
     tokio::join!(
         singletons.shutdown(),
-        delivery.shutdown(config.delivery.shutdown_drain)
+        delivery.shutdown(config.delivery.shutdown_drain),
+        secrets.shutdown(),
     );
     tracing::info!("pagerbridge stopped");
     Ok(())
+}
+
+/// The watch on Kubernetes Secrets, when `kubernetes.secrets` is set.
+struct RunningSecretWatch {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningSecretWatch {
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the Kubernetes Secrets watch crashed");
+        }
+    }
+}
+
+/// Starts watching Secrets for targets and waits (at most [`kubernetes::FIRST_SYNC_WAIT`])
+/// for the first list, so that the bridge does not answer 404 for a Secret's target only
+/// because it has just started.
+async fn start_secret_watch(
+    config: &Config,
+    targets: &Targets,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<RunningSecretWatch> {
+    let (stop, stop_rx) = watch::channel(false);
+    let Some(settings) = &config.kubernetes.secrets else {
+        return Ok(RunningSecretWatch { stop, task: None });
+    };
+    let secret_watch = kubernetes::SecretWatch::new(settings).await?;
+    let discovery = kubernetes::Discovery::new(
+        targets.clone(),
+        metrics.clone(),
+        kubernetes::secret::Defaults {
+            rate_limit: config.pagerduty.rate_limit,
+            pagerduty_url: config.pagerduty.url.clone(),
+        },
+    );
+    let (synced_tx, mut synced) = watch::channel(false);
+    let namespace = secret_watch.namespace().to_owned();
+    let task = tokio::spawn(secret_watch.run(discovery, metrics.clone(), synced_tx, stop_rx));
+    let first_sync = tokio::time::timeout(kubernetes::FIRST_SYNC_WAIT, synced.wait_for(|s| *s));
+    if !matches!(first_sync.await, Ok(Ok(_))) {
+        tracing::warn!(
+            %namespace,
+            "Kubernetes Secrets not listed yet; serving with the file's targets, Secret targets \
+             follow once the list succeeds"
+        );
+    }
+    Ok(RunningSecretWatch {
+        stop,
+        task: Some(task),
+    })
 }
 
 /// Opens (and migrates) the selected store. PostgreSQL replicas starting together are safe:

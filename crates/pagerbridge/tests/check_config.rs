@@ -132,6 +132,20 @@ fn valid_config_is_summarised_with_masked_keys() {
 }
 
 #[test]
+fn secrets_discovery_is_named_without_contacting_kubernetes() {
+    let fixture = Fixture::new();
+    let yaml = format!("kubernetes:\n  secrets:\n    namespace: alerts\n{VALID}");
+    let config = fixture.write_config(&yaml);
+    let stdout = fixture.check(&config, &[("PD_ENV_KEY", ENV_KEY)]).ok();
+    assert!(
+        stdout.contains(
+            "kubernetes:   targets from Secrets in alerts matching \"publishing-target=true,type=pagerduty\""
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn inline_key_is_masked_and_warned_about() {
     let fixture = Fixture::new();
     let config = fixture.write_config(&format!(

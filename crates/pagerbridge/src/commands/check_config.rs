@@ -153,6 +153,17 @@ fn summary(
         "ingest:       max body {} bytes, authentication: {auth}",
         config.ingest.max_body_bytes
     ));
+    if let Some(secrets) = &config.kubernetes.secrets {
+        // Not contacted here: the watch is `serve`'s; this only says where it will look.
+        let namespace = secrets
+            .namespace
+            .as_deref()
+            .unwrap_or("the pod's own namespace");
+        line(format!(
+            "kubernetes:   targets from Secrets in {namespace} matching {:?} (not contacted)",
+            secrets.label_selector
+        ));
+    }
     line(format!("targets:      {}", targets.len()));
 
     let masked = keyring.masked();

@@ -23,6 +23,7 @@ use pagerduty_events::{BaseUrl, EndpointUrl};
 use serde::{Deserialize, Serialize};
 
 pub use storage::{Backend, SecretUrl, Storage, StorageConfig};
+pub(crate) use target::default_severity;
 pub use target::{Fields, InlineKey, KeySource, MatchValue, Matcher, Target, TargetConfig, route};
 
 /// Read when no `--config` is given and `$PAGERBRIDGE_CONFIG` is not set, if it exists.
@@ -37,7 +38,7 @@ pub const ENV_PREFIX: &str = "PAGERBRIDGE_";
 /// a routing key in `PAGERBRIDGE_KEY_…`, or the `PAGERBRIDGE_PORT`/`PAGERBRIDGE_SERVICE_HOST`
 /// that Kubernetes injects into every pod when a Service is named `pagerbridge`. `targets`
 /// is a list, which environment variables cannot address, so it is file-only.
-const ENV_SECTIONS: [&str; 8] = [
+const ENV_SECTIONS: [&str; 9] = [
     "listen",
     "storage",
     "pagerduty",
@@ -46,6 +47,7 @@ const ENV_SECTIONS: [&str; 8] = [
     "fallback",
     "admin",
     "alertmanager",
+    "kubernetes",
 ];
 
 /// The whole configuration, validated by [`load`].
@@ -61,6 +63,7 @@ pub struct Config {
     pub fallback: FallbackConfig,
     pub admin: AdminConfig,
     pub alertmanager: AlertmanagerConfig,
+    pub kubernetes: KubernetesConfig,
     /// Never serialized, so that an inline routing key cannot leave the process that way
     /// (serialization only exists for figment's layering, which cannot address lists anyway).
     #[serde(skip_serializing)]
@@ -161,6 +164,34 @@ impl Default for AlertmanagerConfig {
     }
 }
 
+/// Where pagerbridge looks in Kubernetes; nothing unless set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Targets discovered from Secrets ([`crate::kubernetes`]); off when absent.
+    pub secrets: Option<SecretsDiscovery>,
+}
+
+/// Which Secrets are targets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsDiscovery {
+    /// The namespace watched; none means the pod's own (from the in-cluster service account
+    /// or the kubeconfig's context).
+    pub namespace: Option<String>,
+    /// Only Secrets with these labels are read (Kubernetes label selector syntax).
+    pub label_selector: String,
+}
+
+impl Default for SecretsDiscovery {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            label_selector: "publishing-target=true,type=pagerduty".to_owned(),
+        }
+    }
+}
+
 /// Timings of delivery (DESIGN.md "Delivery").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -201,6 +232,7 @@ impl Default for Config {
             fallback: FallbackConfig::default(),
             admin: AdminConfig::default(),
             alertmanager: AlertmanagerConfig::default(),
+            kubernetes: KubernetesConfig::default(),
             targets: Vec::new(),
         }
     }
@@ -357,6 +389,17 @@ impl Config {
             ensure!(
                 !self.alertmanager.poll_interval.is_zero(),
                 "alertmanager.poll_interval must be longer than 0s"
+            );
+        }
+        if let Some(secrets) = &self.kubernetes.secrets {
+            // An empty selector would take every Secret of the namespace for a target.
+            ensure!(
+                !secrets.label_selector.trim().is_empty(),
+                "kubernetes.secrets.label_selector must not be empty"
+            );
+            ensure!(
+                secrets.namespace.as_ref().is_none_or(|ns| !ns.is_empty()),
+                "kubernetes.secrets.namespace must not be empty (leave it out for the pod's own)"
             );
         }
         self.resolve_targets().map(drop)
@@ -522,6 +565,10 @@ delivery:
   incident_ttl: "12h"
   max_backoff: "2m"
   shutdown_drain: "500ms"
+kubernetes:
+  secrets:
+    namespace: alerts
+    label_selector: "publishing-target=true"
 targets:
   - name: db
     routing_key_file: /run/secrets/pd-db
@@ -581,6 +628,33 @@ targets:
         assert!(message.contains("no query or fragment"), "{message}");
         let message = error("alertmanager: { interval: 5s }\n");
         assert!(message.contains("unknown field `interval`"), "{message}");
+    }
+
+    #[test]
+    fn secrets_discovery_is_off_by_default_and_checked() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config.kubernetes.secrets, None);
+        let config = parse("kubernetes:\n  secrets:\n    namespace: null\n").expect("valid");
+        assert_eq!(
+            config.kubernetes.secrets,
+            Some(SecretsDiscovery {
+                namespace: None,
+                label_selector: "publishing-target=true,type=pagerduty".to_owned(),
+            })
+        );
+        let config =
+            parse("kubernetes: { secrets: { namespace: alerts, label_selector: 'a=b' } }\n")
+                .expect("valid");
+        let secrets = config.kubernetes.secrets.expect("on");
+        assert_eq!(secrets.namespace.as_deref(), Some("alerts"));
+        assert_eq!(secrets.label_selector, "a=b");
+        let message = error("kubernetes: { secrets: { label_selector: '' } }\n");
+        assert!(
+            message.contains("label_selector must not be empty"),
+            "{message}"
+        );
+        let message = error("kubernetes: { secrets: { selector: 'a=b' } }\n");
+        assert!(message.contains("unknown field `selector`"), "{message}");
     }
 
     #[test]
@@ -817,6 +891,24 @@ targets:
         assert_eq!(
             env_var_name(path.into_iter()),
             "PAGERBRIDGE_PAGERDUTY__RATE_LIMIT__REQUESTS"
+        );
+    }
+
+    #[test]
+    fn an_override_alone_turns_secrets_discovery_on_with_its_defaults() {
+        // As `PAGERBRIDGE_KUBERNETES__SECRETS__NAMESPACE=alerts` would, on a file without the
+        // section: the selector keeps its default.
+        let config = parse("").expect("defaults");
+        let overrides = Serialized::defaults(serde_json::json!({
+            "kubernetes": {"secrets": {"namespace": "alerts"}}
+        }));
+        let merged = layer(config, overrides).expect("merges");
+        assert_eq!(
+            merged.kubernetes.secrets,
+            Some(SecretsDiscovery {
+                namespace: Some("alerts".to_owned()),
+                ..SecretsDiscovery::default()
+            })
         );
     }
 

@@ -49,7 +49,7 @@ pub struct TargetConfig {
     pub fields: Fields,
 }
 
-fn default_severity() -> Severity {
+pub(crate) fn default_severity() -> Severity {
     FormatOptions::default().default_severity
 }
 
@@ -97,6 +97,11 @@ impl From<Fields> for FieldTemplates {
 pub struct InlineKey(String);
 
 impl InlineKey {
+    /// Wraps a key that was read from somewhere other than the file (a Kubernetes Secret).
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
     pub fn routing_key(&self) -> anyhow::Result<RoutingKey> {
         RoutingKey::new(&self.0).context("invalid inline routing_key")
     }
@@ -121,6 +126,8 @@ pub enum KeySource {
     Env(String),
     /// The config file itself.
     Inline(InlineKey),
+    /// A Kubernetes Secret (`namespace/name`), which holds the key beside the target.
+    Secret { secret: String, key: InlineKey },
 }
 
 impl KeySource {
@@ -129,7 +136,7 @@ impl KeySource {
         match self {
             KeySource::File(path) => crate::secrets::routing_key_from_file(path),
             KeySource::Env(variable) => crate::secrets::routing_key_from_env(variable),
-            KeySource::Inline(key) => key.routing_key(),
+            KeySource::Inline(key) | KeySource::Secret { key, .. } => key.routing_key(),
         }
     }
 }
@@ -140,6 +147,7 @@ impl fmt::Display for KeySource {
             KeySource::File(path) => write!(f, "file {}", path.display()),
             KeySource::Env(variable) => write!(f, "env ${variable}"),
             KeySource::Inline(_) => f.write_str("inline in the config file"),
+            KeySource::Secret { secret, .. } => write!(f, "Kubernetes Secret {secret}"),
         }
     }
 }
@@ -238,7 +246,7 @@ pub fn route<'a>(targets: &'a [Target], labels: &Labels) -> &'a Target {
 
 impl TargetConfig {
     /// Checks this target and resolves it; `rate_limit` is the global budget.
-    pub(super) fn resolve(&self, rate_limit: RateLimit) -> anyhow::Result<Target> {
+    pub(crate) fn resolve(&self, rate_limit: RateLimit) -> anyhow::Result<Target> {
         check_name(&self.name)?;
         let key_source = self.key_source()?;
         let matchers = self

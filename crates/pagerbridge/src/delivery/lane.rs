@@ -45,6 +45,9 @@ enum Step {
     Idle,
     /// Wait this long before trying again.
     Pause(Duration),
+    /// Wait this long, or until woken: the target has no key, which may come back at any
+    /// moment (a re-created Secret) and spends nobody's budget meanwhile.
+    Parked(Duration),
     /// Our lease on the lane is gone (another replica may drive it now): stop, send nothing.
     Fenced,
 }
@@ -106,6 +109,9 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                         .await
                 }
                 Step::Pause(pause) => self.pacer.sleep(pause, Wake::Never).await,
+                // Draining without a key: nothing can be sent before the deadline.
+                Step::Parked(_) if draining => false,
+                Step::Parked(pause) => self.pacer.sleep(pause, Wake::OnWork).await,
                 Step::Fenced => {
                     tracing::warn!(target_name = %self.target, "lane lease lost; not sending");
                     false
@@ -137,11 +143,19 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                 why: "no routing key for this target",
             }
             .emit(&self.shared.metrics);
-            return Step::Pause(self.settings.misconfigured_retry);
+            return Step::Parked(self.settings.misconfigured_retry);
         };
         let budget_id = BudgetId::new(&key, &self.shared.budget_secret);
         let now = Timestamp::now();
-        let budget = self.settings.budget;
+        // Asked at every send, like the key: a target's options may change while it runs.
+        let budget = self
+            .shared
+            .keys
+            .budget(&self.target)
+            .unwrap_or(self.settings.budget);
+        self.shared
+            .metrics
+            .set_budget(&self.target, budget.requests, budget.window);
         let slot = match store
             .take_budget(
                 self.fence.as_ref(),

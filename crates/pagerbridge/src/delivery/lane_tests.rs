@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 
 use super::*;
 use crate::delivery::pacer::Pacer;
-use crate::delivery::{PagerDutyService, RoutingKeys};
+use crate::delivery::{Budget, PagerDutyService, RoutingKeys};
 use crate::metrics::{
     EndpointLabels, ErrorLabels, LaneState, LaneStateLabels, Metrics, ReasonLabels, RequestLabels,
     TargetLabel, TriggerLabels,
@@ -515,7 +515,8 @@ async fn unexpected_statuses_mark_the_lane_misconfigured_and_retry_slowly() {
 async fn a_missing_routing_key_marks_the_lane_misconfigured_without_a_request() {
     let mut h = harness_with(settings(), None);
     h.queue([trigger(1, Severity::Error)]);
-    assert_eq!(h.lane.step().await, Step::Pause(60 * SECOND));
+    // Parked, not paused: a key that comes back (a re-created Secret) wakes the lane.
+    assert_eq!(h.lane.step().await, Step::Parked(60 * SECOND));
     assert_eq!(h.state(), LaneState::misconfigured);
     assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
     assert_eq!(h.pending_ids(), [1]);
@@ -539,6 +540,55 @@ async fn the_budget_taken_is_the_routing_keys_with_the_targets_limit() {
             budget.requests,
             budget.window
         )]
+    );
+}
+
+/// Keys whose target's budget can change while the lane runs (a Secret's `rate_limit`).
+struct ChangingBudget(Mutex<Budget>);
+
+impl RoutingKeys for ChangingBudget {
+    fn get(&self, _target: &str) -> Option<RoutingKey> {
+        RoutingKey::new(KEY).ok()
+    }
+
+    fn budget(&self, _target: &str) -> Option<Budget> {
+        Some(*self.0.lock().expect("lock"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_targets_current_budget_is_read_at_each_send() {
+    let mut h = harness();
+    let first = Budget {
+        requests: 7,
+        window: Duration::from_secs(10),
+    };
+    let keys = Arc::new(ChangingBudget(Mutex::new(first)));
+    h.lane.shared.keys = keys.clone();
+    h.queue([trigger(1, Severity::Error), trigger(2, Severity::Error)]);
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    let second = Budget {
+        requests: 3,
+        window: Duration::from_secs(60),
+    };
+    *keys.0.lock().expect("lock") = second;
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    let limits: Vec<(u32, Duration)> = h
+        .store
+        .taken
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, requests, window)| (*requests, *window))
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            (first.requests, first.window),
+            (second.requests, second.window)
+        ],
+        "not the lane's own {:?}",
+        settings().budget
     );
 }
 

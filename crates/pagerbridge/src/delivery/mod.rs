@@ -21,7 +21,7 @@ pub(crate) mod request;
 pub mod service;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use pagerduty_events::{Jitter, RoutingKey};
@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use crate::lease_keeper::{Singleton, keep_singleton};
 use crate::metrics::Metrics;
 use crate::store::{BudgetSecret, Store};
+use crate::targets::Targets;
 
 pub use crate::lease_keeper::LeaseSettings;
 pub use lane_store::LaneStore;
@@ -40,6 +41,12 @@ pub use service::PagerDutyService;
 /// already queued.
 pub trait RoutingKeys: Send + Sync + 'static {
     fn get(&self, target: &str) -> Option<RoutingKey>;
+
+    /// The target's budget now, when it can change while the lane runs; `None` keeps the
+    /// lane's own [`LaneSettings::budget`].
+    fn budget(&self, _target: &str) -> Option<Budget> {
+        None
+    }
 }
 
 /// A target's limit on its routing key's sliding-window budget.
@@ -120,10 +127,57 @@ impl<S: ?Sized> Clone for Shared<S> {
 /// The running lanes (and fallback publisher). Dropping it aborts them without draining or
 /// releasing their leases; call [`Delivery::shutdown`].
 pub struct Delivery {
-    wakers: HashMap<String, Arc<Notify>>,
+    lanes: Arc<Lanes>,
     fallback_wake: Arc<Notify>,
     stop: watch::Sender<Option<tokio::time::Instant>>,
+    /// The fallback publisher's keeper and the follower of the targets.
     tasks: JoinSet<()>,
+}
+
+/// The lease keepers of the lanes, one per target, started at start or when a target appears.
+struct Lanes {
+    shared: Shared,
+    leases: LeaseSettings,
+    stop: watch::Receiver<Option<tokio::time::Instant>>,
+    wakers: Arc<RwLock<HashMap<String, Arc<Notify>>>>,
+    /// `None` once shutdown has begun: no lane starts after that.
+    tasks: Mutex<Option<JoinSet<()>>>,
+}
+
+impl Lanes {
+    /// Starts `target`'s lane unless it runs already. A lane, once started, runs until
+    /// shutdown, even if its target goes away: its queued events wait, never dropped.
+    fn start(&self, target: &str, settings: LaneSettings) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(tasks) = tasks.as_mut() else {
+            return;
+        };
+        let mut wakers = self.wakers.write().unwrap_or_else(PoisonError::into_inner);
+        if wakers.contains_key(target) {
+            return;
+        }
+        let wake = Arc::new(Notify::new());
+        wakers.insert(target.to_owned(), wake.clone());
+        self.shared.metrics.init_target(target);
+        self.shared
+            .metrics
+            .set_budget(target, settings.budget.requests, settings.budget.window);
+        tasks.spawn(leases::keep_lane(
+            target.to_owned(),
+            settings,
+            self.shared.clone(),
+            wake,
+            self.leases.clone(),
+            self.stop.clone(),
+        ));
+    }
+
+    fn wake_all(&self) {
+        let wakers = self.wakers.read().unwrap_or_else(PoisonError::into_inner);
+        for wake in wakers.values() {
+            wake.notify_one();
+        }
+    }
 }
 
 impl Delivery {
@@ -155,35 +209,51 @@ impl Delivery {
                 move |stop| tokio::spawn(lane.clone().run(pacer::Pacer::new(wake.clone(), stop))),
             ));
         }
-        let mut wakers = HashMap::new();
+        let fallback_wake = shared.fallback_wake.clone();
+        let running = Arc::new(Lanes {
+            shared,
+            leases,
+            stop: stop_rx,
+            wakers: Arc::default(),
+            tasks: Mutex::new(Some(JoinSet::new())),
+        });
         for (target, settings) in lanes {
-            let wake = Arc::new(Notify::new());
-            wakers.insert(target.clone(), wake.clone());
-            shared.metrics.init_target(&target);
-            shared
-                .metrics
-                .set_budget(&target, settings.budget.requests, settings.budget.window);
-            tasks.spawn(leases::keep_lane(
-                target,
-                settings,
-                shared.clone(),
-                wake,
-                leases.clone(),
-                stop_rx.clone(),
-            ));
+            running.start(&target, settings);
         }
         Ok(Self {
-            wakers,
+            lanes: running,
             stop,
             tasks,
-            fallback_wake: shared.fallback_wake,
+            fallback_wake,
         })
+    }
+
+    /// Follows `targets` until shutdown: starts the lane of each target that appears, with
+    /// `settings` (a lane reads its target's key and budget at each send, so a changed
+    /// target needs no restart), and wakes every lane at each change, so a lane parked for
+    /// want of a key uses a returning key at once.
+    pub fn follow(&mut self, targets: Targets, settings: LaneSettings) {
+        let lanes = self.lanes.clone();
+        let mut stop = self.stop.subscribe();
+        let mut changes = targets.changes();
+        self.tasks.spawn(async move {
+            loop {
+                for name in targets.snapshot().names() {
+                    lanes.start(&name, settings.clone());
+                }
+                lanes.wake_all();
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { break },
+                    _ = stop.wait_for(Option::is_some) => break,
+                }
+            }
+        });
     }
 
     /// A handle ingest uses to wake lanes after a commit.
     pub fn waker(&self) -> LaneWaker {
         LaneWaker {
-            wakers: Arc::new(self.wakers.clone()),
+            wakers: self.lanes.wakers.clone(),
         }
     }
 
@@ -192,13 +262,19 @@ impl Delivery {
     pub async fn shutdown(mut self, drain: Duration) {
         let deadline = tokio::time::Instant::now() + drain;
         let _ = self.stop.send(Some(deadline));
-        for wake in self.wakers.values() {
-            wake.notify_one();
-        }
+        let lanes = self
+            .lanes
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.lanes.wake_all();
         self.fallback_wake.notify_one();
-        while let Some(result) = self.tasks.join_next().await {
-            if let Err(error) = result {
-                tracing::error!(%error, "a delivery lane crashed");
+        for mut tasks in lanes.into_iter().chain([std::mem::take(&mut self.tasks)]) {
+            while let Some(result) = tasks.join_next().await {
+                if let Err(error) = result {
+                    tracing::error!(%error, "a delivery lane crashed");
+                }
             }
         }
     }
@@ -207,12 +283,13 @@ impl Delivery {
 /// Wakes the lane of a target (cheap to clone).
 #[derive(Clone, Default)]
 pub struct LaneWaker {
-    wakers: Arc<HashMap<String, Arc<Notify>>>,
+    wakers: Arc<RwLock<HashMap<String, Arc<Notify>>>>,
 }
 
 impl LaneWaker {
     pub fn wake(&self, target: &str) {
-        if let Some(wake) = self.wakers.get(target) {
+        let wakers = self.wakers.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(wake) = wakers.get(target) {
             wake.notify_one();
         }
     }

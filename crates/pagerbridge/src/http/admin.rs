@@ -136,13 +136,8 @@ async fn lanes(
         .await
         .map_err(storage_failed(&state))?;
     let now = Timestamp::now();
-    let configured: Vec<&str> = state
-        .pipeline
-        .planner()
-        .targets()
-        .iter()
-        .map(|t| t.name.as_str())
-        .collect();
+    let targets = state.pipeline.planner().targets();
+    let configured: Vec<&str> = targets.targets().iter().map(|t| t.name.as_str()).collect();
     let mut lanes: Vec<Lane> = configured
         .iter()
         .map(|name| idle_lane(name, true))

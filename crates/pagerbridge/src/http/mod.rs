@@ -371,13 +371,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let targets: Vec<String> = state
-        .pipeline
-        .planner()
-        .targets()
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
+    let snapshot = state.pipeline.planner().targets();
+    state.metrics.set_targets(&snapshot);
+    let targets = snapshot.names();
     if let Err(error) = state
         .metrics
         .refresh_from_store(state.store.as_ref(), &targets, jiff::Timestamp::now())

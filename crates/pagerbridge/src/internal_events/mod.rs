@@ -11,6 +11,7 @@ mod delivery;
 mod expired;
 mod fallback;
 mod ingest;
+mod kubernetes;
 mod leases;
 mod storage;
 
@@ -21,6 +22,9 @@ pub use delivery::{
 pub use expired::EventsExpired;
 pub use fallback::{FallbackNoticeFailed, FallbackNoticeSent};
 pub use ingest::IngestAnswered;
+pub use kubernetes::{
+    SecretSkipped, SecretTargetApplied, SecretTargetRemoved, SecretWatchFailed, SkipReason,
+};
 pub use leases::{LaneOwnership, SingletonOwnership};
 pub use storage::{StorageFailed, StorageOperation};
 
