@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::wait_until;
+use pagerbridge_testkit::kube_api::FakeKubeApi;
 use pagerbridge_testkit::needs;
 use pagerbridge_testkit::postgres::TestDatabase;
 use serde_json::Value;
@@ -37,6 +38,8 @@ const KUBERNETES_VERSIONS: [&str; 2] = ["1.32.0", "1.37.0"];
 const NAMESPACE: &str = "pagerbridge";
 /// The example Secret's routing key, which no log line may hold.
 const FAKE_KEY: &str = "FAKE0000FAKE0000FAKE0000FAKE0000";
+/// The routing key of the target the pod discovers from a Secret (fake too).
+const SECRET_KEY: &str = "SECRET00SECRET00SECRET00SECRET00";
 
 /// `deploy/kubernetes/overlays/single`: one replica on SQLite, on a PersistentVolumeClaim.
 #[tokio::test(flavor = "multi_thread")]
@@ -454,8 +457,8 @@ fn check_objects(objects: &[Value], workload_kind: &str) -> Pod {
     let spec = template["spec"].clone();
     assert_eq!(spec["serviceAccountName"], account["metadata"]["name"]);
     assert_eq!(
-        spec["automountServiceAccountToken"], false,
-        "no API token in the pod while nothing uses it"
+        spec["automountServiceAccountToken"], true,
+        "the Secrets watch needs the ServiceAccount's token"
     );
     for host in ["hostNetwork", "hostPID", "hostIPC"] {
         assert!(spec[host].is_null() || spec[host] == false, "{host}");
@@ -780,13 +783,37 @@ impl PodFiles {
         for (name, value) in pod.env_vars() {
             command.env(name, self.rewrite(value));
         }
+        // The API server the pod would reach with its ServiceAccount's token: a fake one here,
+        // through KUBECONFIG, holding one Secret that the config's selector picks as a target.
+        let api = FakeKubeApi::start().await;
+        let secret_config = serde_json::json!({
+            "name": "from-a-secret", "type": "pagerduty", "routing_key": SECRET_KEY,
+        });
+        api.put_secret(
+            NAMESPACE,
+            "pagerduty-from-a-secret",
+            &[("publishing-target", "true"), ("type", "pagerduty")],
+            &[("config", secret_config.to_string().as_bytes())],
+        );
+        let kubeconfig = api.kubeconfig(self.root.path(), NAMESPACE);
         command
+            .env("KUBECONFIG", kubeconfig)
             .env("PAGERBRIDGE_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut process = Running::spawn(command);
         let (addr, storage) = process.listening().await;
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        assert!(
+            metrics.contains("pagerbridge_targets{source=\"secret\"} 1\n"),
+            "the labelled Secret became a target: {metrics}"
+        );
 
         let http = reqwest::Client::new();
         for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
@@ -806,8 +833,10 @@ impl PodFiles {
         assert!(status.success(), "SIGTERM: exited with {status}");
         let logs = process.logs();
         assert!(
-            !logs.iter().any(|line| line.contains(FAKE_KEY)),
-            "no log line holds the routing key"
+            !logs
+                .iter()
+                .any(|line| line.contains(FAKE_KEY) || line.contains(SECRET_KEY)),
+            "no log line holds a routing key"
         );
         Served { storage }
     }
