@@ -22,18 +22,16 @@
 //! Nothing here can show a routing key: events are stored without one, and the event bodies
 //! listed are additionally stripped of any `routing_key` field.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{ApiError, AppState, json_body};
+use super::{ApiError, AppState, Routes, json_body};
 use crate::admin_api::{
     self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneLease,
     LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent, QueueQuery,
@@ -42,22 +40,18 @@ use crate::admin_api::{
 use crate::internal_events::{InternalEvent, StorageFailed, StorageOperation};
 use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
 
-/// The admin routes, behind the admin token check.
-pub(super) fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route(admin_api::LANES, get(lanes))
-        .route(admin_api::LEASES, get(leases))
-        .route(admin_api::QUEUE, get(queue))
-        .route(admin_api::DEAD_LETTERS, get(dead_letters))
-        .route(admin_api::REPLAY, post(replay))
-        .route(admin_api::DROP, post(drop_dead))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state,
-            require_admin_token,
-        ))
+/// The admin routes; [`super::router`] puts them behind [`require_admin_token`].
+pub(super) fn routes() -> Routes {
+    Routes::new()
+        .get(admin_api::LANES, lanes)
+        .get(admin_api::LEASES, leases)
+        .get(admin_api::QUEUE, queue)
+        .get(admin_api::DEAD_LETTERS, dead_letters)
+        .post(admin_api::REPLAY, replay)
+        .post(admin_api::DROP, drop_dead)
 }
 
-async fn require_admin_token(
+pub(super) async fn require_admin_token(
     State(state): State<AppState>,
     request: Request,
     next: Next,

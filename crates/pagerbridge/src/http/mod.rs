@@ -16,9 +16,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde_json::json;
 
 pub use auth::Tokens;
@@ -55,25 +56,94 @@ pub const INGEST_ROUTES: [&str; 4] = [
     "/api/v1/change-events",
 ];
 
-/// The whole HTTP API.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
-    let time_limit = axum::middleware::from_fn_with_state(request_timeout, time_limit);
+/// One route the server answers: a method and a path, as the router declares it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+}
+
+/// A router that records each route it is given. [`router`] is made only of these, so the list
+/// of what the server answers ([`routes`]) comes from the very code that builds it: a route
+/// added here is listed, and `tests/openapi.rs` then fails until `docs/openapi.yaml` has it.
+pub(crate) struct Routes {
+    router: Router<AppState>,
+    table: Vec<Route>,
+}
+
+impl Routes {
+    pub(crate) fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    pub(crate) fn get<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Method::GET, path, get(handler))
+    }
+
+    pub(crate) fn post<H, T>(self, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Method::POST, path, post(handler))
+    }
+
+    fn add(mut self, method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Self {
+        self.table.push(Route { method, path });
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+/// The ingest endpoints, before their layers.
+fn ingest_routes() -> Routes {
     let [
         alertmanager_route,
         alertmanager_target_route,
         alerts_route,
         change_route,
     ] = INGEST_ROUTES;
+    Routes::new()
+        .post(alertmanager_route, alertmanager)
+        .post(alertmanager_target_route, alertmanager_for_target)
+        .post(alerts_route, native_alerts)
+        .post(change_route, change_events)
+}
+
+/// Health, readiness and metrics: open, as probes and scrapers expect.
+fn probe_routes() -> Routes {
+    Routes::new()
+        .get("/healthz", healthz)
+        .get("/readyz", readyz)
+        .get("/metrics", metrics)
+}
+
+/// Every route [`router`] answers (besides `HEAD` wherever `GET` is, which axum adds as HTTP
+/// asks), in the order they are declared.
+pub fn routes() -> Vec<Route> {
+    [ingest_routes(), probe_routes(), admin::routes()]
+        .into_iter()
+        .flat_map(|routes| routes.table)
+        .collect()
+}
+
+/// The whole HTTP API. Routes are added only through [`Routes`] (see [`routes`]).
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let time_limit = axum::middleware::from_fn_with_state(request_timeout, time_limit);
     for route in INGEST_ROUTES {
         state.metrics.init_ingest(route);
     }
     // Ingest's layers, innermost first: the token check, the time limit, then the count, so
     // that every answer is counted, a 401 or the time limit's 408 included.
-    let ingest = Router::new()
-        .route(alertmanager_route, post(alertmanager))
-        .route(alertmanager_target_route, post(alertmanager_for_target))
-        .route(alerts_route, post(native_alerts))
-        .route(change_route, post(change_events))
+    let ingest = ingest_routes()
+        .router
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_ingest_token,
@@ -83,11 +153,15 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             state.metrics.clone(),
             count_ingest,
         ));
+    let admin = admin::routes()
+        .router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin_token,
+        ));
     Router::new()
-        .merge(admin::routes(state.clone()))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(admin)
+        .merge(probe_routes().router)
         .fallback(not_found)
         // `layer` wraps the routes added so far only: ingest, merged next, has its own.
         .layer(time_limit)
