@@ -538,7 +538,7 @@ async fn replaying_everything_after_an_outage_keeps_per_incident_order() {
     });
     let admin_setup = admin_setup(&sim.base_url());
     expire_quickly(&admin_setup.setup);
-    let bridge = admin_setup.setup.start().await;
+    let mut bridge = admin_setup.setup.start().await;
     // Six incidents trigger; four of them resolve; all during the outage.
     let (code, _) = bridge
         .post(

@@ -362,7 +362,7 @@ async fn unchanged_resends_are_suppressed_but_changes_go_through() {
 async fn sigterm_stops_cleanly() {
     let sim = simulator(SimConfig::default()).await;
     let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "");
-    let bridge = setup.start().await;
+    let mut bridge = setup.start().await;
     let (code, _) = bridge
         .post(
             "/api/v1/alertmanager",

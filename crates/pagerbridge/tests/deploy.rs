@@ -17,14 +17,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::wait_until;
+use common::Bridge;
 use pagerbridge_testkit::kube_api::FakeKubeApi;
 use pagerbridge_testkit::needs;
 use pagerbridge_testkit::postgres::TestDatabase;
@@ -800,10 +798,9 @@ impl PodFiles {
             .env("KUBECONFIG", kubeconfig)
             .env("PAGERBRIDGE_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut process = Running::spawn(command);
-        let (addr, storage) = process.listening().await;
+            .stdout(Stdio::null());
+        let mut process = Bridge::spawn(command).await;
+        let (addr, storage) = (process.addr, process.storage());
         let metrics = reqwest::get(format!("http://{addr}/metrics"))
             .await
             .expect("metrics")
@@ -839,88 +836,6 @@ impl PodFiles {
             "no log line holds a routing key"
         );
         Served { storage }
-    }
-}
-
-/// A `pagerbridge serve` started by [`PodFiles::serve`], its stderr collected.
-struct Running {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("pagerbridge starts");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(mut logs) = sink.lock() {
-                    logs.push(line);
-                }
-            }
-        });
-        Running { child, logs }
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("logs").clone()
-    }
-
-    /// The address and storage of the "pagerbridge listening" line, once it is logged (the
-    /// store is open and migrated by then).
-    async fn listening(&mut self) -> (SocketAddr, String) {
-        let mut found = None;
-        let logs = self.logs.clone();
-        let child = &mut self.child;
-        wait_until("pagerbridge to listen", Duration::from_secs(30), || {
-            found = logs.lock().expect("logs").iter().find_map(|line| {
-                let line: Value = serde_json::from_str(line).ok()?;
-                let fields = &line["fields"];
-                (fields["message"] == "pagerbridge listening").then(|| {
-                    let addr = fields["addr"].as_str()?.parse().ok()?;
-                    Some((addr, fields["storage"].as_str()?.to_owned()))
-                })?
-            });
-            found.is_some() || matches!(child.try_wait(), Ok(Some(_)))
-        })
-        .await;
-        found.unwrap_or_else(|| {
-            panic!(
-                "pagerbridge exited before listening:\n{}",
-                self.logs().join("\n")
-            )
-        })
-    }
-
-    /// SIGTERM, then its exit status within `within`.
-    async fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "could not send SIGTERM");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pagerbridge did not stop within {within:?}:\n{}",
-                self.logs().join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    /// A test that failed half-way leaves no process behind.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

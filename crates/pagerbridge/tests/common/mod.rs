@@ -189,13 +189,21 @@ pub struct Bridge {
 
 impl Bridge {
     async fn start(config: &Path, env: &[(&str, &str)]) -> Bridge {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pagerbridge"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pagerbridge"));
+        command
             .args(["--log-level", "debug", "serve", "--config"])
             .arg(config)
             .env_remove("PAGERBRIDGE_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::null());
+        Bridge::spawn(command).await
+    }
+
+    /// Runs `command` (a `pagerbridge serve` however started: its stderr is taken for the logs)
+    /// and waits until it listens.
+    pub async fn spawn(mut command: Command) -> Bridge {
+        let mut child = command
             .stderr(Stdio::piped())
             .spawn()
             .expect("pagerbridge starts");
@@ -211,8 +219,9 @@ impl Bridge {
         });
         let mut addr = None;
         let found = logs.clone();
-        wait_until("pagerbridge to listen", Duration::from_secs(20), || {
-            addr = listening_addr(&found.lock().expect("logs"));
+        wait_until("pagerbridge to listen", Duration::from_secs(30), || {
+            addr = listening_field(&found.lock().expect("logs"), "addr")
+                .and_then(|addr| addr.parse().ok());
             addr.is_some() || exited(&mut child)
         })
         .await;
@@ -228,6 +237,12 @@ impl Bridge {
             logs,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The storage the bridge said it listens with (`… (SQLite)`, `… (PostgreSQL)`, password
+    /// masked).
+    pub fn storage(&self) -> String {
+        listening_field(&self.logs(), "storage").expect("a `pagerbridge listening` line")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -296,8 +311,8 @@ impl Bridge {
         // Drop checks its logs.
     }
 
-    /// SIGTERM, then waits for the process to exit (at most `timeout`).
-    pub async fn terminate(mut self, timeout: Duration) -> std::process::ExitStatus {
+    /// SIGTERM, then waits for the process to exit (at most `timeout`); its logs stay readable.
+    pub async fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "could not send SIGTERM");
@@ -308,7 +323,8 @@ impl Bridge {
             }
             assert!(
                 Instant::now() < deadline,
-                "pagerbridge did not stop within {timeout:?}"
+                "pagerbridge did not stop within {timeout:?}:\n{}",
+                self.logs().join("\n")
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -380,12 +396,13 @@ fn exited(child: &mut Child) -> bool {
     matches!(child.try_wait(), Ok(Some(_)))
 }
 
-fn listening_addr(logs: &[String]) -> Option<SocketAddr> {
+/// A field of the `pagerbridge listening` log line.
+fn listening_field(logs: &[String], field: &str) -> Option<String> {
     logs.iter().find_map(|line| {
         let value: Value = serde_json::from_str(line).ok()?;
         let fields = value.get("fields")?;
         (fields.get("message")?.as_str()? == "pagerbridge listening")
-            .then(|| fields.get("addr")?.as_str()?.parse().ok())?
+            .then(|| Some(fields.get(field)?.as_str()?.to_owned()))?
     })
 }
 
