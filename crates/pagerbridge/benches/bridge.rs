@@ -47,6 +47,7 @@ fn target() -> Target {
         matchers: Vec::new(),
         format: FormatOptions::default(),
         rate_limit: RateLimit::default(),
+        url: None,
     }
 }
 

@@ -231,6 +231,7 @@ mod tests {
             matchers: Vec::new(),
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
+            url: None,
         }
     }
 

@@ -192,7 +192,6 @@ async fn start_secret_watch(
         metrics.clone(),
         kubernetes::secret::Defaults {
             rate_limit: config.pagerduty.rate_limit,
-            pagerduty_url: config.pagerduty.url.clone(),
         },
     );
     let (synced_tx, mut synced) = watch::channel(false);

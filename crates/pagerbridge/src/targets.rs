@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use pagerduty_events::RoutingKey;
+use pagerduty_events::{BaseUrl, RoutingKey};
 use tokio::sync::watch;
 
 use crate::config::{RateLimit, Target};
@@ -237,6 +237,11 @@ impl Targets {
         self.lock_discovered().get(target).map(|d| d.key.clone())
     }
 
+    /// `target`'s own PagerDuty base URL, if it is a target now and has one.
+    pub fn url(&self, target: &str) -> Option<BaseUrl> {
+        self.snapshot().get(target).and_then(|t| t.url.clone())
+    }
+
     /// The budget of `target`'s routing key, if it is a target now.
     pub fn rate_limit(&self, target: &str) -> Option<RateLimit> {
         self.snapshot().get(target).map(|t| t.rate_limit)
@@ -290,6 +295,10 @@ impl crate::delivery::RoutingKeys for Targets {
                 window: limit.window,
             })
     }
+
+    fn url(&self, target: &str) -> Option<BaseUrl> {
+        Targets::url(self, target)
+    }
 }
 
 #[cfg(test)]
@@ -319,6 +328,7 @@ mod tests {
                 .collect(),
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
+            url: None,
         }
     }
 
@@ -408,6 +418,14 @@ mod tests {
         assert_eq!(routed(&targets, "web"), "default");
         assert_eq!(routed(&targets, "frontend"), "web");
         assert_eq!(targets.budget("web").map(|b| b.requests), Some(7));
+
+        assert_eq!(targets.url("web"), None);
+        let mut eu = target("web", NEW, &[("team", "frontend")]);
+        eu.rate_limit.requests = 7;
+        eu.url = Some(BaseUrl::parse("https://events.eu.pagerduty.com").expect("valid"));
+        assert_eq!(targets.upsert(eu.clone()).expect("moved"), Change::Updated);
+        assert_eq!(targets.url("web"), eu.url);
+        assert_eq!(targets.url("default"), None);
     }
 
     #[test]

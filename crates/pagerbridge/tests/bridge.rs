@@ -235,6 +235,68 @@ async fn two_targets_sharing_a_routing_key_share_its_budget() {
     two_targets_sharing_a_key_stay_within_its_budget(&sim, &[&bridge]).await;
 }
 
+/// The alerts' own summaries (after the formatter's `[SEVERITY] alertname: `) in the trigger
+/// events a simulator accepted, sorted.
+fn summaries(sim: &common::SpawnedSimulator) -> Vec<String> {
+    let mut summaries: Vec<String> = sim
+        .sim
+        .events()
+        .iter()
+        .filter(|e| e.status == 202 && e.path == "/v2/enqueue")
+        .map(|e| {
+            let summary = e.body["payload"]["summary"].as_str().unwrap_or_default();
+            summary
+                .split_once(": ")
+                .map_or(summary, |(_, own)| own)
+                .to_owned()
+        })
+        .collect();
+    summaries.sort();
+    summaries
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_with_its_own_url_sends_there_and_the_others_to_pagerduty_url() {
+    let us = simulator(SimConfig::default()).await;
+    // Plays PagerDuty's EU endpoint.
+    let eu = simulator(SimConfig::default()).await;
+    let setup = Setup::new(
+        &us.base_url(),
+        (120, "60s"),
+        "",
+        "    match: { severity: \"error\" }",
+    );
+    setup.add_target_sharing_the_key("eu");
+    let mut yaml = std::fs::read_to_string(&setup.config).expect("config file");
+    yaml.push_str(&format!("    url: \"{}\"\n", eu.base_url()));
+    std::fs::write(&setup.config, yaml).expect("config file");
+    let bridge = setup.start().await;
+
+    for (prefix, severity) in [("Db", "error"), ("Web", "warning")] {
+        let (code, receipt) = bridge
+            .post(
+                "/api/v1/alerts",
+                &native_alerts(prefix, 3, "firing", severity),
+            )
+            .await;
+        assert_eq!(code, 202, "{receipt}");
+    }
+    wait_until("3 triggers at each endpoint", WAIT, || {
+        delivered(&us).len() >= 3 && delivered(&eu).len() >= 3
+    })
+    .await;
+    // Exactly these: an event sent to the wrong endpoint would show up as an extra one.
+    assert_eq!(
+        summaries(&us),
+        ["Db number 0", "Db number 1", "Db number 2"]
+    );
+    assert_eq!(
+        summaries(&eu),
+        ["Web number 0", "Web number 1", "Web number 2"]
+    );
+    common::assert_no_routing_key_in_logs(&bridge.logs());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_loses_nothing_accepted() {
     let sim = simulator(SimConfig::default()).await;

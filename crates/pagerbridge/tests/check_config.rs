@@ -101,6 +101,7 @@ targets:
     rate_limit: { requests: 60, window: "30s" }
   - name: web.frontend
     routing_key_env: PD_ENV_KEY
+    url: "https://events.eu.pagerduty.com"
 "#;
 
 #[test]
@@ -122,6 +123,7 @@ fn valid_config_is_summarised_with_masked_keys() {
         "- web.frontend",
         "key:      …2xyz (env $PD_ENV_KEY)",
         "match:    everything",
+        "url:      https://events.eu.pagerduty.com/",
         "configuration OK",
     ] {
         assert!(

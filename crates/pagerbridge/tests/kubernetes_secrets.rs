@@ -394,6 +394,33 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
     .await;
     assert_eq!(keys_used(&sim, "DbQueued"), [LATE_KEY; 2]);
 
+    // A Secret's own `url`, in alert-history's full-endpoint form, to a second simulator
+    // playing PagerDuty's EU endpoint: events queued while `pagerduty.url` is down follow the
+    // changed Secret there.
+    let eu = simulator(SimConfig::default()).await;
+    outage(&sim, 3600);
+    let (status, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &alerts(Some("late"), "LateMoved", 2, "late"),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let mut moved: Value =
+        serde_json::from_slice(&target_config("late", LATE_KEY, "late")).expect("json");
+    moved["url"] = json!(format!("{}/v2/enqueue", eu.base_url()));
+    put(&api, "pd-late", &serde_json::to_vec(&moved).expect("json"));
+    wait_until("late's queued events at the EU endpoint", WAIT, || {
+        keys_used(&eu, "LateMoved").len() == 2
+    })
+    .await;
+    assert_eq!(keys_used(&eu, "LateMoved"), [LATE_KEY; 2]);
+    assert!(
+        keys_used(&sim, "LateMoved").is_empty(),
+        "the US one was down"
+    );
+    outage(&sim, 0);
+
     // No key of any Secret in the logs.
     for line in bridge.logs() {
         for key in ALL_KEYS {

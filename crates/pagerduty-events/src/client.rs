@@ -134,6 +134,18 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// This client's settings and connection pool, sending under another base URL (e.g. the
+    /// EU endpoint beside a US default). Cheap: the pool is shared, so connections to each
+    /// host are reused whichever client made them.
+    pub fn with_base_url(&self, base: &BaseUrl) -> Client {
+        Client {
+            http: self.http.clone(),
+            enqueue: base.join(Endpoint::Enqueue.path()),
+            change_enqueue: base.join(Endpoint::ChangeEnqueue.path()),
+            timeout: self.timeout,
+        }
+    }
+
     /// The full URL of an endpoint.
     pub fn url(&self, endpoint: Endpoint) -> &Url {
         match endpoint {
@@ -254,5 +266,29 @@ fn redact(error: SendError, key: &RoutingKey) -> SendError {
         },
         SendError::Network(text) => SendError::Network(key.redact(&text)),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_base_url_sends_under_the_other_base() {
+        let client = Client::builder().build().expect("default client");
+        let eu = client.with_base_url(&BaseUrl::parse(EU_BASE_URL).expect("valid"));
+        assert_eq!(
+            eu.url(Endpoint::Enqueue).as_str(),
+            "https://events.eu.pagerduty.com/v2/enqueue"
+        );
+        assert_eq!(
+            eu.url(Endpoint::ChangeEnqueue).as_str(),
+            "https://events.eu.pagerduty.com/v2/change/enqueue"
+        );
+        // The original is unchanged.
+        assert_eq!(
+            client.url(Endpoint::Enqueue).as_str(),
+            "https://events.pagerduty.com/v2/enqueue"
+        );
     }
 }

@@ -203,6 +203,9 @@ fn summary(
         }
         line(format!("    severity: {severity}"));
         line(format!("    budget:   {}", target.rate_limit));
+        if let Some(url) = &target.url {
+            line(format!("    url:      {url}"));
+        }
         let fields = &format.fields;
         let templated: Vec<&str> = [
             ("summary", &fields.summary),

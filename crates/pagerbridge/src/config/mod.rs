@@ -576,6 +576,7 @@ targets:
     severity_map: { P1: critical, sev2: error }
     default_severity: warning
     rate_limit: { requests: 60 }
+    url: "https://events.pagerduty.com"
     dedup: group
     fields: { source: "{{ labels.instance }}" }
   - name: default
@@ -712,10 +713,16 @@ targets:
         // A partial override keeps the default window.
         assert_eq!(db.rate_limit.requests, 60);
         assert_eq!(db.rate_limit.window, Duration::from_secs(60));
+        // Its own endpoint, beside the EU `pagerduty.url`.
+        assert_eq!(
+            db.url.as_ref().map(|u| u.as_str()),
+            Some("https://events.pagerduty.com/")
+        );
 
         let default = &targets[1];
         assert_eq!(default.key_source, KeySource::Env("PD_DEFAULT_KEY".into()));
         assert_eq!(default.rate_limit, config.pagerduty.rate_limit);
+        assert_eq!(default.url, None, "sends to pagerduty.url");
         assert_eq!(
             default.format.default_severity,
             pagerduty_events::Severity::Error
@@ -807,6 +814,18 @@ targets:
             (
                 target("{ name: a, routing_key_env: K, rate_limit: { requests: 0 } }"),
                 "rate_limit",
+            ),
+            (
+                target("{ name: a, routing_key_env: K, url: 'http://events.example.com' }"),
+                "targets[0] (\"a\"): url: plain http is only allowed to a loopback address",
+            ),
+            (
+                target("{ name: a, routing_key_env: K, url: 'https://x.example.com/?q=1' }"),
+                "url: a base URL takes no query or fragment",
+            ),
+            (
+                target("{ name: a, routing_key_env: K, url: 'https://u:p@x.example.com' }"),
+                "url: a URL must not hold credentials",
             ),
             (
                 "targets:\n  - { name: a, routing_key_env: K }\n  - { name: a, routing_key_env: L }\n"

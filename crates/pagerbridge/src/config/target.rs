@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail, ensure};
-use pagerduty_events::{RoutingKey, Severity};
+use pagerduty_events::{BaseUrl, RoutingKey, Severity};
 use regex::Regex;
 use serde::Deserialize;
 
@@ -43,6 +43,9 @@ pub struct TargetConfig {
     /// Overrides `pagerduty.rate_limit` for this target's routing key.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// This target's PagerDuty base URL (e.g. the EU endpoint); default `pagerduty.url`.
+    #[serde(default)]
+    pub url: Option<String>,
     #[serde(default)]
     pub dedup: DedupMode,
     #[serde(default)]
@@ -223,6 +226,8 @@ pub struct Target {
     pub format: FormatOptions,
     /// The target's own budget, or `pagerduty.rate_limit`.
     pub rate_limit: RateLimit,
+    /// The target's own PagerDuty base URL; `None` sends to `pagerduty.url`.
+    pub url: Option<BaseUrl>,
 }
 
 impl Target {
@@ -258,6 +263,13 @@ impl TargetConfig {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let rate_limit = self.rate_limit.unwrap_or(rate_limit);
         rate_limit.validate().context("rate_limit")?;
+        // The same rule as `pagerduty.url`: https, or plain http to loopback only.
+        let url = self
+            .url
+            .as_deref()
+            .map(BaseUrl::parse)
+            .transpose()
+            .context("url")?;
         let severity_map = self
             .severity_map
             .iter()
@@ -274,6 +286,7 @@ impl TargetConfig {
                 fields: self.fields.clone().into(),
             },
             rate_limit,
+            url,
         })
     }
 
@@ -341,6 +354,7 @@ mod tests {
                 .collect(),
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
+            url: None,
         }
     }
 

@@ -193,7 +193,12 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             }
             .emit(&self.shared.metrics);
         }
-        let attempt = self.shared.service.send(endpoint, &key, body).await;
+        let base = self.shared.keys.url(&self.target);
+        let attempt = self
+            .shared
+            .service
+            .send(base.as_ref(), endpoint, &key, body)
+            .await;
         if let Err(error) = store.settle_budget(slot, Timestamp::now()).await {
             self.storage_failed("could not settle a budget slot", &error);
         }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use pagerduty_events::{
-    Accepted, AlertEvent, Attempt, Endpoint, Jitter, RequestBody, RoutingKey, SendError, Severity,
-    Source, Summary, Trigger,
+    Accepted, AlertEvent, Attempt, BaseUrl, Endpoint, Jitter, RequestBody, RoutingKey, SendError,
+    Severity, Source, Summary, Trigger,
 };
 use tokio::sync::{Notify, watch};
 
@@ -138,11 +138,23 @@ impl SendBudget for FakeStore {
 struct FakePagerDuty {
     answers: Mutex<VecDeque<Result<Accepted, SendError>>>,
     sent: Mutex<Vec<(tokio::time::Instant, Endpoint)>>,
+    /// The base URL of each request, in order (`None`: the service's default).
+    bases: Mutex<Vec<Option<String>>>,
 }
 
 #[async_trait]
 impl PagerDutyService for FakePagerDuty {
-    async fn send(&self, endpoint: Endpoint, _key: &RoutingKey, _body: RequestBody) -> Attempt {
+    async fn send(
+        &self,
+        base: Option<&BaseUrl>,
+        endpoint: Endpoint,
+        _key: &RoutingKey,
+        _body: RequestBody,
+    ) -> Attempt {
+        self.bases
+            .lock()
+            .expect("lock")
+            .push(base.map(|b| b.as_str().to_owned()));
         self.sent
             .lock()
             .expect("lock")
@@ -589,6 +601,35 @@ async fn the_targets_current_budget_is_read_at_each_send() {
         ],
         "not the lane's own {:?}",
         settings().budget
+    );
+}
+
+/// Keys whose target's PagerDuty URL can change while the lane runs (a Secret's `url`).
+struct ChangingUrl(Mutex<Option<BaseUrl>>);
+
+impl RoutingKeys for ChangingUrl {
+    fn get(&self, _target: &str) -> Option<RoutingKey> {
+        RoutingKey::new(KEY).ok()
+    }
+
+    fn url(&self, _target: &str) -> Option<BaseUrl> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_targets_current_url_is_read_at_each_send() {
+    let mut h = harness();
+    let keys = Arc::new(ChangingUrl(Mutex::new(None)));
+    h.lane.shared.keys = keys.clone();
+    h.queue([trigger(1, Severity::Error), trigger(2, Severity::Error)]);
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    let eu = BaseUrl::parse("https://events.eu.pagerduty.com").expect("valid");
+    *keys.0.lock().expect("lock") = Some(eu);
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    assert_eq!(
+        *h.pagerduty.bases.lock().expect("lock"),
+        [None, Some("https://events.eu.pagerduty.com/".to_owned())]
     );
 }
 

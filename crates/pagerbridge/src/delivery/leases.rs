@@ -71,7 +71,7 @@ mod tests {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use pagerduty_events::{Attempt, Endpoint, RequestBody, RoutingKey};
+    use pagerduty_events::{Attempt, BaseUrl, Endpoint, RequestBody, RoutingKey};
     use tokio::task::JoinHandle;
 
     use crate::lease_keeper::tests::wait_for;
@@ -89,7 +89,13 @@ mod tests {
 
     #[async_trait]
     impl PagerDutyService for NoPagerDuty {
-        async fn send(&self, _: Endpoint, _: &RoutingKey, _: RequestBody) -> Attempt {
+        async fn send(
+            &self,
+            _: Option<&BaseUrl>,
+            _: Endpoint,
+            _: &RoutingKey,
+            _: RequestBody,
+        ) -> Attempt {
             unreachable!("nothing is queued, so nothing is sent")
         }
     }

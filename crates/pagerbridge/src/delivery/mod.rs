@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use pagerduty_events::{Jitter, RoutingKey};
+use pagerduty_events::{BaseUrl, Jitter, RoutingKey};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -45,6 +45,12 @@ pub trait RoutingKeys: Send + Sync + 'static {
     /// The target's budget now, when it can change while the lane runs; `None` keeps the
     /// lane's own [`LaneSettings::budget`].
     fn budget(&self, _target: &str) -> Option<Budget> {
+        None
+    }
+
+    /// The target's own PagerDuty base URL now, read at every send like the key; `None`
+    /// sends to the service's default (`pagerduty.url`).
+    fn url(&self, _target: &str) -> Option<BaseUrl> {
         None
     }
 }

@@ -165,13 +165,13 @@ mod tests {
             matchers: Vec::new(),
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
+            url: None,
         }];
         let keyring = Keyring::load(&file).expect("keys");
         let targets = Targets::new(file, keyring).expect("targets");
         let metrics = Arc::new(Metrics::new());
         let defaults = Defaults {
             rate_limit: RateLimit::default(),
-            pagerduty_url: "https://events.pagerduty.com".to_owned(),
         };
         (
             Discovery::new(targets.clone(), metrics.clone(), defaults),

@@ -72,8 +72,6 @@ pub struct SecretError(String);
 pub struct Defaults {
     /// `pagerduty.rate_limit`, for targets without their own.
     pub rate_limit: RateLimit,
-    /// `pagerduty.url`: the only endpoint a Secret's `url` may name for now.
-    pub pagerduty_url: String,
 }
 
 /// Parses the `config` of the Secret `secret` (`namespace/name`, for the key source).
@@ -109,9 +107,6 @@ pub fn parse(
     if !written.enabled {
         return Ok(Parsed::Disabled { name: written.name });
     }
-    if let Some(url) = &written.url {
-        check_url(url, &defaults.pagerduty_url)?;
-    }
     let key = written.routing_key;
     let file_form = TargetConfig {
         name: written.name,
@@ -122,6 +117,7 @@ pub fn parse(
         severity_map: written.severity_map,
         default_severity: written.default_severity,
         rate_limit: written.rate_limit,
+        url: written.url.as_deref().map(base_url),
         dedup: written.dedup,
         fields: written.fields,
     };
@@ -158,25 +154,12 @@ fn document(text: &str) -> Result<serde_json::Value, SecretError> {
     }
 }
 
-/// A Secret's `url` is accepted when it is the service's own PagerDuty endpoint (as a base
-/// URL or the full `/v2/enqueue` one): lanes send through one client, so a target of its own
-/// endpoint (e.g. the EU one beside a US `pagerduty.url`) is refused rather than sent to the
-/// wrong place.
-fn check_url(url: &str, pagerduty_url: &str) -> Result<(), SecretError> {
-    let base = |url: &str| {
-        let url = url.trim().trim_end_matches('/');
-        url.strip_suffix("/v2/enqueue")
-            .unwrap_or(url)
-            .trim_end_matches('/')
-            .to_owned()
-    };
-    if base(url) == base(pagerduty_url) {
-        return Ok(());
-    }
-    Err(SecretError(format!(
-        "url {url:?} differs from pagerduty.url {pagerduty_url:?}; per-target PagerDuty \
-         endpoints are not supported yet (leave url out, or run a pagerbridge per endpoint)"
-    )))
+/// A Secret's `url` as a base URL: alert-history's Secrets name the full endpoint
+/// (`https://events.pagerduty.com/v2/enqueue`), ours the base, so a trailing `/v2/enqueue` is
+/// cut off. Whether the rest is a valid URL is checked with the file's targets.
+fn base_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    url.strip_suffix("/v2/enqueue").unwrap_or(url).to_owned()
 }
 
 #[cfg(test)]
@@ -189,7 +172,6 @@ mod tests {
     fn defaults() -> Defaults {
         Defaults {
             rate_limit: RateLimit::default(),
-            pagerduty_url: "https://events.pagerduty.com".to_owned(),
         }
     }
 
@@ -239,7 +221,30 @@ mod tests {
         );
         assert_eq!(target.format.default_severity, Severity::Error);
         assert_eq!(target.rate_limit.requests, 10);
+        // alert-history's full endpoint is taken as its base.
+        assert_eq!(
+            target.url.as_ref().map(|u| u.as_str()),
+            Some("https://events.pagerduty.com/")
+        );
         assert!(!format!("{target:?}").contains(KEY));
+    }
+
+    #[test]
+    fn a_url_of_its_own_is_the_targets() {
+        for url in [
+            "https://events.eu.pagerduty.com",
+            "https://events.eu.pagerduty.com/",
+            "https://events.eu.pagerduty.com/v2/enqueue/",
+        ] {
+            let target = target(&format!(
+                "name: eu\ntype: pagerduty\nrouting_key: {KEY}\nurl: {url}\n"
+            ));
+            assert_eq!(
+                target.url.as_ref().map(|u| u.as_str()),
+                Some("https://events.eu.pagerduty.com/"),
+                "{url}"
+            );
+        }
     }
 
     #[test]
@@ -250,6 +255,7 @@ mod tests {
         assert_eq!(target.name, "web");
         assert!(target.matchers.is_empty());
         assert_eq!(target.rate_limit, RateLimit::default());
+        assert_eq!(target.url, None, "pagerduty.url");
     }
 
     #[test]
@@ -290,9 +296,13 @@ mod tests {
             ),
             (
                 format!(
-                    "name: web\ntype: pagerduty\nrouting_key: {KEY}\nurl: https://events.eu.pagerduty.com\n"
+                    "name: web\ntype: pagerduty\nrouting_key: {KEY}\nurl: http://events.eu.pagerduty.com\n"
                 ),
-                "not supported yet",
+                "url: plain http is only allowed to a loopback address",
+            ),
+            (
+                format!("name: web\ntype: pagerduty\nrouting_key: {KEY}\nurl: not a url\n"),
+                "url: not a URL",
             ),
             // The key where a boolean belongs: serde would quote it.
             (
