@@ -46,6 +46,14 @@ struct SecretTarget {
     dedup: DedupMode,
     #[serde(default)]
     fields: Fields,
+    /// alert-history's publishing targets also carry a `format` (for PagerDuty targets,
+    /// `pagerduty`) and `headers`: accepted, so that their Secrets work unchanged, and not
+    /// used (the routing key is `routing_key`).
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)] // read by serde only: accepted and ignored
+    headers: Option<serde_json::Value>,
 }
 
 fn enabled() -> bool {
@@ -84,6 +92,13 @@ pub fn parse(
     let text = std::str::from_utf8(config)
         .map_err(|_| SecretError(format!("`{CONFIG_KEY}` is not UTF-8 text")))?;
     let document = document(text)?;
+    if document.get("filter_config").is_some() {
+        // alert-history's filter; dropping it silently would page for what it filtered out.
+        return Err(SecretError(
+            "`filter_config` (alert-history's filter) is not supported: express it with `match`"
+                .to_owned(),
+        ));
+    }
     let key_text = document
         .get("routing_key")
         .and_then(serde_json::Value::as_str)
@@ -102,6 +117,11 @@ pub fn parse(
         return Err(SecretError(format!(
             "type {:?} is not \"pagerduty\"",
             written.kind
+        )));
+    }
+    if let Some(format) = written.format.as_deref().filter(|f| *f != "pagerduty") {
+        return Err(SecretError(format!(
+            "format {format:?} is not \"pagerduty\" (alert-history's field; leave it out)"
         )));
     }
     if !written.enabled {
@@ -227,6 +247,29 @@ mod tests {
             Some("https://events.pagerduty.com/")
         );
         assert!(!format!("{target:?}").contains(KEY));
+    }
+
+    /// alert-history's publishing-target Secrets carry `format` and `headers` too: they work
+    /// unchanged. Its `filter_config` is refused (ignoring it would page for what it filters),
+    /// and so is a `format` that is not PagerDuty's.
+    #[test]
+    fn alert_history_secrets_work_unchanged_but_a_filter_is_not_dropped() {
+        let target = target(&format!(
+            r#"{{"name": "ah", "type": "pagerduty", "routing_key": "{KEY}", "enabled": true,
+                "url": "https://events.pagerduty.com/v2/enqueue", "format": "pagerduty",
+                "headers": {{"X-Team": "sre"}}}}"#
+        ));
+        assert_eq!(target.name, "ah");
+        let filtered = refused(&format!(
+            r#"{{"name": "ah", "type": "pagerduty", "routing_key": "{KEY}",
+                "filter_config": {{"severity": ["critical"]}}}}"#
+        ));
+        assert!(filtered.contains("filter_config"), "{filtered}");
+        let slack = refused(&format!(
+            r#"{{"name": "ah", "type": "pagerduty", "routing_key": "{KEY}", "format": "slack"}}"#
+        ));
+        assert!(slack.contains("\"slack\""), "{slack}");
+        assert!(!slack.contains(KEY) && !filtered.contains(KEY));
     }
 
     #[test]
