@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Setup, delivered, native_alerts, simulator, wait_until};
+use common::{Setup, delivered, native_alerts, postgres_through_a_proxy, simulator, wait_until};
 use pagerbridge_testkit::needs;
 use pagerduty_simulator::{Config as SimConfig, Faults};
 use serde_json::{Value, json};
@@ -827,20 +827,11 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 #[ignore = "needs postgres"]
 async fn storage_errors_and_ingest_503s_are_counted_when_postgres_is_cut_off() {
     use pagerbridge_testkit::postgres::TestDatabase;
-    use pagerbridge_testkit::tcp_proxy::TcpProxy;
 
     let database = TestDatabase::create().await;
     let sim = simulator(SimConfig::default()).await;
-    let mut url = reqwest::Url::parse(&database.url).expect("database URL");
-    let upstream = std::net::SocketAddr::new(
-        url.host_str()
-            .and_then(|h| h.parse().ok())
-            .expect("an IP address in the test database's URL"),
-        url.port().unwrap_or(5432),
-    );
-    let proxy = TcpProxy::start(upstream);
-    url.set_port(Some(proxy.addr().port())).expect("port");
-    let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "").with_postgres(url.as_str());
+    let (proxy, url) = postgres_through_a_proxy(&database.url);
+    let setup = Setup::new(&sim.base_url(), (120, "60s"), "", "").with_postgres(&url);
     let bridge = &setup.start().await;
     let wait = Duration::from_secs(60);
     let refused = "pagerbridge_ingest_requests_total{endpoint=\"/api/v1/alerts\",status=\"503\"}";

@@ -9,7 +9,8 @@
 //!
 //! Every test is `#[ignore = "needs postgres"]` and has `postgres` in its name, but the one that
 //! restarts PostgreSQL: it runs a private server ([`PrivatePostgres`], `needs initdb`), since
-//! the shared one serves other tests meanwhile. Each replica
+//! the shared one serves other tests meanwhile. One is cut off from PostgreSQL by a
+//! [`pagerbridge_testkit::tcp_proxy::TcpProxy`] ([`postgres_through_a_proxy`]). Each replica
 //! gets its own User-Agent (`PAGERBRIDGE_PAGERDUTY__USER_AGENT`), so the simulator's log says
 //! which process sent what.
 
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use pagerbridge_testkit::pg_server::PrivatePostgres;
 use pagerbridge_testkit::postgres::TestDatabase;
-use pagerbridge_testkit::tcp_proxy::TcpProxy;
 use pagerduty_simulator::Config as SimConfig;
 use serde_json::json;
 
@@ -322,17 +322,9 @@ async fn a_replica_cut_off_from_postgres_hands_its_lane_over_and_stops_sending()
     let database = TestDatabase::create().await;
     let sim = simulator_at_20_per_2s().await;
     // `a` reaches the database through a proxy the test cuts; `b` directly.
-    let mut url = reqwest::Url::parse(&database.url).expect("database URL");
-    let upstream = std::net::SocketAddr::new(
-        url.host_str()
-            .and_then(|h| h.parse().ok())
-            .expect("an IP address in the test database's URL"),
-        url.port().unwrap_or(5432),
-    );
-    let proxy = TcpProxy::start(upstream);
-    url.set_port(Some(proxy.addr().port())).expect("port");
+    let (proxy, url) = postgres_through_a_proxy(&database.url);
     let setup_a = Setup::new(&sim.base_url(), BUDGET, "", "")
-        .with_postgres(url.as_str())
+        .with_postgres(&url)
         .with_lease_ttl("2s");
     let a = start_replica(&setup_a, "replica-a").await;
     lane_owner(std::slice::from_ref(&a), WAIT).await;

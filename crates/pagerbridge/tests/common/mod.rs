@@ -572,6 +572,24 @@ pub async fn two_targets_sharing_a_key_stay_within_its_budget(
     }
 }
 
+/// A [`TcpProxy`](pagerbridge_testkit::tcp_proxy::TcpProxy) in front of the PostgreSQL server
+/// of `database_url`, and the same URL through the proxy: a bridge given it can be cut off
+/// from its database (`cut()`) while everything else still reaches it.
+pub fn postgres_through_a_proxy(
+    database_url: &str,
+) -> (pagerbridge_testkit::tcp_proxy::TcpProxy, String) {
+    let mut url = reqwest::Url::parse(database_url).expect("database URL");
+    let upstream = SocketAddr::new(
+        url.host_str()
+            .and_then(|h| h.parse().ok())
+            .expect("an IP address in the test database's URL"),
+        url.port().unwrap_or(5432),
+    );
+    let proxy = pagerbridge_testkit::tcp_proxy::TcpProxy::start(upstream);
+    url.set_port(Some(proxy.addr().port())).expect("port");
+    (proxy, url.into())
+}
+
 /// A native API request with `n` alerts named `prefix-i`, all with `status`.
 pub fn native_alerts(prefix: &str, n: usize, status: &str, severity: &str) -> Vec<u8> {
     let alerts: Vec<Value> = (0..n)
