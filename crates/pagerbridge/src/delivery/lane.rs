@@ -145,6 +145,16 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             .emit(&self.shared.metrics);
             return Step::Parked(self.settings.misconfigured_retry);
         };
+        // The request next, so that one that cannot be made takes no slot either.
+        let (endpoint, body) = match request_body(&key, &event) {
+            Ok(request) => request,
+            Err(error) => {
+                let detail = format!("stored event cannot be read: {error}");
+                self.dead_letter(&event, DeadLetterReason::Unsendable, &detail)
+                    .await;
+                return Step::Progressed;
+            }
+        };
         let budget_id = BudgetId::new(&key, &self.shared.budget_secret);
         let now = Timestamp::now();
         // Asked at every send, like the key: a target's options may change while it runs.
@@ -176,15 +186,6 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             Err(error) => {
                 self.storage_failed("cannot read the send budget", &error);
                 return Step::Pause(STORE_ERROR_PAUSE);
-            }
-        };
-        let (endpoint, body) = match request_body(&key, &event) {
-            Ok(request) => request,
-            Err(error) => {
-                let detail = format!("stored event cannot be read: {error}");
-                self.dead_letter(&event, DeadLetterReason::Unsendable, &detail)
-                    .await;
-                return Step::Progressed;
             }
         };
         if body.shrunk() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{BudgetId, BudgetSecret, Fence, StoreError};
+use super::{BudgetId, BudgetSecret, Fence, StoreError, from_millis, to_millis};
 
 /// The answer of the shared send budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,11 +47,49 @@ pub trait SendBudget: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError>;
 
-    /// Moves a slot's time to when the request ended. PagerDuty counts a request when it
-    /// arrives, somewhere between our send and its answer; counting the slot from the answer
-    /// means our window can never be shorter than PagerDuty's, whatever the latency.
+    /// Records when the request's answer came back: the slot counts from then on. PagerDuty
+    /// counts a request when it arrives, somewhere between our send and its answer; counting
+    /// from the answer means our window can never be shorter than PagerDuty's, whatever the
+    /// latency. Until it is settled a slot is *in flight* and counts as if sent a whole
+    /// window after it was taken ([`in_flight_until`]): however long the request waited for a
+    /// connection, the database or PagerDuty, no other lane can take its place in the window
+    /// meanwhile. A replica that dies before settling leaves its slot counted for two windows.
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError>;
 }
+
+/// The time an unsettled slot is stored with (ms since the epoch): a window after it was
+/// taken, so it is counted until it is settled (or for two windows, if never). Counting from
+/// the moment it was taken instead would let it leave the window while its request was still
+/// on the way: under load, the caller's `now` can be long gone when the slot is written.
+pub(super) fn in_flight_until(now: Timestamp, window: Duration) -> i64 {
+    to_millis(now).saturating_add(window_millis(window))
+}
+
+/// The window in ms, as the stores compare it.
+pub(super) fn window_millis(window: Duration) -> i64 {
+    i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The decision for a full-or-not window: `used` slots counted, of which the oldest settled
+/// one was sent at `oldest_settled` (ms). When every counted slot is still in flight, nobody
+/// knows when one will be settled, so the caller looks again shortly.
+pub(super) fn when_full(
+    oldest_settled: Option<i64>,
+    now: Timestamp,
+    window: Duration,
+) -> Result<Timestamp, StoreError> {
+    match oldest_settled {
+        Some(oldest) => from_millis(
+            oldest
+                .saturating_add(window_millis(window))
+                .saturating_add(1),
+        ),
+        None => Ok(now.checked_add(IN_FLIGHT_RECHECK).unwrap_or(now)),
+    }
+}
+
+/// How soon to look again at a window full of requests still in flight.
+const IN_FLIGHT_RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_millis(50);
 
 /// Stores `$1` as the budget secret unless there is one, and returns the one stored; the same
 /// SQL on both stores. One statement, so replicas starting together cannot race: whichever

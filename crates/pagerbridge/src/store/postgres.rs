@@ -56,7 +56,7 @@ use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
     DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
     NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError,
-    from_millis, severity_rank, to_millis,
+    severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -503,8 +503,7 @@ impl SendBudget for PostgresStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let since = to_millis(now).saturating_sub(window_ms);
+        let since = to_millis(now).saturating_sub(budget::window_millis(window));
         let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
         // `FOR SHARE` holds the lease row until we commit: a takeover (an update of that row)
         // waits for this slot, or this check sees the takeover. Either way no slot is taken
@@ -524,35 +523,34 @@ impl SendBudget for PostgresStore {
             .bind(since)
             .execute(&mut *tx)
             .await?;
-        let (used, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE budget = $1")
-                .bind(budget.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
+        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(CASE WHEN sent_at <= $2 THEN sent_at END)
+                 FROM budget_sends WHERE budget = $1",
+        )
+        .bind(budget.as_str())
+        .bind(to_millis(now))
+        .fetch_one(&mut *tx)
+        .await?;
         let decision = if used < i64::from(limit) {
             let slot: i64 = sqlx::query_scalar(
                 "INSERT INTO budget_sends (budget, sent_at) VALUES ($1, $2) RETURNING id",
             )
             .bind(budget.as_str())
-            .bind(to_millis(now))
+            .bind(budget::in_flight_until(now, window))
             .fetch_one(&mut *tx)
             .await?;
             BudgetDecision::Granted { slot }
         } else {
-            let frees_at = oldest
-                .unwrap_or(to_millis(now))
-                .saturating_add(window_ms)
-                .saturating_add(1);
-            BudgetDecision::WaitUntil(from_millis(frees_at)?)
+            BudgetDecision::WaitUntil(budget::when_full(oldest, now, window)?)
         };
         tx.commit().await?;
         Ok(decision)
     }
 
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
-        // No budget lock: moving a slot later only ever shrinks the room a concurrent
-        // `take_budget` sees, so whichever commits first, the window is not overrun.
-        sqlx::query("UPDATE budget_sends SET sent_at = GREATEST(sent_at, $1) WHERE id = $2")
+        // No budget lock: before and after, the slot counts at least as long as PagerDuty
+        // counts its request, so whichever commits first, the window is not overrun.
+        sqlx::query("UPDATE budget_sends SET sent_at = $1 WHERE id = $2")
             .bind(to_millis(at))
             .bind(slot)
             .execute(&self.pool)

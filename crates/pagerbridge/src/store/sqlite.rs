@@ -26,7 +26,7 @@ use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
     DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
     NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError,
-    from_millis, severity_rank, to_millis,
+    severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -391,8 +391,7 @@ impl SendBudget for SqliteStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let since = to_millis(now).saturating_sub(window_ms);
+        let since = to_millis(now).saturating_sub(budget::window_millis(window));
         let mut tx = self.pool.begin().await?;
         // One writer at a time: nothing can take the lease over between this check and the
         // slot's insert.
@@ -405,33 +404,32 @@ impl SendBudget for SqliteStore {
             .bind(since)
             .execute(&mut *tx)
             .await?;
-        let (used, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(sent_at) FROM budget_sends WHERE budget = ?")
-                .bind(budget.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
+        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(CASE WHEN sent_at <= ? THEN sent_at END)
+                 FROM budget_sends WHERE budget = ?",
+        )
+        .bind(to_millis(now))
+        .bind(budget.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
         let decision = if used < i64::from(limit) {
             let slot: i64 = sqlx::query_scalar(
                 "INSERT INTO budget_sends (budget, sent_at) VALUES (?, ?) RETURNING id",
             )
             .bind(budget.as_str())
-            .bind(to_millis(now))
+            .bind(budget::in_flight_until(now, window))
             .fetch_one(&mut *tx)
             .await?;
             BudgetDecision::Granted { slot }
         } else {
-            let frees_at = oldest
-                .unwrap_or(to_millis(now))
-                .saturating_add(window_ms)
-                .saturating_add(1);
-            BudgetDecision::WaitUntil(from_millis(frees_at)?)
+            BudgetDecision::WaitUntil(budget::when_full(oldest, now, window)?)
         };
         tx.commit().await?;
         Ok(decision)
     }
 
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
-        sqlx::query("UPDATE budget_sends SET sent_at = MAX(sent_at, ?) WHERE id = ?")
+        sqlx::query("UPDATE budget_sends SET sent_at = ? WHERE id = ?")
             .bind(to_millis(at))
             .bind(slot)
             .execute(&self.pool)

@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             incident_state_expires,
             budget_is_a_sliding_window,
             settled_slots_count_from_the_answer,
+            a_slot_in_flight_counts_until_it_is_settled,
             targets_sharing_a_budget_share_one_window,
             the_budget_secret_is_created_once,
             fingerprint_maps_to_the_last_dedup_key,
@@ -414,12 +415,14 @@ pub async fn the_budget_secret_is_created_once<S: Store>(store: &S) {
 pub async fn budget_is_a_sliding_window<S: Store>(store: &S) {
     let window = Duration::from_secs(10);
     for i in 0..3 {
-        granted(
+        let slot = granted(
             store
                 .take_budget(None, &budget('t'), 3, window, at(i))
                 .await
                 .expect("budget"),
         );
+        // Answered at once.
+        store.settle_budget(slot, at(i)).await.expect("settle");
     }
     assert_eq!(
         store
@@ -476,21 +479,64 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
             .await
             .expect("budget"),
     );
-    // Settling never moves a slot back in time.
-    let late = granted(
+}
+
+pub async fn a_slot_in_flight_counts_until_it_is_settled<S: Store>(store: &S) {
+    let window = Duration::from_secs(10);
+    let slot = granted(
         store
-            .take_budget(None, &budget('u'), 1, window, at(20))
+            .take_budget(None, &budget('f'), 1, window, at(0))
             .await
             .expect("budget"),
     );
-    store.settle_budget(late, at(3)).await.expect("settle");
+    // Not answered yet: PagerDuty may count the request from any moment until the answer.
+    // Nobody knows when that will be, so the caller looks again soon.
+    assert_eq!(
+        store
+            .take_budget(None, &budget('f'), 1, window, at(5))
+            .await
+            .expect("budget"),
+        BudgetDecision::WaitUntil(millis_after(at(5), 50)),
+        "a request in flight holds its slot"
+    );
+    // Still unanswered past its own window: it holds the slot for a second window.
+    assert_eq!(
+        store
+            .take_budget(None, &budget('f'), 1, window, at(15))
+            .await
+            .expect("budget"),
+        BudgetDecision::WaitUntil(millis_after(at(20), 1)),
+        "a request in flight past its window still holds its slot"
+    );
+    store.settle_budget(slot, at(16)).await.expect("settle");
+    assert_eq!(
+        store
+            .take_budget(None, &budget('f'), 1, window, at(17))
+            .await
+            .expect("budget"),
+        BudgetDecision::WaitUntil(millis_after(at(26), 1)),
+        "a settled slot counts from its answer"
+    );
+    // A slot never settled (its replica died) counts for two windows, then frees.
+    granted(
+        store
+            .take_budget(None, &budget('g'), 1, window, at(0))
+            .await
+            .expect("budget"),
+    );
     assert!(matches!(
         store
-            .take_budget(None, &budget('u'), 1, window, at(25))
+            .take_budget(None, &budget('g'), 1, window, at(20))
             .await
             .expect("budget"),
         BudgetDecision::WaitUntil(_)
     ));
+    granted(
+        store
+            .take_budget(None, &budget('g'), 1, window, millis_after(at(20), 1))
+            .await
+            .expect("budget"),
+    );
 }
 
 pub async fn fingerprint_maps_to_the_last_dedup_key<S: Store>(store: &S) {
