@@ -503,7 +503,7 @@ impl SendBudget for PostgresStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        let since = to_millis(now).saturating_sub(budget::window_millis(window));
+        let since = budget::window_start(now, window);
         let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
         // `FOR SHARE` holds the lease row until we commit: a takeover (an update of that row)
         // waits for this slot, or this check sees the takeover. Either way no slot is taken
@@ -556,6 +556,20 @@ impl SendBudget for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn budget_used(
+        &self,
+        budget: &BudgetId,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let used: i64 = sqlx::query_scalar(budget::USED)
+            .bind(budget.as_str())
+            .bind(budget::window_start(now, window))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(used).unwrap_or_default())
     }
 }
 

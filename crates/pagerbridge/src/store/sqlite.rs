@@ -391,7 +391,7 @@ impl SendBudget for SqliteStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        let since = to_millis(now).saturating_sub(budget::window_millis(window));
+        let since = budget::window_start(now, window);
         let mut tx = self.pool.begin().await?;
         // One writer at a time: nothing can take the lease over between this check and the
         // slot's insert.
@@ -435,6 +435,20 @@ impl SendBudget for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn budget_used(
+        &self,
+        budget: &BudgetId,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let used: i64 = sqlx::query_scalar(budget::USED)
+            .bind(budget.as_str())
+            .bind(budget::window_start(now, window))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(used).unwrap_or_default())
     }
 }
 
