@@ -14,7 +14,7 @@ use serde_json::json;
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter, Fence,
-    Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded, SuppressionPolicy,
+    LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded, SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -53,6 +53,8 @@ macro_rules! conformance_tests {
             a_stale_owner_cannot_renew_after_a_takeover,
             a_released_lease_is_free_at_once_with_a_new_epoch,
             a_stale_fence_is_refused_and_takes_no_slot,
+            a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover,
+            budget_use_counts_the_window_and_slots_in_flight,
         );
     };
     // The attributes travel as one token tree, so that they can be repeated per check.
@@ -1370,4 +1372,135 @@ pub async fn a_stale_fence_is_refused_and_takes_no_slot<S: Store>(store: &S) {
             .expect("budget"),
         BudgetDecision::WaitUntil(_)
     ));
+}
+
+/// The lane state recorded on `name`'s lease, if the lease exists.
+async fn lane_state_of<S: Store>(store: &S, name: &LeaseName) -> Option<LaneState> {
+    store
+        .leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .find(|l| &l.name == name)
+        .and_then(|l| l.lane_state)
+}
+
+pub async fn a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover<S: Store>(
+    store: &S,
+) {
+    let lane = LeaseName::lane("t");
+    let (a, b) = (replica("a"), replica("b"));
+    let held = acquire(store, &lane, &a, at(0)).await;
+    assert_eq!(lane_state_of(store, &lane).await, None, "none until reported");
+    let ours = Fence {
+        name: lane.clone(),
+        owner: a.clone(),
+        epoch: held.epoch,
+    };
+    for state in LaneState::ALL {
+        assert!(
+            store
+                .report_lane_state(&ours, state, at(1))
+                .await
+                .expect("report")
+        );
+        assert_eq!(lane_state_of(store, &lane).await, Some(state));
+    }
+    // A renewal keeps it; singletons have none.
+    acquire(store, &lane, &a, at(5)).await;
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        Some(LaneState::Misconfigured)
+    );
+    let singleton = LeaseName::singleton("housekeeping");
+    acquire(store, &singleton, &a, at(5)).await;
+    assert_eq!(lane_state_of(store, &singleton).await, None);
+    // A stale fence reports nothing: expired, a wrong epoch, another owner.
+    let wrong_epoch = Fence {
+        epoch: held.epoch + 1,
+        ..ours.clone()
+    };
+    let another = Fence {
+        owner: b.clone(),
+        ..ours.clone()
+    };
+    for (fence, now) in [(&ours, at(15)), (&wrong_epoch, at(6)), (&another, at(6))] {
+        assert!(
+            !store
+                .report_lane_state(fence, LaneState::Healthy, now)
+                .await
+                .expect("report"),
+            "{fence:?} at {now}"
+        );
+    }
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        Some(LaneState::Misconfigured)
+    );
+    // A new owner starts without the old owner's state.
+    let taken = acquire(store, &lane, &b, at(15)).await;
+    assert_eq!(lane_state_of(store, &lane).await, None);
+    let theirs = Fence {
+        name: lane.clone(),
+        owner: b.clone(),
+        epoch: taken.epoch,
+    };
+    assert!(
+        store
+            .report_lane_state(&theirs, LaneState::RateLimited, at(16))
+            .await
+            .expect("report")
+    );
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        Some(LaneState::RateLimited)
+    );
+    // And a release clears it.
+    store
+        .release(&lane, &b, taken.epoch)
+        .await
+        .expect("release");
+    assert_eq!(lane_state_of(store, &lane).await, None);
+}
+
+pub async fn budget_use_counts_the_window_and_slots_in_flight<S: Store>(store: &S) {
+    let window = Duration::from_secs(10);
+    let key = budget('u');
+    let used = |now| store.budget_used(&key, window, now);
+    assert_eq!(used(at(0)).await.expect("used"), 0);
+    for i in 0..2 {
+        let slot = granted(
+            store
+                .take_budget(None, &budget('u'), 5, window, at(i))
+                .await
+                .expect("budget"),
+        );
+        store.settle_budget(slot, at(i)).await.expect("settle");
+    }
+    // One more, still in flight.
+    granted(
+        store
+            .take_budget(None, &budget('u'), 5, window, at(3))
+            .await
+            .expect("budget"),
+    );
+    granted(
+        store
+            .take_budget(None, &budget('v'), 5, window, at(3))
+            .await
+            .expect("budget"),
+    );
+    assert_eq!(used(at(4)).await.expect("used"), 3, "in flight included");
+    // A send exactly one window old still counts, as when taking a slot.
+    assert_eq!(used(at(10)).await.expect("used"), 3);
+    assert_eq!(used(millis_after(at(10), 1)).await.expect("used"), 2);
+    assert_eq!(used(at(12)).await.expect("used"), 1, "the one in flight");
+    assert_eq!(
+        store
+            .budget_used(&budget('v'), window, at(4))
+            .await
+            .expect("used"),
+        1,
+        "another key's budget is its own"
+    );
 }
