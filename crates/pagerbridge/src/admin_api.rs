@@ -12,9 +12,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{Action, DeadLetterFilter};
+use crate::store::{Action, DeadLetterFilter, LaneState};
 
-/// `GET`: per target, pending events, dead letters and the oldest pending age.
+/// `GET`: per target, pending events, dead letters, the oldest pending age, the lane's lease,
+/// state and budget use.
 pub const LANES: &str = "/api/v1/admin/lanes";
 /// `GET`: every lease (lanes and singletons): its owner, epoch and expiry.
 pub const LEASES: &str = "/api/v1/admin/leases";
@@ -367,6 +368,23 @@ pub struct Lane {
     /// An expired lease is shown as it is: its owner stalled or stopped and nobody took over.
     #[serde(default)]
     pub lease: Option<LaneLease>,
+    /// What the lane is doing, as its owner last reported it; `None` when no replica holds
+    /// an unexpired lease (or its owner has not reported yet).
+    #[serde(default)]
+    pub state: Option<LaneState>,
+    /// The target's routing key's shared budget, now; `None` when the target has no key.
+    #[serde(default)]
+    pub budget: Option<LaneBudget>,
+}
+
+/// How much of a routing key's shared send budget is used: requests in the last window, by
+/// every replica and every target sharing the key (requests still in flight included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneBudget {
+    pub used: u64,
+    /// The target's own limit on that budget (`rate_limit.requests`).
+    pub limit: u32,
+    pub window_seconds: f64,
 }
 
 /// A lane's lease ([`crate::store::Leases`]).
@@ -650,6 +668,33 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<LeasesResponse>(text).expect("parses"),
             leases
+        );
+        let lanes = LanesResponse {
+            lanes: vec![Lane {
+                target: "db".to_owned(),
+                configured: true,
+                pending: 1,
+                dead: 0,
+                oldest_pending_accepted_at: None,
+                oldest_pending_age_seconds: None,
+                lease: None,
+                state: Some(LaneState::RateLimited),
+                budget: Some(LaneBudget {
+                    used: 3,
+                    limit: 120,
+                    window_seconds: 60.0,
+                }),
+            }],
+        };
+        let text = serde_json::to_value(&lanes).expect("serializes");
+        assert_eq!(text["lanes"][0]["state"], "rate_limited");
+        assert_eq!(
+            text["lanes"][0]["budget"],
+            json!({"used": 3, "limit": 120, "window_seconds": 60.0})
+        );
+        assert_eq!(
+            serde_json::from_value::<LanesResponse>(text).expect("parses"),
+            lanes
         );
         let replayed = ReplayResponse::new(vec![1, 2], vec![Superseded { id: 3, by: 9 }]);
         assert_eq!(

@@ -159,9 +159,11 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     let (status, _) = admin(&bridge, "POST", replay, None, Some(json!({"all": true}))).await;
     assert_eq!(status, 401);
 
-    // The one replica takes the lane's lease as it starts; wait until it shows.
-    wait_until_async("the lane's lease", WAIT, || async {
-        !get(&bridge, lanes).await["lanes"][0]["lease"].is_null()
+    // The one replica takes the lane's lease as it starts, and reports the lane healthy; wait
+    // until both show.
+    wait_until_async("the lane's lease and state", WAIT, || async {
+        let lane = &get(&bridge, lanes).await["lanes"][0];
+        !lane["lease"].is_null() && !lane["state"].is_null()
     })
     .await;
     let mut body = get(&bridge, lanes).await;
@@ -182,7 +184,9 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     assert_eq!(
         body["lanes"],
         json!([{"target": "default", "configured": true, "pending": 0, "dead": 0,
-                "oldest_pending_accepted_at": null, "oldest_pending_age_seconds": null}])
+                "oldest_pending_accepted_at": null, "oldest_pending_age_seconds": null,
+                "state": "healthy",
+                "budget": {"used": 0, "limit": 1000, "window_seconds": 60.0}}])
     );
 
     let drop = "/api/v1/admin/dead-letters/drop";
@@ -351,6 +355,73 @@ async fn the_leases_show_the_replica_that_runs_each_lane_and_singleton() {
         let line = format!("pagerbridge_singleton_owned{{singleton=\"{singleton}\"}} 1\n");
         assert!(metrics.contains(&line), "{line:?} not in {metrics}");
     }
+}
+
+/// PagerDuty answers 429 for a while: the lanes answer (from the lease, where the lane's owner
+/// reports it) and `pagerbridge admin lanes` say so, with the requests counted in the key's
+/// budget; once PagerDuty takes the event, the lane is healthy again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_lane_shows_its_state_and_budget_use_then_recovers() {
+    let sim = simulator(SimConfig::default()).await;
+    // Far more 429s than the test needs: the lane retries every 500 ms (`max_backoff`).
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![429; 200]),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts("Throttled", 1, "firing", "error"),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_until_async("the lane to be rate limited", WAIT, || async {
+        default_lane(&bridge).await["state"] == "rate_limited"
+    })
+    .await;
+    let lane = default_lane(&bridge).await;
+    let budget = &lane["budget"];
+    assert!(budget["used"].as_u64() > Some(0), "{lane}");
+    assert_eq!(
+        (&budget["limit"], &budget["window_seconds"]),
+        (&json!(1000), &json!(60.0)),
+        "{lane}"
+    );
+    assert_eq!(lane["pending"], 1, "{lane}");
+
+    let out = cli(&bridge, Some(&admin_setup.token_file), &["lanes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("STATE") && header.contains("BUDGET"),
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("default") && row.contains("rate_limited") && row.contains("/1000 per 1m"),
+        "{table}"
+    );
+
+    // PagerDuty takes requests again.
+    sim.sim.set_faults(Faults {
+        force_status: Some(vec![]),
+        ..Faults::default()
+    });
+    common::wait_until("the trigger", WAIT, || delivered(&sim).len() == 1).await;
+    wait_until_async("the lane to be healthy again", WAIT, || async {
+        let lane = default_lane(&bridge).await;
+        lane["state"] == "healthy" && lane["pending"] == 0
+    })
+    .await;
+    let lane = default_lane(&bridge).await;
+    let requests = sim.sim.events().len() as u64;
+    assert!(
+        (2..=requests).contains(&lane["budget"]["used"].as_u64().unwrap_or(0)),
+        "every request of the last minute is counted ({requests} made): {lane}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -77,7 +77,9 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Per target: events pending, dead letters, age of the oldest pending event.
+    /// Per target: events pending, dead letters, age of the oldest pending event, the lane's
+    /// state (healthy, rate_limited, backing_off, misconfigured) and its routing key's budget
+    /// use in the current window.
     Lanes,
     /// Every lease: which replica drives each lane and runs each singleton (housekeeping,
     /// silence, fallback), and until when.
@@ -368,6 +370,17 @@ fn age(seconds: f64) -> String {
     humantime::format_duration(whole).to_string()
 }
 
+/// A budget window, to the millisecond (windows under a second exist).
+fn window(seconds: f64) -> String {
+    Duration::try_from_secs_f64(seconds).map_or_else(
+        |_| format!("{seconds}s"),
+        |window| {
+            let millis = Duration::from_millis(window.as_millis() as u64);
+            humantime::format_duration(millis).to_string()
+        },
+    )
+}
+
 async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
     let answer = api.get(admin_api::LANES, &[]).await?;
     if json {
@@ -388,6 +401,10 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
                 lane.pending.to_string(),
                 lane.dead.to_string(),
                 lane.oldest_pending_age_seconds.map_or("-".to_owned(), age),
+                or_dash(lane.state.map(|s| s.as_str())),
+                lane.budget.as_ref().map_or("-".to_owned(), |b| {
+                    format!("{}/{} per {}", b.used, b.limit, window(b.window_seconds))
+                }),
                 lane.lease.as_ref().map_or("-".to_owned(), |lease| {
                     format!("{} until {}", lease.owner, lease.expires_at)
                 }),
@@ -395,7 +412,15 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
         })
         .collect();
     print_line(&table(
-        &["TARGET", "PENDING", "DEAD", "OLDEST PENDING", "LEASE"],
+        &[
+            "TARGET",
+            "PENDING",
+            "DEAD",
+            "OLDEST PENDING",
+            "STATE",
+            "BUDGET",
+            "LEASE",
+        ],
         &rows,
     ));
     Ok(())
@@ -761,6 +786,13 @@ mod tests {
             table(&["ID", "TARGET", "NOTE"], &rows),
             "ID    TARGET   NOTE\n1     default  x\n1234  b        last"
         );
+    }
+
+    #[test]
+    fn windows_show_to_the_millisecond() {
+        assert_eq!(window(60.0), "1m");
+        assert_eq!(window(0.5), "500ms");
+        assert_eq!(window(-1.0), "-1s");
     }
 
     #[test]

@@ -21,8 +21,8 @@ use crate::metrics::{
     TargetLabel, TriggerLabels,
 };
 use crate::store::{
-    Acceptance, Action, BudgetSecret, LaneStates, LaneStats, LeaseName, NewEvent, Outbox, ReplicaId,
-    SendBudget, StoreError, SuppressionPolicy,
+    Acceptance, Action, BudgetSecret, LaneStates, LaneStats, LeaseName, NewEvent, Outbox,
+    ReplicaId, SendBudget, StoreError, SuppressionPolicy,
 };
 
 const TARGET: &str = "default";
@@ -139,7 +139,12 @@ impl SendBudget for FakeStore {
     async fn settle_budget(&self, _slot: i64, _at: Timestamp) -> Result<(), StoreError> {
         Ok(())
     }
-    async fn budget_used(&self, _: &BudgetId, _: Duration, _: Timestamp) -> Result<u64, StoreError> {
+    async fn budget_used(
+        &self,
+        _: &BudgetId,
+        _: Duration,
+        _: Timestamp,
+    ) -> Result<u64, StoreError> {
         unreachable!("a lane never reads its budget's use")
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! | endpoint | what |
 //! | --- | --- |
-//! | `GET /api/v1/admin/lanes` | per target: pending, dead, oldest pending age, the lane's lease |
+//! | `GET /api/v1/admin/lanes` | per target: pending, dead, oldest pending age, the lane's lease, state and budget use |
 //! | `GET /api/v1/admin/leases` | every lease (lanes and singletons): owner, epoch, expiry |
 //! | `GET /api/v1/admin/queue?target=&limit=` | pending events, oldest first |
 //! | `GET /api/v1/admin/dead-letters?target=&dedup_key=&action=&after_id=&limit=&include_dropped=` | dead letters, oldest first, with reasons |
@@ -19,8 +19,13 @@
 //! `empty_filter`): replaying everything takes `{"all": true}`. Replay semantics — original
 //! ids, superseded events left dead — are the store's ([`DeadLetters::replay`](crate::store::DeadLetters::replay)).
 //!
-//! Nothing here can show a routing key: events are stored without one, and the event bodies
-//! listed are additionally stripped of any `routing_key` field.
+//! Nothing here can show a routing key: events are stored without one, the event bodies
+//! listed are additionally stripped of any `routing_key` field, and a lane's budget is looked
+//! up by its [`BudgetId`].
+//!
+//! A lane's state comes from its lease, where its owner reports it: the replica answering may
+//! not be the one driving the lane. An expired lease's state is not shown (`null`): nobody
+//! drives the lane, so nobody knows.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
@@ -33,12 +38,12 @@ use serde_json::Value;
 
 use super::{ApiError, AppState, Routes, json_body};
 use crate::admin_api::{
-    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneLease,
-    LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent, QueueQuery,
-    QueueResponse, Refused, ReplayRequest, ReplayResponse, Superseded,
+    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneBudget,
+    LaneLease, LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent,
+    QueueQuery, QueueResponse, Refused, ReplayRequest, ReplayResponse, Superseded,
 };
 use crate::internal_events::{InternalEvent, StorageFailed, StorageOperation};
-use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
+use crate::store::{BudgetId, DeadLetter, LeaseName, QueuedEvent, StoreError};
 
 /// The admin routes; [`super::router`] puts them behind [`require_admin_token`].
 pub(super) fn routes() -> Routes {
@@ -116,6 +121,8 @@ fn idle_lane(target: &str, configured: bool) -> Lane {
         oldest_pending_accepted_at: None,
         oldest_pending_age_seconds: None,
         lease: None,
+        state: None,
+        budget: None,
     }
 }
 
@@ -155,13 +162,44 @@ async fn lanes(
     let leases = state.store.leases().await.map_err(storage_failed(&state))?;
     for lane in &mut lanes {
         let name = LeaseName::lane(&lane.target);
-        lane.lease = leases.iter().find(|l| l.name == name).map(|l| LaneLease {
+        let lease = leases.iter().find(|l| l.name == name);
+        lane.lease = lease.map(|l| LaneLease {
             owner: l.owner.to_string(),
             epoch: l.epoch,
             expires_at: l.expires_at,
         });
+        lane.state = lease
+            .filter(|l| l.expires_at > now)
+            .and_then(|l| l.lane_state);
+        lane.budget = budget_use(&state, &lane.target, now).await?;
     }
     Ok(answer(&LanesResponse { lanes }))
+}
+
+/// The use of `target`'s routing key's budget, counted with the target's limit and window as
+/// its lane counts them; `None` for a target without a key (gone, or its key unreadable).
+async fn budget_use(
+    state: &AppState,
+    target: &str,
+    now: Timestamp,
+) -> Result<Option<LaneBudget>, ApiError> {
+    let (Some(key), Some(budget)) = (state.keys.get(target), state.keys.budget(target)) else {
+        return Ok(None);
+    };
+    let used = state
+        .store
+        .budget_used(
+            &BudgetId::new(&key, &state.budget_secret),
+            budget.window,
+            now,
+        )
+        .await
+        .map_err(storage_failed(state))?;
+    Ok(Some(LaneBudget {
+        used,
+        limit: budget.requests,
+        window_seconds: budget.window.as_secs_f64(),
+    }))
 }
 
 async fn leases(

@@ -69,7 +69,8 @@ pub trait SendBudget: Send + Sync + 'static {
 
 /// [`SendBudget::budget_used`], the same SQL on both stores: `$1` budget, `$2` the window's
 /// start (ms). A slot in flight is stored with a time in the future, so it is counted too.
-pub(super) const USED: &str = "SELECT COUNT(*) FROM budget_sends WHERE budget = $1 AND sent_at >= $2";
+pub(super) const USED: &str =
+    "SELECT COUNT(*) FROM budget_sends WHERE budget = $1 AND sent_at >= $2";
 
 /// The start of the window up to `now`, in stored ms: a slot exactly one window old still
 /// counts, as in [`SendBudget::take_budget`].

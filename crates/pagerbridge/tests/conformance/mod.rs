@@ -14,7 +14,8 @@ use serde_json::json;
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter, Fence,
-    LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded, SuppressionPolicy,
+    LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded,
+    SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -1385,13 +1386,15 @@ async fn lane_state_of<S: Store>(store: &S, name: &LeaseName) -> Option<LaneStat
         .and_then(|l| l.lane_state)
 }
 
-pub async fn a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover<S: Store>(
-    store: &S,
-) {
+pub async fn a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover<S: Store>(store: &S) {
     let lane = LeaseName::lane("t");
     let (a, b) = (replica("a"), replica("b"));
     let held = acquire(store, &lane, &a, at(0)).await;
-    assert_eq!(lane_state_of(store, &lane).await, None, "none until reported");
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        None,
+        "none until reported"
+    );
     let ours = Fence {
         name: lane.clone(),
         owner: a.clone(),
