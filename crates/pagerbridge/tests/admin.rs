@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    Bridge, ROUTING_KEY, Setup, assert_lifecycles, delivered, native_alerts, simulator,
-    wait_until_async,
+    Bridge, ROUTING_KEY, Setup, SpawnedSimulator, assert_lifecycles, delivered, native_alerts,
+    simulator, wait_until_async,
 };
 use pagerduty_simulator::{AlertState, Config as SimConfig, Faults};
 use serde_json::{Value, json};
@@ -44,6 +44,31 @@ fn admin_setup_with(pagerduty_url: &str, extra: &str) -> AdminSetup {
         token_file,
         _tokens: tokens,
     }
+}
+
+/// How most tests start: PagerDuty answers `statuses` first (then as usual), a bridge with the
+/// admin API on it, and `n` firing alerts `name-0…` accepted.
+async fn started_with(
+    statuses: Vec<u16>,
+    name: &str,
+    n: usize,
+    severity: &str,
+) -> (SpawnedSimulator, AdminSetup, Bridge) {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        force_status: Some(statuses),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts(name, n, "firing", severity),
+        )
+        .await;
+    assert_eq!(code, 202);
+    (sim, admin_setup, bridge)
 }
 
 /// An admin request; `token` None sends no Authorization header.
@@ -362,21 +387,8 @@ async fn the_leases_show_the_replica_that_runs_each_lane_and_singleton() {
 /// budget; once PagerDuty takes the event, the lane is healthy again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_lane_shows_its_state_and_budget_use_then_recovers() {
-    let sim = simulator(SimConfig::default()).await;
     // Far more 429s than the test needs: the lane retries every 500 ms (`max_backoff`).
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![429; 200]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Throttled", 1, "firing", "error"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    let (sim, admin_setup, bridge) = started_with(vec![429; 200], "Throttled", 1, "error").await;
     wait_until_async("the lane to be rate limited", WAIT, || async {
         default_lane(&bridge).await["state"] == "rate_limited"
     })
@@ -426,20 +438,7 @@ async fn a_rate_limited_lane_shows_its_state_and_budget_use_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Rejected", 1, "firing", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    let (sim, _admin_setup, bridge) = started_with(vec![400], "Rejected", 1, "critical").await;
 
     let dead = wait_for_dead_letters(&bridge, 1).await;
     let letter = &dead[0];
@@ -501,21 +500,8 @@ async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_queue_lists_pending_events_without_keys_and_drop_keeps_a_record() {
-    let sim = simulator(SimConfig::default()).await;
     // The first event is refused; then PagerDuty is down, so the next ones stay queued.
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Dropme", 1, "firing", "error"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    let (sim, _admin_setup, bridge) = started_with(vec![400], "Dropme", 1, "error").await;
     let dead = wait_for_dead_letters(&bridge, 1).await;
     let id = dead[0]["id"].as_i64().expect("id");
     sim.sim.set_faults(Faults {
@@ -680,20 +666,7 @@ async fn replaying_everything_after_an_outage_keeps_per_incident_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_whose_resolve_went_through_is_superseded_not_replayed() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Flap", 1, "firing", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    let (sim, _admin_setup, bridge) = started_with(vec![400], "Flap", 1, "critical").await;
     let dead = wait_for_dead_letters(&bridge, 1).await;
     let trigger = dead[0]["id"].as_i64().expect("id");
     let (code, _) = bridge
@@ -765,21 +738,8 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_lists_and_replays_dead_letters() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400, 400, 400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
+    let (sim, admin_setup, bridge) = started_with(vec![400, 400, 400], "Cli", 3, "error").await;
     let token = Some(&admin_setup.token_file);
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Cli", 3, "firing", "error"),
-        )
-        .await;
-    assert_eq!(code, 202);
     let dead = wait_for_dead_letters(&bridge, 3).await;
 
     let out = cli(&bridge, token, &["dead-letters"]).await;
@@ -857,21 +817,8 @@ async fn the_cli_lists_and_replays_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_drops_with_a_reason() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400, 400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
+    let (_sim, admin_setup, bridge) = started_with(vec![400, 400], "Gone", 2, "info").await;
     let token = Some(&admin_setup.token_file);
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Gone", 2, "firing", "info"),
-        )
-        .await;
-    assert_eq!(code, 202);
     wait_for_dead_letters(&bridge, 2).await;
     let out = cli(&bridge, token, &["drop", "--all", "--yes"]).await;
     assert_eq!(out.status.code(), Some(2), "--reason is required");

@@ -72,6 +72,20 @@ pub trait SendBudget: Send + Sync + 'static {
 pub(super) const USED: &str =
     "SELECT COUNT(*) FROM budget_sends WHERE budget = $1 AND sent_at >= $2";
 
+/// [`SendBudget::budget_used`] on a store with a `pool` field ([`USED`] is the same on both
+/// stores): evaluates to the count, returning the store error with `?`.
+macro_rules! budget_used {
+    ($pool:expr, $budget:expr, $window:expr, $now:expr) => {{
+        let used: i64 = sqlx::query_scalar($crate::store::budget::USED)
+            .bind($budget.as_str())
+            .bind($crate::store::budget::window_start($now, $window))
+            .fetch_one($pool)
+            .await?;
+        u64::try_from(used).unwrap_or_default()
+    }};
+}
+pub(super) use budget_used;
+
 /// The start of the window up to `now`, in stored ms: a slot exactly one window old still
 /// counts, as in [`SendBudget::take_budget`].
 pub(super) fn window_start(now: Timestamp, window: Duration) -> i64 {

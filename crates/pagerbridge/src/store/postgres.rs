@@ -564,12 +564,7 @@ impl SendBudget for PostgresStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let used: i64 = sqlx::query_scalar(budget::USED)
-            .bind(budget.as_str())
-            .bind(budget::window_start(now, window))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(used).unwrap_or_default())
+        Ok(budget::budget_used!(&self.pool, budget, window, now))
     }
 }
 
