@@ -102,6 +102,7 @@ mod tests {
             fingerprint: None,
             payload_hash: None,
             condition: Condition::Always,
+            source: None,
         }
     }
 

@@ -16,7 +16,9 @@ use crate::config::{self, Target};
 use crate::delivery::LaneWaker;
 use crate::format::{FormatError, FormatNote, Formatted, Outbound};
 use crate::metrics::{Metrics, SourceLabel};
-use crate::store::{Acceptance, Action, Condition, NewEvent, Store, StoreError, SuppressionPolicy};
+use crate::store::{
+    Acceptance, Action, Condition, IncidentSource, NewEvent, Store, StoreError, SuppressionPolicy,
+};
 use crate::targets::{Snapshot, Targets};
 
 /// Why a request could not be accepted.
@@ -178,21 +180,28 @@ impl Pipeline {
     /// Accepts alerts: returns only once every resulting event is committed.
     pub async fn accept_alerts(
         &self,
-        source: &str,
+        source: IncidentSource,
         mut alerts: Vec<Alert>,
         group: &GroupContext,
         explicit_target: Option<&str>,
     ) -> Result<Receipt, PipelineError> {
+        // The metric's label predates incident sources: the native API is "native".
+        let label = match source {
+            IncidentSource::Alertmanager => "alertmanager",
+            IncidentSource::Api => "native",
+        };
         self.metrics
             .alerts_received
             .get_or_create(&SourceLabel {
-                source: source.to_owned(),
+                source: label.to_owned(),
             })
             .inc_by(alerts.len() as u64);
         self.remember_dedup_keys(&mut alerts, explicit_target)
             .await?;
         let planned = self.planner.plan(&alerts, group, explicit_target)?;
-        let mut receipt = self.commit(planned, Condition::Always).await?;
+        let mut receipt = self
+            .commit(planned, Condition::Always, Some(source))
+            .await?;
         receipt.received = alerts.len();
         Ok(receipt)
     }
@@ -226,7 +235,9 @@ impl Pipeline {
                 triggered.push(plan);
             }
         }
-        let mut receipt = self.commit(triggered, Condition::WhileTriggered).await?;
+        let mut receipt = self
+            .commit(triggered, Condition::WhileTriggered, None)
+            .await?;
         receipt.received = alerts.len();
         Ok(receipt)
     }
@@ -245,7 +256,7 @@ impl Pipeline {
             })
             .inc();
         let planned = self.planner.plan_change(event, notes, explicit_target)?;
-        let mut receipt = self.commit(vec![planned], Condition::Always).await?;
+        let mut receipt = self.commit(vec![planned], Condition::Always, None).await?;
         receipt.received = 1;
         Ok(receipt)
     }
@@ -281,16 +292,19 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Accepts the planned events in one transaction, each queued only if `condition` holds.
+    /// Accepts the planned events in one transaction, each queued only if `condition` holds;
+    /// the triggers among them record `source` on their incidents.
     async fn commit(
         &self,
         planned: Vec<Planned>,
         condition: Condition,
+        source: Option<IncidentSource>,
     ) -> Result<Receipt, PipelineError> {
         let events: Vec<NewEvent> = planned
             .iter()
             .map(|plan| NewEvent {
                 condition,
+                source,
                 ..new_event(plan)
             })
             .collect();
@@ -379,5 +393,6 @@ pub fn new_event(plan: &Planned) -> NewEvent {
         fingerprint: plan.alert.as_ref().and_then(|a| a.fingerprint.clone()),
         payload_hash: formatted.payload_hash.clone(),
         condition: Condition::Always,
+        source: None,
     }
 }

@@ -81,6 +81,7 @@ fn trigger(key: &str) -> NewEvent {
         fingerprint: Some(format!("fp-{key}")),
         payload_hash: Some("unchanged".to_owned()),
         condition: Condition::Always,
+        source: None,
     }
 }
 

@@ -31,7 +31,7 @@ use crate::ingest::{self, IngestError};
 use crate::internal_events::{IngestAnswered, InternalEvent, StorageFailed, StorageOperation};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Receipt};
-use crate::store::{BudgetSecret, Store};
+use crate::store::{BudgetSecret, IncidentSource, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -383,7 +383,7 @@ async fn ingest_alertmanager(
     let receipt = state
         .pipeline
         .accept_alerts(
-            "alertmanager",
+            IncidentSource::Alertmanager,
             webhook.alerts,
             &webhook.group,
             target.as_deref(),
@@ -403,7 +403,7 @@ async fn native_alerts(
     let receipt = state
         .pipeline
         .accept_alerts(
-            "native",
+            IncidentSource::Api,
             request.alerts,
             &GroupContext::default(),
             request.target.as_deref(),

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-use super::{IncidentState, StoreError};
+use super::{IncidentSource, IncidentState, StoreError};
 
 /// Reading and expiring incident state (`Outbox::accept` writes it).
 #[async_trait]
@@ -18,6 +18,13 @@ pub trait Incidents: Send + Sync + 'static {
 
     /// Incidents currently triggered or acknowledged.
     async fn open_incidents(&self) -> Result<u64, StoreError>;
+
+    /// Every incident from `source` that is triggered or acknowledged, for the Alertmanager
+    /// sync to hold against what Alertmanager says.
+    async fn open_incidents_from(
+        &self,
+        source: IncidentSource,
+    ) -> Result<Vec<IncidentState>, StoreError>;
 
     /// Forgets incident state last touched before `cutoff`; returns how many.
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError>;

@@ -41,7 +41,7 @@ pub use fallback::{FallbackNotices, Notice, NoticeKind};
 pub use incidents::Incidents;
 pub use leases::{Fence, LaneState, LaneStates, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
 pub use outbox::{Acceptance, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
-pub use suppress::{IncidentState, SuppressionPolicy};
+pub use suppress::{IncidentSource, IncidentState, SuppressionPolicy};
 
 /// A storage failure. Ingest answers 503 on it, so senders retry; nothing is half-written
 /// because every write is one transaction.

@@ -7,7 +7,7 @@ use pagerduty_events::Severity;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, StoreError, SuppressionPolicy};
+use super::{Action, IncidentSource, StoreError, SuppressionPolicy};
 
 /// An event to put in the outbox.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +26,9 @@ pub struct NewEvent {
     pub payload_hash: Option<String>,
     /// When the event is queued at all, decided inside `accept`'s transaction.
     pub condition: Condition,
+    /// Where a trigger came from; recorded on the incident it opens or re-opens (other
+    /// actions leave the incident's source as it is).
+    pub source: Option<IncidentSource>,
 }
 
 /// A condition on queuing an event, evaluated against the incident's state inside the
@@ -40,6 +43,9 @@ pub enum Condition {
     /// watcher's acknowledge, which must never follow a resolve. Otherwise suppressed as
     /// `not_triggered`.
     WhileTriggered,
+    /// Only if the incident is open (triggered or acknowledged): the Alertmanager sync's
+    /// resolves. Otherwise suppressed as `not_open`.
+    WhileOpen,
 }
 
 /// What became of one [`NewEvent`].

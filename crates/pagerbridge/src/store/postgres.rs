@@ -51,7 +51,7 @@ use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
     notice_from_row, queued_from_row,
 };
-use super::suppress::{self, IncidentState, SuppressionPolicy};
+use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
     DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
@@ -109,11 +109,11 @@ impl PostgresStore {
         target: &str,
         dedup_key: &str,
     ) -> Result<Option<IncidentState>, StoreError> {
-        let row = sqlx::query(
-            "SELECT target, dedup_key, fingerprint, status, last_payload_hash, last_trigger_at,
-                    last_sent_at, updated_at
-             FROM incidents WHERE target = $1 AND dedup_key = $2",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            super::rows::incident_columns!(),
+            " FROM incidents WHERE target = $1 AND dedup_key = $2"
+        ))
         .bind(target)
         .bind(dedup_key)
         .fetch_optional(conn)
@@ -127,13 +127,15 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
-                                    last_trigger_at, last_sent_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                    last_trigger_at, last_sent_at, updated_at, source,
+                                    first_event_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (target, dedup_key) DO UPDATE SET
                 fingerprint = excluded.fingerprint, status = excluded.status,
                 last_payload_hash = excluded.last_payload_hash,
                 last_trigger_at = excluded.last_trigger_at,
-                last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at",
+                last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
+                source = excluded.source, first_event_at = excluded.first_event_at",
         )
         .bind(&state.target)
         .bind(&state.dedup_key)
@@ -143,6 +145,8 @@ impl PostgresStore {
         .bind(state.last_trigger_at.map(to_millis))
         .bind(state.last_sent_at.map(to_millis))
         .bind(to_millis(state.updated_at))
+        .bind(state.source.map(IncidentSource::as_str))
+        .bind(state.first_event_at.map(to_millis))
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -589,6 +593,22 @@ impl Incidents for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn open_incidents_from(
+        &self,
+        source: IncidentSource,
+    ) -> Result<Vec<IncidentState>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            super::rows::incident_columns!(),
+            " FROM incidents WHERE source = $1 AND status IN ('triggered', 'acknowledged')
+             ORDER BY target, dedup_key"
+        ))
+        .bind(source.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(incident_from_row).collect()
     }
 
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {

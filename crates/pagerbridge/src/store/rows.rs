@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use super::suppress::Status;
 use super::{
-    Action, DeadLetter, IncidentState, LaneStats, Notice, QueuedEvent, StoreError, from_millis,
+    Action, DeadLetter, IncidentSource, IncidentState, LaneStats, Notice, QueuedEvent, StoreError,
+    from_millis,
 };
 
 /// An outbox row as a lane and the admin API see it (`queued_columns!` in each backend).
@@ -111,6 +112,16 @@ impl TryFrom<DeadLetterRow> for DeadLetter {
     }
 }
 
+/// The columns of an [`IncidentRow`], as a macro so queries stay `&'static str` (sqlx refuses
+/// SQL built at run time); the same on both stores.
+macro_rules! incident_columns {
+    () => {
+        "target, dedup_key, fingerprint, status, last_payload_hash, last_trigger_at, \
+         last_sent_at, updated_at, source, first_event_at"
+    };
+}
+pub(super) use incident_columns;
+
 /// A row of `incidents`.
 #[derive(sqlx::FromRow)]
 pub(super) struct IncidentRow {
@@ -122,6 +133,8 @@ pub(super) struct IncidentRow {
     last_trigger_at: Option<i64>,
     last_sent_at: Option<i64>,
     updated_at: i64,
+    source: Option<String>,
+    first_event_at: Option<i64>,
 }
 
 impl TryFrom<IncidentRow> for IncidentState {
@@ -138,6 +151,14 @@ impl TryFrom<IncidentRow> for IncidentState {
             last_trigger_at: row.last_trigger_at.map(from_millis).transpose()?,
             last_sent_at: row.last_sent_at.map(from_millis).transpose()?,
             updated_at: from_millis(row.updated_at)?,
+            source: row
+                .source
+                .map(|source| {
+                    IncidentSource::parse(&source)
+                        .ok_or_else(|| StoreError::Corrupt(format!("incident source {source:?}")))
+                })
+                .transpose()?,
+            first_event_at: row.first_event_at.map(from_millis).transpose()?,
         })
     }
 }

@@ -55,6 +55,35 @@ impl Status {
     }
 }
 
+/// Where an incident's trigger came from. Only incidents from Alertmanager's webhooks are
+/// reconciled against Alertmanager (and acted on for its silences and inhibitions): a native
+/// API caller owns its incidents' lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentSource {
+    /// `/api/v1/alertmanager` and `/api/v1/alertmanager/{target}`.
+    Alertmanager,
+    /// The native API, `/api/v1/alerts`.
+    Api,
+}
+
+impl IncidentSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentSource::Alertmanager => "alertmanager",
+            IncidentSource::Api => "api",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "alertmanager" => Some(IncidentSource::Alertmanager),
+            "api" => Some(IncidentSource::Api),
+            _ => None,
+        }
+    }
+}
+
 /// The remembered state of one incident (target, dedup key).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IncidentState {
@@ -66,15 +95,21 @@ pub struct IncidentState {
     pub last_trigger_at: Option<Timestamp>,
     /// When PagerDuty last accepted an event of this incident.
     pub last_sent_at: Option<Timestamp>,
+    /// When the last event of this incident was queued.
     pub updated_at: Timestamp,
+    /// Where its last trigger came from; `None` for incidents stored before sources were.
+    pub source: Option<IncidentSource>,
+    /// When its first event was queued; `None` for incidents stored before this was.
+    pub first_event_at: Option<Timestamp>,
 }
 
 /// Every reason [`suppression`] gives, for metrics.
-pub const REASONS: [&str; 4] = [
+pub const REASONS: [&str; 5] = [
     "unchanged_retrigger",
     "already_acknowledged",
     "already_resolved",
     "not_triggered",
+    "not_open",
 ];
 
 /// Why an event is not queued, or `None` to queue it.
@@ -88,6 +123,11 @@ pub fn suppression(
         && current.is_none_or(|state| state.status != Status::Triggered)
     {
         return Some("not_triggered");
+    }
+    if event.condition == Condition::WhileOpen
+        && current.is_none_or(|state| state.status == Status::Resolved)
+    {
+        return Some("not_open");
     }
     let current = current?;
     match event.action {
@@ -127,6 +167,8 @@ pub fn next_state(
         last_trigger_at: None,
         last_sent_at: None,
         updated_at: now,
+        source: None,
+        first_event_at: Some(now),
     });
     if event.fingerprint.is_some() {
         next.fingerprint.clone_from(&event.fingerprint);
@@ -139,6 +181,9 @@ pub fn next_state(
             }
             next.last_payload_hash.clone_from(&event.payload_hash);
             next.last_trigger_at = Some(now);
+            if event.source.is_some() {
+                next.source = event.source;
+            }
         }
         Action::Acknowledge => next.status = Status::Acknowledged,
         Action::Resolve => next.status = Status::Resolved,
@@ -164,6 +209,7 @@ mod tests {
             fingerprint: Some("fp".into()),
             payload_hash: hash.map(str::to_owned),
             condition: Condition::Always,
+            source: None,
         }
     }
 

@@ -14,8 +14,8 @@ use serde_json::json;
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter, Fence,
-    LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded,
-    SuppressionPolicy,
+    IncidentSource, LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store,
+    Superseded, SuppressionPolicy,
 };
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
@@ -50,6 +50,8 @@ macro_rules! conformance_tests {
             drop_keeps_a_record_and_touches_only_dead_letters,
             replayed_events_expire_from_their_replay,
             a_conditional_acknowledge_is_decided_inside_the_transaction,
+            a_conditional_resolve_acts_only_on_open_incidents,
+            incidents_remember_their_source_and_first_event,
             a_lease_is_renewed_by_its_owner_and_taken_over_after_expiry,
             a_stale_owner_cannot_renew_after_a_takeover,
             a_released_lease_is_free_at_once_with_a_new_epoch,
@@ -87,6 +89,7 @@ fn event(target: &str, key: Option<&str>, action: Action, severity: Option<Sever
         fingerprint: key.map(|k| format!("fp-{k}")),
         payload_hash: (action == Action::Trigger).then(|| format!("hash-{}", key.unwrap_or(""))),
         condition: Condition::Always,
+        source: None,
     }
 }
 
@@ -1506,4 +1509,97 @@ pub async fn budget_use_counts_the_window_and_slots_in_flight<S: Store>(store: &
         1,
         "another key's budget is its own"
     );
+}
+
+pub async fn a_conditional_resolve_acts_only_on_open_incidents<S: Store>(store: &S) {
+    let resolve = |key: &str| NewEvent {
+        condition: Condition::WhileOpen,
+        ..event("t", Some(key), Action::Resolve, None)
+    };
+    // Triggered, and acknowledged: both open, both resolved.
+    accept_one(store, trigger("a", Severity::Error), at(0)).await;
+    accept_one(store, trigger("b", Severity::Error), at(0)).await;
+    accept_one(
+        store,
+        event("t", Some("b"), Action::Acknowledge, None),
+        at(1),
+    )
+    .await;
+    for key in ["a", "b"] {
+        queued_id(&accept_one(store, resolve(key), at(2)).await);
+        let state = store.incident("t", key).await.expect("incident");
+        assert_eq!(state.map(|s| s.status), Some(Status::Resolved), "{key}");
+    }
+    // Resolved already, or never seen: nothing.
+    for key in ["a", "unknown"] {
+        assert_eq!(
+            accept_one(store, resolve(key), at(3)).await,
+            Acceptance::Suppressed { reason: "not_open" },
+            "{key}"
+        );
+    }
+    assert_eq!(
+        store.incident("t", "unknown").await.expect("incident"),
+        None
+    );
+}
+
+pub async fn incidents_remember_their_source_and_first_event<S: Store>(store: &S) {
+    let from = |key: &str, source: Option<IncidentSource>| NewEvent {
+        source,
+        ..trigger(key, Severity::Error)
+    };
+    accept_one(store, from("am", Some(IncidentSource::Alertmanager)), at(0)).await;
+    accept_one(store, from("api", Some(IncidentSource::Api)), at(0)).await;
+    accept_one(store, from("unknown", None), at(0)).await;
+    accept_one(
+        store,
+        from("acked", Some(IncidentSource::Alertmanager)),
+        at(0),
+    )
+    .await;
+    accept_one(
+        store,
+        from("closed", Some(IncidentSource::Alertmanager)),
+        at(0),
+    )
+    .await;
+    // Later events keep the first event's time, and only a trigger changes the source.
+    accept_one(
+        store,
+        event("t", Some("acked"), Action::Acknowledge, None),
+        at(5),
+    )
+    .await;
+    accept_one(
+        store,
+        event("t", Some("closed"), Action::Resolve, None),
+        at(5),
+    )
+    .await;
+    let acked = store
+        .incident("t", "acked")
+        .await
+        .expect("incident")
+        .expect("acked");
+    assert_eq!(acked.source, Some(IncidentSource::Alertmanager));
+    assert_eq!(acked.first_event_at, Some(at(0)));
+    assert_eq!(acked.updated_at, at(5));
+    let open = store
+        .open_incidents_from(IncidentSource::Alertmanager)
+        .await
+        .expect("open incidents");
+    let keys: Vec<&str> = open.iter().map(|i| i.dedup_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["acked", "am"],
+        "open, from Alertmanager, in key order"
+    );
+    let api = store
+        .open_incidents_from(IncidentSource::Api)
+        .await
+        .expect("open incidents");
+    assert_eq!(api.len(), 1);
+    assert_eq!(api[0].dedup_key, "api");
+    assert_eq!(api[0].fingerprint.as_deref(), Some("fp-api"));
 }
