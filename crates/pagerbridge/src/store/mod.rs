@@ -38,7 +38,7 @@ pub use dead_letters::{
     Superseded,
 };
 pub use fallback::{FallbackNotices, Notice, NoticeKind};
-pub use incidents::Incidents;
+pub use incidents::{IncidentFilter, Incidents, StatusFilter};
 pub use leases::{Fence, LaneState, LaneStates, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
 pub use outbox::{Acceptance, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
 pub use suppress::{IncidentSource, IncidentState, SuppressionPolicy};

@@ -17,6 +17,7 @@ use pagerbridge::store::{
     IncidentSource, LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store,
     Superseded, SuppressionPolicy,
 };
+use pagerbridge::store::{IncidentFilter, StatusFilter};
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
@@ -58,6 +59,7 @@ macro_rules! conformance_tests {
             a_stale_fence_is_refused_and_takes_no_slot,
             a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover,
             budget_use_counts_the_window_and_slots_in_flight,
+            incidents_are_listed_by_filter_in_key_order_a_page_at_a_time,
         );
     };
     // The attributes travel as one token tree, so that they can be repeated per check.
@@ -1602,4 +1604,133 @@ pub async fn incidents_remember_their_source_and_first_event<S: Store>(store: &S
     assert_eq!(api.len(), 1);
     assert_eq!(api[0].dedup_key, "api");
     assert_eq!(api[0].fingerprint.as_deref(), Some("fp-api"));
+}
+
+/// Every incident the filter selects, as (target, dedup key, status).
+async fn listed<S: Store>(store: &S, filter: &IncidentFilter) -> Vec<(String, String, Status)> {
+    store
+        .list_incidents(filter)
+        .await
+        .expect("list incidents")
+        .into_iter()
+        .map(|i| (i.target, i.dedup_key, i.status))
+        .collect()
+}
+
+pub async fn incidents_are_listed_by_filter_in_key_order_a_page_at_a_time<S: Store>(store: &S) {
+    // Two targets; in each, one incident per status. Keys chosen so that every collation
+    // sorts them alike.
+    for target in ["b", "a"] {
+        for (key, then) in [
+            ("k3", None),
+            ("k1", Some(Action::Acknowledge)),
+            ("k2", Some(Action::Resolve)),
+        ] {
+            accept_one(
+                store,
+                event(target, Some(key), Action::Trigger, Some(Severity::Error)),
+                at(0),
+            )
+            .await;
+            if let Some(action) = then {
+                accept_one(store, event(target, Some(key), action, None), at(1)).await;
+            }
+        }
+    }
+    let every = IncidentFilter {
+        target: None,
+        status: None,
+        dedup_key: None,
+        after: None,
+        limit: 100,
+    };
+    let all = listed(store, &every).await;
+    let expected: Vec<(String, String, Status)> = [
+        ("a", "k1", Status::Acknowledged),
+        ("a", "k2", Status::Resolved),
+        ("a", "k3", Status::Triggered),
+        ("b", "k1", Status::Acknowledged),
+        ("b", "k2", Status::Resolved),
+        ("b", "k3", Status::Triggered),
+    ]
+    .into_iter()
+    .map(|(t, k, s)| (t.to_owned(), k.to_owned(), s))
+    .collect();
+    assert_eq!(all, expected);
+    // The full state, source and first event included.
+    let first = &store.list_incidents(&every).await.expect("list")[0];
+    assert_eq!(
+        (
+            first.fingerprint.as_deref(),
+            first.first_event_at,
+            first.updated_at
+        ),
+        (Some("fp-k1"), Some(at(0)), at(1))
+    );
+
+    let only =
+        |target: Option<&str>, status: Option<StatusFilter>, key: Option<&str>| IncidentFilter {
+            target: target.map(str::to_owned),
+            status,
+            dedup_key: key.map(str::to_owned),
+            ..every.clone()
+        };
+    let pick = |indexes: &[usize]| -> Vec<(String, String, Status)> {
+        indexes.iter().map(|i| expected[*i].clone()).collect()
+    };
+    assert_eq!(
+        listed(store, &only(Some("b"), None, None)).await,
+        pick(&[3, 4, 5])
+    );
+    assert_eq!(
+        listed(store, &only(None, Some(StatusFilter::Open), None)).await,
+        pick(&[0, 2, 3, 5])
+    );
+    for (status, indexes) in [
+        (Status::Triggered, [2, 5]),
+        (Status::Acknowledged, [0, 3]),
+        (Status::Resolved, [1, 4]),
+    ] {
+        assert_eq!(
+            listed(store, &only(None, Some(StatusFilter::Is(status)), None)).await,
+            pick(&indexes)
+        );
+    }
+    assert_eq!(
+        listed(
+            store,
+            &only(Some("a"), Some(StatusFilter::Open), Some("k3"))
+        )
+        .await,
+        pick(&[2]),
+        "criteria combine"
+    );
+    assert_eq!(
+        listed(store, &only(None, None, Some("k2"))).await,
+        pick(&[1, 4])
+    );
+    assert!(listed(store, &only(Some("c"), None, None)).await.is_empty());
+
+    // Pages of two, each after the last row of the one before, to the end.
+    let mut pages = Vec::new();
+    let mut page = IncidentFilter {
+        limit: 2,
+        ..every.clone()
+    };
+    loop {
+        let rows = listed(store, &page).await;
+        let Some((target, key, _)) = rows.last().cloned() else {
+            break;
+        };
+        pages.push(rows);
+        page.after = Some((target, key));
+    }
+    assert_eq!(pages, [pick(&[0, 1]), pick(&[2, 3]), pick(&[4, 5])]);
+    // After a key that is not there, the page starts at the next one; filters apply too.
+    let after_missing = IncidentFilter {
+        after: Some(("a".to_owned(), "k25".to_owned())),
+        status: Some(StatusFilter::Open),
+        ..every.clone()
+    };
+    assert_eq!(listed(store, &after_missing).await, pick(&[2, 3, 5]));
 }
