@@ -840,3 +840,216 @@ async fn the_cli_drops_with_a_reason() {
         stdout(&out)
     );
 }
+
+/// A native API request for `target`: one alert per (dedup key, status).
+fn keyed_alerts(target: &str, alerts: &[(&str, &str)]) -> Vec<u8> {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(key, status)| {
+            json!({"status": status, "dedup_key": key, "fingerprint": format!("fp-{key}"),
+                   "labels": {"alertname": key, "severity": "error"},
+                   "annotations": {"summary": format!("{key} is {status}")}})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"target": target, "alerts": alerts})).expect("json")
+}
+
+/// (target, dedup key, state) of each listed incident.
+fn incident_rows(answer: &Value) -> Vec<(String, String, String)> {
+    answer["incidents"]
+        .as_array()
+        .map(|incidents| {
+            incidents
+                .iter()
+                .map(|i| {
+                    let text = |field: &str| i[field].as_str().unwrap_or_default().to_owned();
+                    (text("target"), text("dedup_key"), text("state"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Incidents of two targets, from both sources and in every state, listed by filter and
+/// paged to the end with the `next` cursor, through the API and `pagerbridge admin incidents`.
+#[tokio::test(flavor = "multi_thread")]
+async fn incidents_are_listed_by_target_state_and_key_and_paged_with_the_cursor() {
+    let sim = simulator(SimConfig::default()).await;
+    let admin_setup = admin_setup(&sim.base_url());
+    admin_setup.setup.add_target_sharing_the_key("second");
+    let token = Some(&admin_setup.token_file);
+    let bridge = admin_setup.setup.start().await;
+    // `default`, by the native API: d-1 triggered, d-2 acknowledged, d-3 resolved.
+    let firing = [("d-1", "firing"), ("d-2", "firing"), ("d-3", "firing")];
+    let later = [("d-2", "acknowledged"), ("d-3", "resolved")];
+    for body in [
+        keyed_alerts("default", &firing),
+        keyed_alerts("default", &later),
+    ] {
+        let (code, receipt) = bridge.post("/api/v1/alerts", &body).await;
+        assert_eq!(code, 202, "{receipt}");
+    }
+    // `second`, by Alertmanager: three firing, then one of them resolved.
+    for sample in [
+        "alertmanager-webhook-firing.json",
+        "alertmanager-webhook-partially-resolved.json",
+    ] {
+        let (code, receipt) = bridge
+            .post("/api/v1/alertmanager/second", &common::sample(sample))
+            .await;
+        assert_eq!(code, 202, "{receipt}");
+    }
+    // 5 events for `default`; 3 triggers and a resolve for `second` (the repeated firing alerts
+    // are suppressed).
+    common::wait_until("every event delivered", WAIT, || delivered(&sim).len() == 9).await;
+    wait_until_async("every delivery recorded", WAIT, || async {
+        let queue = get(&bridge, "/api/v1/admin/queue").await;
+        queue["events"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+
+    let incidents = "/api/v1/admin/incidents";
+    let all = get(&bridge, incidents).await;
+    assert_eq!(all["next"], Value::Null, "{all}");
+    let rows = incident_rows(&all);
+    let states: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(target, _, state)| (target.as_str(), state.as_str()))
+        .collect();
+    let mut second_states: Vec<&str> = states[3..].iter().map(|(_, state)| *state).collect();
+    second_states.sort_unstable();
+    assert_eq!(
+        (&states[..3], second_states.as_slice()),
+        (
+            &[
+                ("default", "triggered"),
+                ("default", "acknowledged"),
+                ("default", "resolved")
+            ][..],
+            &["resolved", "triggered", "triggered"][..]
+        ),
+        "{all}"
+    );
+    assert_eq!(
+        rows[..3].iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["d-1", "d-2", "d-3"]
+    );
+    assert!(
+        rows[3].1 < rows[4].1 && rows[4].1 < rows[5].1,
+        "key order: {all}"
+    );
+    let acked = &all["incidents"][1];
+    assert_eq!(acked["source"], "api", "{acked}");
+    assert_eq!(acked["fingerprint"], "fp-d-2", "{acked}");
+    let at = |field: &str| -> jiff::Timestamp {
+        acked[field]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in {acked}"))
+    };
+    assert!(at("first_event_at") <= at("last_event_at"), "{acked}");
+    assert!(at("last_sent_at") >= at("first_event_at"), "{acked}");
+    assert!(
+        (3..6).all(|i| all["incidents"][i]["source"] == "alertmanager"),
+        "{all}"
+    );
+
+    // Filters.
+    let count = |answer: Value| incident_rows(&answer).len();
+    for (query, expected) in [
+        ("?state=open", 4),
+        ("?state=triggered", 3),
+        ("?state=acknowledged", 1),
+        ("?state=resolved", 2),
+        ("?target=second", 3),
+        ("?target=second&state=resolved", 1),
+        ("?target=default&dedup_key=d-2&state=open", 1),
+        ("?dedup_key=d-9", 0),
+        ("?target=nope", 0),
+    ] {
+        assert_eq!(
+            count(get(&bridge, &format!("{incidents}{query}")).await),
+            expected,
+            "{query}"
+        );
+    }
+
+    // Pages of two to the end: three full pages, then an empty one without `next`.
+    let mut paged = Vec::new();
+    let mut query = format!("{incidents}?limit=2");
+    let mut pages = 0;
+    loop {
+        let page = get(&bridge, &query).await;
+        paged.extend(incident_rows(&page));
+        pages += 1;
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        assert!(pages < 10, "paging must end: {page}");
+        let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        query = format!("{incidents}?limit=2&after={encoded}");
+    }
+    assert_eq!((paged, pages), (rows.clone(), 4));
+
+    for (query, error) in [
+        ("?state=closed", "invalid_parameter"),
+        ("?limit=0", "invalid_parameter"),
+        ("?limit=1001", "invalid_parameter"),
+        ("?after=no-colon", "invalid_parameter"),
+        ("?target=a&target=b", "invalid_parameter"),
+        ("?status=open", "unknown_parameter"),
+    ] {
+        let (status, answer) = admin(
+            &bridge,
+            "GET",
+            &format!("{incidents}{query}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{query}: {answer}"
+        );
+    }
+
+    let out = cli(&bridge, token, &["incidents", "--state", "open"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("TARGET") && lines[0].contains("DEDUP KEY"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[1].starts_with("default") && lines[1].contains("d-1") && lines[1].contains("api"),
+        "{table}"
+    );
+    assert!(stderr(&out).is_empty(), "no more pages: {}", stderr(&out));
+    let out = cli(
+        &bridge,
+        token,
+        &["incidents", "--target", "default", "--limit", "2"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--after default:d-2"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(
+        &bridge,
+        token,
+        &["incidents", "--after", "default:d-2", "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(incident_rows(&page), rows[2..].to_vec());
+    let out = cli(&bridge, token, &["incidents", "--state", "closed"]).await;
+    assert_eq!(out.status.code(), Some(2), "usage: {}", stderr(&out));
+}

@@ -7,6 +7,7 @@
 //! | `GET /api/v1/admin/leases` | every lease (lanes and singletons): owner, epoch, expiry |
 //! | `GET /api/v1/admin/queue?target=&limit=` | pending events, oldest first |
 //! | `GET /api/v1/admin/dead-letters?target=&dedup_key=&action=&after_id=&limit=&include_dropped=` | dead letters, oldest first, with reasons |
+//! | `GET /api/v1/admin/incidents?target=&state=&dedup_key=&limit=&after=` | incidents by target and dedup key, paged by `next` |
 //! | `POST /api/v1/admin/dead-letters/replay` | back to the queue: body a [`DeadLetterFilter`] |
 //! | `POST /api/v1/admin/dead-letters/drop` | give up on them: the filter plus `"reason"` |
 //!
@@ -38,12 +39,13 @@ use serde_json::Value;
 
 use super::{ApiError, AppState, Routes, json_body};
 use crate::admin_api::{
-    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneBudget,
-    LaneLease, LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent,
-    QueueQuery, QueueResponse, Refused, ReplayRequest, ReplayResponse, Superseded,
+    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, IncidentCursor,
+    IncidentQuery, IncidentsResponse, Lane, LaneBudget, LaneLease, LanesResponse, LeasesResponse,
+    ListedDeadLetter, ListedIncident, ListedLease, PendingEvent, QueueQuery, QueueResponse,
+    Refused, ReplayRequest, ReplayResponse, Superseded,
 };
 use crate::internal_events::{InternalEvent, StorageFailed, StorageOperation};
-use crate::store::{BudgetId, DeadLetter, LeaseName, QueuedEvent, StoreError};
+use crate::store::{BudgetId, DeadLetter, IncidentState, LeaseName, QueuedEvent, StoreError};
 
 /// The admin routes; [`super::router`] puts them behind [`require_admin_token`].
 pub(super) fn routes() -> Routes {
@@ -52,6 +54,7 @@ pub(super) fn routes() -> Routes {
         .get(admin_api::LEASES, leases)
         .get(admin_api::QUEUE, queue)
         .get(admin_api::DEAD_LETTERS, dead_letters)
+        .get(admin_api::INCIDENTS, incidents)
         .post(admin_api::REPLAY, replay)
         .post(admin_api::DROP, drop_dead)
 }
@@ -305,6 +308,44 @@ async fn dead_letters(
     Ok(answer(&DeadLettersResponse {
         dead_letters: found.iter().map(listed).collect(),
         next_after_id,
+    }))
+}
+
+fn listed_incident(incident: IncidentState) -> ListedIncident {
+    ListedIncident {
+        dedup_key: incident.dedup_key,
+        target: incident.target,
+        state: incident.status,
+        fingerprint: incident.fingerprint,
+        source: incident.source,
+        first_event_at: incident.first_event_at,
+        last_event_at: incident.updated_at,
+        last_sent_at: incident.last_sent_at,
+    }
+}
+
+async fn incidents(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = IncidentQuery::parse(raw.as_deref())?;
+    let found = state
+        .store
+        .list_incidents(&query.filter())
+        .await
+        .map_err(storage_failed(&state))?;
+    // Where the next page starts, when this one is full.
+    let next = (found.len() == query.limit as usize)
+        .then(|| {
+            found.last().map(|i| IncidentCursor {
+                target: i.target.clone(),
+                dedup_key: i.dedup_key.clone(),
+            })
+        })
+        .flatten();
+    Ok(answer(&IncidentsResponse {
+        incidents: found.into_iter().map(listed_incident).collect(),
+        next,
     }))
 }
 
