@@ -149,6 +149,7 @@ async fn admin_api_is_off_without_a_token_file() {
         ("GET", "/api/v1/admin/leases"),
         ("GET", "/api/v1/admin/queue"),
         ("GET", "/api/v1/admin/dead-letters"),
+        ("GET", "/api/v1/admin/incidents"),
         ("POST", "/api/v1/admin/dead-letters/replay"),
         ("POST", "/api/v1/admin/dead-letters/drop"),
     ] {

@@ -1,5 +1,6 @@
-//! The admin API (DESIGN.md "Interfaces"): what is queued per lane, the dead letters with their
-//! reasons, and the two things an operator does about them — replay and drop.
+//! The admin API (DESIGN.md "Interfaces"): what is queued per lane, the incidents as PagerDuty
+//! last heard of them, the dead letters with their reasons, and the two things an operator does
+//! about them — replay and drop.
 //!
 //! | endpoint | what |
 //! | --- | --- |
@@ -253,6 +254,16 @@ async fn queue(
     }))
 }
 
+/// Where the next page starts (`cursor` of the last row), when this one is full; `None` at
+/// the end.
+fn next_page<T, C>(page: &[T], limit: u32, cursor: impl Fn(&T) -> C) -> Option<C> {
+    if page.len() == limit as usize {
+        page.last().map(cursor)
+    } else {
+        None
+    }
+}
+
 /// A dead letter as listed, its event stripped of any `routing_key` field.
 fn listed(dead: &DeadLetter) -> ListedDeadLetter {
     let mut event = dead.event.clone();
@@ -301,10 +312,7 @@ async fn dead_letters(
         )
         .await
         .map_err(storage_failed(&state))?;
-    // Where the next page starts, when this one is full.
-    let next_after_id = (found.len() == query.limit as usize)
-        .then(|| found.last().map(|d| d.id))
-        .flatten();
+    let next_after_id = next_page(&found, query.limit, |d| d.id);
     Ok(answer(&DeadLettersResponse {
         dead_letters: found.iter().map(listed).collect(),
         next_after_id,
@@ -334,15 +342,10 @@ async fn incidents(
         .list_incidents(&query.filter())
         .await
         .map_err(storage_failed(&state))?;
-    // Where the next page starts, when this one is full.
-    let next = (found.len() == query.limit as usize)
-        .then(|| {
-            found.last().map(|i| IncidentCursor {
-                target: i.target.clone(),
-                dedup_key: i.dedup_key.clone(),
-            })
-        })
-        .flatten();
+    let next = next_page(&found, query.limit, |i| IncidentCursor {
+        target: i.target.clone(),
+        dedup_key: i.dedup_key.clone(),
+    });
     Ok(answer(&IncidentsResponse {
         incidents: found.into_iter().map(listed_incident).collect(),
         next,
