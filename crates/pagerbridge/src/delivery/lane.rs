@@ -11,9 +11,9 @@
 //! | 401/403/404/other, or no key | mark the lane misconfigured and retry slowly |
 //!
 //! The state each outcome leaves the lane in (healthy, rate limited, backing off,
-//! misconfigured) is reported on the lane's lease when it changes, for
-//! the admin API ([`crate::store::LaneStates`]); the metric `pagerbridge_lane_state` follows
-//! it through the internal events.
+//! misconfigured) is reported on the lane's lease when it changes, for the admin API
+//! ([`crate::store::LaneStates`]); the metric `pagerbridge_lane_state` follows it through the
+//! internal events.
 //!
 //! The lane only decides: requests are built by [`super::request`], sent by a
 //! [`PagerDutyService`](super::PagerDutyService), stored through a [`LaneStore`], waited for
