@@ -12,9 +12,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{Action, DeadLetterFilter};
+use crate::store::suppress::{IncidentSource, Status};
+use crate::store::{Action, DeadLetterFilter, IncidentFilter, LaneState, StatusFilter};
 
-/// `GET`: per target, pending events, dead letters and the oldest pending age.
+/// `GET`: per target, pending events, dead letters, the oldest pending age, the lane's lease,
+/// state and budget use.
 pub const LANES: &str = "/api/v1/admin/lanes";
 /// `GET`: every lease (lanes and singletons): its owner, epoch and expiry.
 pub const LEASES: &str = "/api/v1/admin/leases";
@@ -22,6 +24,9 @@ pub const LEASES: &str = "/api/v1/admin/leases";
 pub const QUEUE: &str = "/api/v1/admin/queue";
 /// `GET ?target=&dedup_key=&action=&after_id=&limit=&include_dropped=`: dead letters.
 pub const DEAD_LETTERS: &str = "/api/v1/admin/dead-letters";
+/// `GET ?target=&state=&dedup_key=&limit=&after=`: incidents as PagerDuty last heard of them,
+/// by target and dedup key.
+pub const INCIDENTS: &str = "/api/v1/admin/incidents";
 /// `POST` a [`ReplayRequest`]: dead letters back to the queue.
 pub const REPLAY: &str = "/api/v1/admin/dead-letters/replay";
 /// `POST` a [`DropRequest`]: give up on dead letters, with a reason.
@@ -162,6 +167,138 @@ impl DeadLetterQuery {
             action: self.action,
             all: true,
             ..DeadLetterFilter::default()
+        }
+    }
+}
+
+/// Where a page of incidents starts: after the incident `<target>:<dedup_key>`, the last of
+/// the page before. Target names never hold a `:` (dedup keys may), so the first one splits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IncidentCursor {
+    pub target: String,
+    pub dedup_key: String,
+}
+
+impl IncidentCursor {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (target, dedup_key) = text.split_once(':')?;
+        (!target.is_empty()).then(|| Self {
+            target: target.to_owned(),
+            dedup_key: dedup_key.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for IncidentCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.target, self.dedup_key)
+    }
+}
+
+impl TryFrom<String> for IncidentCursor {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text).ok_or_else(|| format!("{text:?} is not <target>:<dedup_key>"))
+    }
+}
+
+impl From<IncidentCursor> for String {
+    fn from(cursor: IncidentCursor) -> Self {
+        cursor.to_string()
+    }
+}
+
+/// The query of [`INCIDENTS`]. Pages go by (target, dedup key): the next starts `after` the
+/// last incident of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentQuery {
+    pub target: Option<String>,
+    pub state: Option<StatusFilter>,
+    pub dedup_key: Option<String>,
+    pub after: Option<IncidentCursor>,
+    pub limit: u32,
+}
+
+impl Default for IncidentQuery {
+    /// Every incident, a default page at a time.
+    fn default() -> Self {
+        Self {
+            target: None,
+            state: None,
+            dedup_key: None,
+            after: None,
+            limit: DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl IncidentQuery {
+    pub fn parse(raw: Option<&str>) -> Result<Self, Refused> {
+        let params = Params::parse(raw, &["target", "state", "dedup_key", "limit", "after"])?;
+        let state = params
+            .text("state")
+            .map(|v| {
+                StatusFilter::parse(v).ok_or_else(|| {
+                    refused(
+                        "invalid_parameter",
+                        format!(
+                            "state must be triggered, acknowledged, resolved or open, not {v:?}"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let after = params
+            .text("after")
+            .map(|v| {
+                IncidentCursor::parse(v).ok_or_else(|| {
+                    refused(
+                        "invalid_parameter",
+                        format!("after must be <target>:<dedup_key> (a `next` cursor), not {v:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            target: params.text("target").map(str::to_owned),
+            state,
+            dedup_key: params.text("dedup_key").map(str::to_owned),
+            after,
+            limit: params.limit()?,
+        })
+    }
+
+    /// The query string's pairs, as the CLI sends them; absent criteria are left out.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![("limit", self.limit.to_string())];
+        if let Some(target) = &self.target {
+            pairs.push(("target", target.clone()));
+        }
+        if let Some(state) = self.state {
+            pairs.push(("state", state.as_str().to_owned()));
+        }
+        if let Some(key) = &self.dedup_key {
+            pairs.push(("dedup_key", key.clone()));
+        }
+        if let Some(after) = &self.after {
+            pairs.push(("after", after.to_string()));
+        }
+        pairs
+    }
+
+    /// The store's filter for this page.
+    pub fn filter(&self) -> IncidentFilter {
+        IncidentFilter {
+            target: self.target.clone(),
+            status: self.state,
+            dedup_key: self.dedup_key.clone(),
+            after: self
+                .after
+                .as_ref()
+                .map(|c| (c.target.clone(), c.dedup_key.clone())),
+            limit: self.limit,
         }
     }
 }
@@ -367,6 +504,23 @@ pub struct Lane {
     /// An expired lease is shown as it is: its owner stalled or stopped and nobody took over.
     #[serde(default)]
     pub lease: Option<LaneLease>,
+    /// What the lane is doing, as its owner last reported it; `None` when no replica holds
+    /// an unexpired lease (or its owner has not reported yet).
+    #[serde(default)]
+    pub state: Option<LaneState>,
+    /// The target's routing key's shared budget, now; `None` when the target has no key.
+    #[serde(default)]
+    pub budget: Option<LaneBudget>,
+}
+
+/// How much of a routing key's shared send budget is used: requests in the last window, by
+/// every replica and every target sharing the key (requests still in flight included).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneBudget {
+    pub used: u64,
+    /// The target's own limit on that budget (`rate_limit.requests`).
+    pub limit: u32,
+    pub window_seconds: f64,
 }
 
 /// A lane's lease ([`crate::store::Leases`]).
@@ -444,6 +598,31 @@ pub struct ListedDeadLetter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_reason: Option<String>,
     pub event: Value,
+}
+
+/// The answer of [`INCIDENTS`]; `next` is set when the page is full: pass it as `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentsResponse {
+    pub incidents: Vec<ListedIncident>,
+    pub next: Option<IncidentCursor>,
+}
+
+/// An incident as the bridge last told PagerDuty of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedIncident {
+    pub dedup_key: String,
+    pub target: String,
+    /// As of the last event queued, sent or not yet.
+    pub state: Status,
+    pub fingerprint: Option<String>,
+    /// Where its last trigger came from; `None` for incidents from before sources were kept.
+    pub source: Option<IncidentSource>,
+    /// `None` for incidents from before first events were kept.
+    pub first_event_at: Option<Timestamp>,
+    /// When its last event was queued.
+    pub last_event_at: Timestamp,
+    /// When PagerDuty last accepted one of its events.
+    pub last_sent_at: Option<Timestamp>,
 }
 
 /// The answer of [`REPLAY`].
@@ -573,6 +752,21 @@ mod tests {
             DeadLetterQuery::parse(Some(&encoded(&dead.pairs()))),
             Ok(dead)
         );
+        let incidents = IncidentQuery {
+            target: Some("db".to_owned()),
+            state: Some(StatusFilter::Open),
+            dedup_key: Some("k:1&2".to_owned()),
+            after: Some(IncidentCursor {
+                target: "db".to_owned(),
+                dedup_key: "a:b c".to_owned(),
+            }),
+            limit: 2,
+        };
+        assert_eq!(
+            IncidentQuery::parse(Some(&encoded(&incidents.pairs()))),
+            Ok(incidents)
+        );
+        assert_eq!(IncidentQuery::parse(None), Ok(IncidentQuery::default()));
         let none = DeadLetterQuery::parse(None).expect("defaults");
         assert_eq!(none, DeadLetterQuery::default());
         assert_eq!(none.pairs(), vec![("limit", DEFAULT_LIMIT.to_string())]);
@@ -602,6 +796,24 @@ mod tests {
         for bad in ["include_dropped=yes", "action=explode", "after_id=x"] {
             assert!(DeadLetterQuery::parse(Some(bad)).is_err(), "{bad}");
         }
+        for bad in [
+            "state=closed",
+            "state=Triggered",
+            "limit=0",
+            "after=nocolon",
+            "after=:key",
+            "after_id=3",
+            "dedupkey=x",
+        ] {
+            assert!(IncidentQuery::parse(Some(bad)).is_err(), "{bad}");
+        }
+        let query = IncidentQuery::parse(Some("state=resolved&after=db:k:2")).expect("valid");
+        assert_eq!(query.state, Some(StatusFilter::Is(Status::Resolved)));
+        assert_eq!(
+            query.filter().after,
+            Some(("db".to_owned(), "k:2".to_owned())),
+            "split at the first colon: target names have none"
+        );
     }
 
     #[test]
@@ -650,6 +862,63 @@ mod tests {
         assert_eq!(
             serde_json::from_value::<LeasesResponse>(text).expect("parses"),
             leases
+        );
+        let lanes = LanesResponse {
+            lanes: vec![Lane {
+                target: "db".to_owned(),
+                configured: true,
+                pending: 1,
+                dead: 0,
+                oldest_pending_accepted_at: None,
+                oldest_pending_age_seconds: None,
+                lease: None,
+                state: Some(LaneState::RateLimited),
+                budget: Some(LaneBudget {
+                    used: 3,
+                    limit: 120,
+                    window_seconds: 60.0,
+                }),
+            }],
+        };
+        let text = serde_json::to_value(&lanes).expect("serializes");
+        assert_eq!(text["lanes"][0]["state"], "rate_limited");
+        assert_eq!(
+            text["lanes"][0]["budget"],
+            json!({"used": 3, "limit": 120, "window_seconds": 60.0})
+        );
+        assert_eq!(
+            serde_json::from_value::<LanesResponse>(text).expect("parses"),
+            lanes
+        );
+        let incidents = IncidentsResponse {
+            incidents: vec![ListedIncident {
+                dedup_key: "k".to_owned(),
+                target: "db".to_owned(),
+                state: Status::Acknowledged,
+                fingerprint: None,
+                source: Some(IncidentSource::Alertmanager),
+                first_event_at: None,
+                last_event_at: "2026-11-29T21:00:00Z".parse().expect("timestamp"),
+                last_sent_at: None,
+            }],
+            next: Some(IncidentCursor {
+                target: "db".to_owned(),
+                dedup_key: "k".to_owned(),
+            }),
+        };
+        let text = serde_json::to_value(&incidents).expect("serializes");
+        assert_eq!(
+            text,
+            json!({"incidents": [{"dedup_key": "k", "target": "db", "state": "acknowledged",
+                                  "fingerprint": null, "source": "alertmanager",
+                                  "first_event_at": null,
+                                  "last_event_at": "2026-11-29T21:00:00Z",
+                                  "last_sent_at": null}],
+                   "next": "db:k"})
+        );
+        assert_eq!(
+            serde_json::from_value::<IncidentsResponse>(text).expect("parses"),
+            incidents
         );
         let replayed = ReplayResponse::new(vec![1, 2], vec![Superseded { id: 3, by: 9 }]);
         assert_eq!(

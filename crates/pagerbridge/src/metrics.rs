@@ -7,7 +7,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -115,23 +115,13 @@ pub struct IngestLabels {
     pub status: String,
 }
 
-/// What a lane is doing, for `pagerbridge_lane_state`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum LaneState {
-    healthy,
-    rate_limited,
-    backing_off,
-    misconfigured,
-}
+pub use crate::store::LaneState;
 
-impl LaneState {
-    pub const ALL: [LaneState; 4] = [
-        LaneState::healthy,
-        LaneState::rate_limited,
-        LaneState::backing_off,
-        LaneState::misconfigured,
-    ];
+/// The `state` label of `pagerbridge_lane_state`: the names the admin API shows.
+impl EncodeLabelValue for LaneState {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -479,7 +469,7 @@ impl Metrics {
                 });
             }
         }
-        self.set_lane_state(target, LaneState::healthy);
+        self.set_lane_state(target, LaneState::Healthy);
     }
 
     /// Creates a singleton's `pagerbridge_singleton_owned` series at 0, for the replicas that

@@ -82,7 +82,7 @@ pub async fn run(
             store: store.clone(),
             service: Arc::new(client),
             keys: Arc::new(registry.clone()),
-            budget_secret,
+            budget_secret: budget_secret.clone(),
             metrics: metrics.clone(),
             fallback_wake: Arc::new(Notify::new()),
         },
@@ -141,6 +141,8 @@ pub async fn run(
         max_body_bytes: config.ingest.max_body_bytes,
         admin_tokens,
         waker,
+        keys: Arc::new(registry.clone()),
+        budget_secret,
     };
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, %storage, "pagerbridge listening");

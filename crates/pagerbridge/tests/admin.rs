@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    Bridge, ROUTING_KEY, Setup, assert_lifecycles, delivered, native_alerts, simulator,
-    wait_until_async,
+    Bridge, ROUTING_KEY, Setup, SpawnedSimulator, assert_lifecycles, delivered, native_alerts,
+    simulator, wait_until_async,
 };
 use pagerduty_simulator::{AlertState, Config as SimConfig, Faults};
 use serde_json::{Value, json};
@@ -44,6 +44,31 @@ fn admin_setup_with(pagerduty_url: &str, extra: &str) -> AdminSetup {
         token_file,
         _tokens: tokens,
     }
+}
+
+/// How most tests start: PagerDuty answers `statuses` first (then as usual), a bridge with the
+/// admin API on it, and `n` firing alerts `name-0…` accepted.
+async fn started_with(
+    statuses: Vec<u16>,
+    name: &str,
+    n: usize,
+    severity: &str,
+) -> (SpawnedSimulator, AdminSetup, Bridge) {
+    let sim = simulator(SimConfig::default()).await;
+    sim.sim.set_faults(Faults {
+        force_status: Some(statuses),
+        ..Faults::default()
+    });
+    let admin_setup = admin_setup(&sim.base_url());
+    let bridge = admin_setup.setup.start().await;
+    let (code, _) = bridge
+        .post(
+            "/api/v1/alerts",
+            &native_alerts(name, n, "firing", severity),
+        )
+        .await;
+    assert_eq!(code, 202);
+    (sim, admin_setup, bridge)
 }
 
 /// An admin request; `token` None sends no Authorization header.
@@ -124,6 +149,7 @@ async fn admin_api_is_off_without_a_token_file() {
         ("GET", "/api/v1/admin/leases"),
         ("GET", "/api/v1/admin/queue"),
         ("GET", "/api/v1/admin/dead-letters"),
+        ("GET", "/api/v1/admin/incidents"),
         ("POST", "/api/v1/admin/dead-letters/replay"),
         ("POST", "/api/v1/admin/dead-letters/drop"),
     ] {
@@ -159,9 +185,11 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     let (status, _) = admin(&bridge, "POST", replay, None, Some(json!({"all": true}))).await;
     assert_eq!(status, 401);
 
-    // The one replica takes the lane's lease as it starts; wait until it shows.
-    wait_until_async("the lane's lease", WAIT, || async {
-        !get(&bridge, lanes).await["lanes"][0]["lease"].is_null()
+    // The one replica takes the lane's lease as it starts, and reports the lane healthy; wait
+    // until both show.
+    wait_until_async("the lane's lease and state", WAIT, || async {
+        let lane = &get(&bridge, lanes).await["lanes"][0];
+        !lane["lease"].is_null() && !lane["state"].is_null()
     })
     .await;
     let mut body = get(&bridge, lanes).await;
@@ -182,7 +210,9 @@ async fn admin_api_takes_only_its_own_tokens_and_answers_bad_input_with_4xx() {
     assert_eq!(
         body["lanes"],
         json!([{"target": "default", "configured": true, "pending": 0, "dead": 0,
-                "oldest_pending_accepted_at": null, "oldest_pending_age_seconds": null}])
+                "oldest_pending_accepted_at": null, "oldest_pending_age_seconds": null,
+                "state": "healthy",
+                "budget": {"used": 0, "limit": 1000, "window_seconds": 60.0}}])
     );
 
     let drop = "/api/v1/admin/dead-letters/drop";
@@ -353,22 +383,63 @@ async fn the_leases_show_the_replica_that_runs_each_lane_and_singleton() {
     }
 }
 
+/// PagerDuty answers 429 for a while: the lanes answer (from the lease, where the lane's owner
+/// reports it) and `pagerbridge admin lanes` say so, with the requests counted in the key's
+/// budget; once PagerDuty takes the event, the lane is healthy again.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
-    let sim = simulator(SimConfig::default()).await;
+async fn a_rate_limited_lane_shows_its_state_and_budget_use_then_recovers() {
+    // Far more 429s than the test needs: the lane retries every 500 ms (`max_backoff`).
+    let (sim, admin_setup, bridge) = started_with(vec![429; 200], "Throttled", 1, "error").await;
+    wait_until_async("the lane to be rate limited", WAIT, || async {
+        default_lane(&bridge).await["state"] == "rate_limited"
+    })
+    .await;
+    let lane = default_lane(&bridge).await;
+    let budget = &lane["budget"];
+    assert!(budget["used"].as_u64() > Some(0), "{lane}");
+    assert_eq!(
+        (&budget["limit"], &budget["window_seconds"]),
+        (&json!(1000), &json!(60.0)),
+        "{lane}"
+    );
+    assert_eq!(lane["pending"], 1, "{lane}");
+
+    let out = cli(&bridge, Some(&admin_setup.token_file), &["lanes"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("STATE") && header.contains("BUDGET"),
+        "{table}"
+    );
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("default") && row.contains("rate_limited") && row.contains("/1000 per 1m"),
+        "{table}"
+    );
+
+    // PagerDuty takes requests again.
     sim.sim.set_faults(Faults {
-        force_status: Some(vec![400]),
+        force_status: Some(vec![]),
         ..Faults::default()
     });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Rejected", 1, "firing", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    common::wait_until("the trigger", WAIT, || delivered(&sim).len() == 1).await;
+    wait_until_async("the lane to be healthy again", WAIT, || async {
+        let lane = default_lane(&bridge).await;
+        lane["state"] == "healthy" && lane["pending"] == 0
+    })
+    .await;
+    let lane = default_lane(&bridge).await;
+    let requests = sim.sim.events().len() as u64;
+    assert!(
+        (2..=requests).contains(&lane["budget"]["used"].as_u64().unwrap_or(0)),
+        "every request of the last minute is counted ({requests} made): {lane}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
+    let (sim, _admin_setup, bridge) = started_with(vec![400], "Rejected", 1, "critical").await;
 
     let dead = wait_for_dead_letters(&bridge, 1).await;
     let letter = &dead[0];
@@ -430,21 +501,8 @@ async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_queue_lists_pending_events_without_keys_and_drop_keeps_a_record() {
-    let sim = simulator(SimConfig::default()).await;
     // The first event is refused; then PagerDuty is down, so the next ones stay queued.
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Dropme", 1, "firing", "error"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    let (sim, _admin_setup, bridge) = started_with(vec![400], "Dropme", 1, "error").await;
     let dead = wait_for_dead_letters(&bridge, 1).await;
     let id = dead[0]["id"].as_i64().expect("id");
     sim.sim.set_faults(Faults {
@@ -609,20 +667,7 @@ async fn replaying_everything_after_an_outage_keeps_per_incident_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_whose_resolve_went_through_is_superseded_not_replayed() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Flap", 1, "firing", "critical"),
-        )
-        .await;
-    assert_eq!(code, 202);
+    let (sim, _admin_setup, bridge) = started_with(vec![400], "Flap", 1, "critical").await;
     let dead = wait_for_dead_letters(&bridge, 1).await;
     let trigger = dead[0]["id"].as_i64().expect("id");
     let (code, _) = bridge
@@ -694,21 +739,8 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_lists_and_replays_dead_letters() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400, 400, 400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
+    let (sim, admin_setup, bridge) = started_with(vec![400, 400, 400], "Cli", 3, "error").await;
     let token = Some(&admin_setup.token_file);
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Cli", 3, "firing", "error"),
-        )
-        .await;
-    assert_eq!(code, 202);
     let dead = wait_for_dead_letters(&bridge, 3).await;
 
     let out = cli(&bridge, token, &["dead-letters"]).await;
@@ -786,21 +818,8 @@ async fn the_cli_lists_and_replays_dead_letters() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_drops_with_a_reason() {
-    let sim = simulator(SimConfig::default()).await;
-    sim.sim.set_faults(Faults {
-        force_status: Some(vec![400, 400]),
-        ..Faults::default()
-    });
-    let admin_setup = admin_setup(&sim.base_url());
+    let (_sim, admin_setup, bridge) = started_with(vec![400, 400], "Gone", 2, "info").await;
     let token = Some(&admin_setup.token_file);
-    let bridge = admin_setup.setup.start().await;
-    let (code, _) = bridge
-        .post(
-            "/api/v1/alerts",
-            &native_alerts("Gone", 2, "firing", "info"),
-        )
-        .await;
-    assert_eq!(code, 202);
     wait_for_dead_letters(&bridge, 2).await;
     let out = cli(&bridge, token, &["drop", "--all", "--yes"]).await;
     assert_eq!(out.status.code(), Some(2), "--reason is required");
@@ -821,4 +840,217 @@ async fn the_cli_drops_with_a_reason() {
         "{}",
         stdout(&out)
     );
+}
+
+/// A native API request for `target`: one alert per (dedup key, status).
+fn keyed_alerts(target: &str, alerts: &[(&str, &str)]) -> Vec<u8> {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(key, status)| {
+            json!({"status": status, "dedup_key": key, "fingerprint": format!("fp-{key}"),
+                   "labels": {"alertname": key, "severity": "error"},
+                   "annotations": {"summary": format!("{key} is {status}")}})
+        })
+        .collect();
+    serde_json::to_vec(&json!({"target": target, "alerts": alerts})).expect("json")
+}
+
+/// (target, dedup key, state) of each listed incident.
+fn incident_rows(answer: &Value) -> Vec<(String, String, String)> {
+    answer["incidents"]
+        .as_array()
+        .map(|incidents| {
+            incidents
+                .iter()
+                .map(|i| {
+                    let text = |field: &str| i[field].as_str().unwrap_or_default().to_owned();
+                    (text("target"), text("dedup_key"), text("state"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Incidents of two targets, from both sources and in every state, listed by filter and
+/// paged to the end with the `next` cursor, through the API and `pagerbridge admin incidents`.
+#[tokio::test(flavor = "multi_thread")]
+async fn incidents_are_listed_by_target_state_and_key_and_paged_with_the_cursor() {
+    let sim = simulator(SimConfig::default()).await;
+    let admin_setup = admin_setup(&sim.base_url());
+    admin_setup.setup.add_target_sharing_the_key("second");
+    let token = Some(&admin_setup.token_file);
+    let bridge = admin_setup.setup.start().await;
+    // `default`, by the native API: d-1 triggered, d-2 acknowledged, d-3 resolved.
+    let firing = [("d-1", "firing"), ("d-2", "firing"), ("d-3", "firing")];
+    let later = [("d-2", "acknowledged"), ("d-3", "resolved")];
+    for body in [
+        keyed_alerts("default", &firing),
+        keyed_alerts("default", &later),
+    ] {
+        let (code, receipt) = bridge.post("/api/v1/alerts", &body).await;
+        assert_eq!(code, 202, "{receipt}");
+    }
+    // `second`, by Alertmanager: three firing, then one of them resolved.
+    for sample in [
+        "alertmanager-webhook-firing.json",
+        "alertmanager-webhook-partially-resolved.json",
+    ] {
+        let (code, receipt) = bridge
+            .post("/api/v1/alertmanager/second", &common::sample(sample))
+            .await;
+        assert_eq!(code, 202, "{receipt}");
+    }
+    // 5 events for `default`; 3 triggers and a resolve for `second` (the repeated firing alerts
+    // are suppressed).
+    common::wait_until("every event delivered", WAIT, || delivered(&sim).len() == 9).await;
+    wait_until_async("every delivery recorded", WAIT, || async {
+        let queue = get(&bridge, "/api/v1/admin/queue").await;
+        queue["events"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+
+    let incidents = "/api/v1/admin/incidents";
+    let all = get(&bridge, incidents).await;
+    assert_eq!(all["next"], Value::Null, "{all}");
+    let rows = incident_rows(&all);
+    let states: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(target, _, state)| (target.as_str(), state.as_str()))
+        .collect();
+    let mut second_states: Vec<&str> = states[3..].iter().map(|(_, state)| *state).collect();
+    second_states.sort_unstable();
+    assert_eq!(
+        (&states[..3], second_states.as_slice()),
+        (
+            &[
+                ("default", "triggered"),
+                ("default", "acknowledged"),
+                ("default", "resolved")
+            ][..],
+            &["resolved", "triggered", "triggered"][..]
+        ),
+        "{all}"
+    );
+    assert_eq!(
+        rows[..3].iter().map(|r| r.1.as_str()).collect::<Vec<_>>(),
+        ["d-1", "d-2", "d-3"]
+    );
+    assert!(
+        rows[3].1 < rows[4].1 && rows[4].1 < rows[5].1,
+        "key order: {all}"
+    );
+    let acked = &all["incidents"][1];
+    assert_eq!(acked["source"], "api", "{acked}");
+    assert_eq!(acked["fingerprint"], "fp-d-2", "{acked}");
+    let at = |field: &str| -> jiff::Timestamp {
+        acked[field]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{field} in {acked}"))
+    };
+    assert!(at("first_event_at") <= at("last_event_at"), "{acked}");
+    assert!(at("last_sent_at") >= at("first_event_at"), "{acked}");
+    assert!(
+        (3..6).all(|i| all["incidents"][i]["source"] == "alertmanager"),
+        "{all}"
+    );
+
+    // Filters.
+    let count = |answer: Value| incident_rows(&answer).len();
+    for (query, expected) in [
+        ("?state=open", 4),
+        ("?state=triggered", 3),
+        ("?state=acknowledged", 1),
+        ("?state=resolved", 2),
+        ("?target=second", 3),
+        ("?target=second&state=resolved", 1),
+        ("?target=default&dedup_key=d-2&state=open", 1),
+        ("?dedup_key=d-9", 0),
+        ("?target=nope", 0),
+    ] {
+        assert_eq!(
+            count(get(&bridge, &format!("{incidents}{query}")).await),
+            expected,
+            "{query}"
+        );
+    }
+
+    // Pages of two to the end: three full pages, then an empty one without `next`.
+    let mut paged = Vec::new();
+    let mut query = format!("{incidents}?limit=2");
+    let mut pages = 0;
+    loop {
+        let page = get(&bridge, &query).await;
+        paged.extend(incident_rows(&page));
+        pages += 1;
+        let Some(next) = page["next"].as_str() else {
+            break;
+        };
+        assert!(pages < 10, "paging must end: {page}");
+        let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        query = format!("{incidents}?limit=2&after={encoded}");
+    }
+    assert_eq!((paged, pages), (rows.clone(), 4));
+
+    for (query, error) in [
+        ("?state=closed", "invalid_parameter"),
+        ("?limit=0", "invalid_parameter"),
+        ("?limit=1001", "invalid_parameter"),
+        ("?after=no-colon", "invalid_parameter"),
+        ("?target=a&target=b", "invalid_parameter"),
+        ("?status=open", "unknown_parameter"),
+    ] {
+        let (status, answer) = admin(
+            &bridge,
+            "GET",
+            &format!("{incidents}{query}"),
+            Some(TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{query}: {answer}"
+        );
+    }
+
+    let out = cli(&bridge, token, &["incidents", "--state", "open"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("TARGET") && lines[0].contains("DEDUP KEY"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[1].starts_with("default") && lines[1].contains("d-1") && lines[1].contains("api"),
+        "{table}"
+    );
+    assert!(stderr(&out).is_empty(), "no more pages: {}", stderr(&out));
+    let out = cli(
+        &bridge,
+        token,
+        &["incidents", "--target", "default", "--limit", "2"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--after default:d-2"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(
+        &bridge,
+        token,
+        &["incidents", "--after", "default:d-2", "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(incident_rows(&page), rows[2..].to_vec());
+    let out = cli(&bridge, token, &["incidents", "--state", "closed"]).await;
+    assert_eq!(out.status.code(), Some(2), "usage: {}", stderr(&out));
 }

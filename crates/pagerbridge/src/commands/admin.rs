@@ -1,5 +1,5 @@
 //! `pagerbridge admin`: the operator's view of a running bridge through its admin API — lanes,
-//! leases, queue, dead letters — and the two things to do about dead letters: replay and drop.
+//! leases, queue, dead letters, incidents — and the two things to do about dead letters: replay and drop.
 //!
 //! It talks HTTP to the server (`--url`, `$PAGERBRIDGE_URL`; https anywhere, plain http only to
 //! loopback) with a token from a file (`--token-file`, `$PAGERBRIDGE_ADMIN_TOKEN_FILE`; never a
@@ -29,10 +29,11 @@ use serde_json::Value;
 
 use super::print_line;
 use pagerbridge::admin_api::{
-    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, LanesResponse,
-    LeasesResponse, QueueQuery, QueueResponse, ReplayRequest, ReplayResponse,
+    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, IncidentCursor,
+    IncidentQuery, IncidentsResponse, LanesResponse, LeasesResponse, QueueQuery, QueueResponse,
+    ReplayRequest, ReplayResponse,
 };
-use pagerbridge::store::DeadLetterFilter;
+use pagerbridge::store::{DeadLetterFilter, StatusFilter};
 
 /// Dead letters per replay or drop request. An incident's dead letters always go in the same
 /// request (its replay needs them together, see `DeadLetters::replay`), so a batch may be larger.
@@ -77,7 +78,9 @@ pub struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
-    /// Per target: events pending, dead letters, age of the oldest pending event.
+    /// Per target: events pending, dead letters, age of the oldest pending event, the lane's
+    /// state (healthy, rate_limited, backing_off, misconfigured) and its routing key's budget
+    /// use in the current window.
     Lanes,
     /// Every lease: which replica drives each lane and runs each singleton (housekeeping,
     /// silence, fallback), and until when.
@@ -106,6 +109,27 @@ enum AdminCommand {
         #[arg(long)]
         include_dropped: bool,
     },
+    /// Incidents as the bridge last told PagerDuty of them, by target and dedup key: state,
+    /// fingerprint, source, first and last event, last send.
+    Incidents {
+        /// Only this target's.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only those in this state: triggered, acknowledged, resolved, or open (triggered or
+        /// acknowledged).
+        #[arg(long, value_parser = parse_state)]
+        state: Option<StatusFilter>,
+        /// Only this incident (in each target).
+        #[arg(long)]
+        dedup_key: Option<String>,
+        /// At most this many (1-1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Start after this incident: the `next` cursor (<target>:<dedup_key>) of the page
+        /// before.
+        #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+        after: Option<IncidentCursor>,
+    },
     /// Put dead letters back in the queue under their original ids, so each goes before any
     /// newer event of its incident. One that a newer event of its incident has superseded
     /// (e.g. a trigger whose resolve PagerDuty already has) stays dead and is reported.
@@ -128,6 +152,15 @@ enum AdminCommand {
         #[arg(long)]
         yes: bool,
     },
+}
+
+fn parse_state(text: &str) -> Result<StatusFilter, String> {
+    StatusFilter::parse(text)
+        .ok_or_else(|| "expected triggered, acknowledged, resolved or open".to_owned())
+}
+
+fn parse_cursor(text: &str) -> Result<IncidentCursor, String> {
+    IncidentCursor::parse(text).ok_or_else(|| "expected <target>:<dedup_key>".to_owned())
 }
 
 /// Which dead letters: exactly one of these.
@@ -197,6 +230,22 @@ async fn admin(args: AdminArgs) -> Result<(), Failure> {
                 ..DeadLetterQuery::default()
             };
             dead_letters(&api, &query, args.json).await
+        }
+        AdminCommand::Incidents {
+            target,
+            state,
+            dedup_key,
+            limit,
+            after,
+        } => {
+            let query = IncidentQuery {
+                target: target.clone(),
+                state: *state,
+                dedup_key: dedup_key.clone(),
+                after: after.clone(),
+                limit: *limit,
+            };
+            incidents(&api, &query, args.json).await
         }
         AdminCommand::Replay { selection, yes } => {
             bulk(&api, Operation::Replay, selection, *yes, args.json).await
@@ -359,6 +408,16 @@ fn cut(text: &str, max: usize) -> String {
     }
 }
 
+/// `text` as one shell word, quoted when it needs to be (dedup keys can hold anything).
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.:/=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
 fn or_dash(text: Option<&str>) -> String {
     text.filter(|t| !t.is_empty()).unwrap_or("-").to_owned()
 }
@@ -366,6 +425,17 @@ fn or_dash(text: Option<&str>) -> String {
 fn age(seconds: f64) -> String {
     let whole = Duration::from_secs(seconds.max(0.0) as u64);
     humantime::format_duration(whole).to_string()
+}
+
+/// A budget window, to the millisecond (windows under a second exist).
+fn window(seconds: f64) -> String {
+    Duration::try_from_secs_f64(seconds).map_or_else(
+        |_| format!("{seconds}s"),
+        |window| {
+            let millis = Duration::from_millis(window.as_millis() as u64);
+            humantime::format_duration(millis).to_string()
+        },
+    )
 }
 
 async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
@@ -388,6 +458,10 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
                 lane.pending.to_string(),
                 lane.dead.to_string(),
                 lane.oldest_pending_age_seconds.map_or("-".to_owned(), age),
+                or_dash(lane.state.map(|s| s.as_str())),
+                lane.budget.as_ref().map_or("-".to_owned(), |b| {
+                    format!("{}/{} per {}", b.used, b.limit, window(b.window_seconds))
+                }),
                 lane.lease.as_ref().map_or("-".to_owned(), |lease| {
                     format!("{} until {}", lease.owner, lease.expires_at)
                 }),
@@ -395,7 +469,15 @@ async fn lanes(api: &Api, json: bool) -> Result<(), Failure> {
         })
         .collect();
     print_line(&table(
-        &["TARGET", "PENDING", "DEAD", "OLDEST PENDING", "LEASE"],
+        &[
+            "TARGET",
+            "PENDING",
+            "DEAD",
+            "OLDEST PENDING",
+            "STATE",
+            "BUDGET",
+            "LEASE",
+        ],
         &rows,
     ));
     Ok(())
@@ -518,6 +600,51 @@ async fn dead_letters(api: &Api, query: &DeadLetterQuery, json: bool) -> Result<
         eprintln!(
             "(more than {}; raise --limit or narrow with --target/--dedup-key)",
             query.limit
+        );
+    }
+    Ok(())
+}
+
+async fn incidents(api: &Api, query: &IncidentQuery, json: bool) -> Result<(), Failure> {
+    let answer = api.get(admin_api::INCIDENTS, &query.pairs()).await?;
+    if json {
+        print_json(&answer);
+        return Ok(());
+    }
+    let IncidentsResponse { incidents, next } = typed(&answer, admin_api::INCIDENTS)?;
+    let when = |at: Option<jiff::Timestamp>| at.map_or("-".to_owned(), |at| at.to_string());
+    let rows: Vec<Vec<String>> = incidents
+        .iter()
+        .map(|i| {
+            vec![
+                i.target.clone(),
+                i.dedup_key.clone(),
+                i.state.as_str().to_owned(),
+                or_dash(i.source.map(|s| s.as_str())),
+                when(i.first_event_at),
+                i.last_event_at.to_string(),
+                when(i.last_sent_at),
+                cut(&or_dash(i.fingerprint.as_deref()), 24),
+            ]
+        })
+        .collect();
+    print_line(&table(
+        &[
+            "TARGET",
+            "DEDUP KEY",
+            "STATE",
+            "SOURCE",
+            "FIRST EVENT",
+            "LAST EVENT",
+            "LAST SENT",
+            "FINGERPRINT",
+        ],
+        &rows,
+    ));
+    if let Some(next) = next {
+        eprintln!(
+            "(more: add --after {} for the next page)",
+            shell_word(&next.to_string())
         );
     }
     Ok(())
@@ -761,6 +888,20 @@ mod tests {
             table(&["ID", "TARGET", "NOTE"], &rows),
             "ID    TARGET   NOTE\n1     default  x\n1234  b        last"
         );
+    }
+
+    #[test]
+    fn cursors_are_shown_as_one_shell_word() {
+        assert_eq!(shell_word("db:abc-1"), "db:abc-1");
+        assert_eq!(shell_word("db:a b"), "'db:a b'");
+        assert_eq!(shell_word("db:it's"), r"'db:it'\''s'");
+    }
+
+    #[test]
+    fn windows_show_to_the_millisecond() {
+        assert_eq!(window(60.0), "1m");
+        assert_eq!(window(0.5), "500ms");
+        assert_eq!(window(-1.0), "-1s");
     }
 
     #[test]

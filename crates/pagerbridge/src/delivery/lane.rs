@@ -10,6 +10,11 @@
 //! | 5xx, timeout, network | pause with exponential backoff and full jitter (1 s, 2 s, 4 s… caps, up to `max_backoff`); the event keeps its place |
 //! | 401/403/404/other, or no key | mark the lane misconfigured and retry slowly |
 //!
+//! The state each outcome leaves the lane in (healthy, rate limited, backing off,
+//! misconfigured) is reported on the lane's lease when it changes, for the admin API
+//! ([`crate::store::LaneStates`]); the metric `pagerbridge_lane_state` follows it through the
+//! internal events.
+//!
 //! The lane only decides: requests are built by [`super::request`], sent by a
 //! [`PagerDutyService`](super::PagerDutyService), stored through a [`LaneStore`], waited for
 //! by the [`Pacer`], and every outcome is logged and counted by an
@@ -27,7 +32,7 @@ use crate::internal_events::{
     BodyShrunk, DeadLetterReason, DeliveryPaused, EventDeadLettered, EventDelivered, InternalEvent,
     LaneMisconfigured, RequestCompleted, StorageFailed, StorageOperation,
 };
-use crate::store::{BudgetDecision, BudgetId, Fence, QueuedEvent, StoreError};
+use crate::store::{BudgetDecision, BudgetId, Fence, LaneState, QueuedEvent, StoreError};
 
 /// A pause after a storage error: storage problems are usually brief (a locked file, a
 /// failover) and the lane must not spin on them.
@@ -64,6 +69,8 @@ pub(crate) struct Lane<S: ?Sized> {
     /// The lease every send is fenced with; `None` only where this process is the only
     /// sender (tests).
     fence: Option<Fence>,
+    /// The state last recorded on the lease: reported again only when it changes.
+    reported: Option<LaneState>,
 }
 
 impl<S: LaneStore + ?Sized> Lane<S> {
@@ -85,6 +92,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             failures,
             throttles,
             fence: None,
+            reported: None,
         }
     }
 
@@ -97,6 +105,8 @@ impl<S: LaneStore + ?Sized> Lane<S> {
 
     pub(crate) async fn run(mut self) {
         tracing::info!(target_name = %self.target, "delivery lane started");
+        // Nothing has gone wrong yet under this lease, as its gauge says from the start.
+        self.report(LaneState::Healthy).await;
         loop {
             let draining = self.pacer.draining();
             let keep_going = match self.step().await {
@@ -143,6 +153,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                 why: "no routing key for this target",
             }
             .emit(&self.shared.metrics);
+            self.report(LaneState::Misconfigured).await;
             return Step::Parked(self.settings.misconfigured_retry);
         };
         // The request next, so that one that cannot be made takes no slot either.
@@ -230,12 +241,13 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             self.storage_failed(&what, &error);
             return Step::Pause(STORE_ERROR_PAUSE);
         }
+        self.report(LaneState::Healthy).await;
         Step::Progressed
     }
 
     /// Every answer but a 202: the rest of the outcome table.
     async fn failed(&mut self, event: &QueuedEvent, error: SendError) -> Step {
-        let pause = match &error {
+        let (pause, state) = match &error {
             SendError::InvalidEvent { .. } => {
                 self.dead_letter(event, DeadLetterReason::Rejected, &error.to_string())
                     .await;
@@ -247,16 +259,18 @@ impl<S: LaneStore + ?Sized> Lane<S> {
                     why: &error.to_string(),
                 }
                 .emit(&self.shared.metrics);
-                self.settings.misconfigured_retry
+                (self.settings.misconfigured_retry, LaneState::Misconfigured)
             }
             // PagerDuty's own word is honoured even past `max_backoff` (retrying sooner would
             // only be refused again), within reason.
             SendError::RateLimited {
                 retry_after: Some(asked),
-            } => (*asked).min(MAX_RETRY_AFTER),
-            SendError::RateLimited { retry_after: None } => self.throttles.next(),
+            } => ((*asked).min(MAX_RETRY_AFTER), LaneState::RateLimited),
+            SendError::RateLimited { retry_after: None } => {
+                (self.throttles.next(), LaneState::RateLimited)
+            }
             SendError::Server { .. } | SendError::Timeout(_) | SendError::Network(_) => {
-                self.failures.next()
+                (self.failures.next(), LaneState::BackingOff)
             }
         };
         if error.is_retryable() {
@@ -275,7 +289,27 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         {
             self.storage_failed("could not record a failed attempt", &store_error);
         }
+        self.report(state).await;
         Step::Pause(pause)
+    }
+
+    /// Records the lane's state on its lease when it changed (not at every send). Without a
+    /// fence there is no lease to record it on. A lease lost meanwhile refuses the report;
+    /// the next budget slot stops the lane. A storage error leaves it to the next report.
+    async fn report(&mut self, state: LaneState) {
+        let Some(fence) = &self.fence else { return };
+        if self.reported == Some(state) {
+            return;
+        }
+        match self
+            .shared
+            .store
+            .report_lane_state(fence, state, Timestamp::now())
+            .await
+        {
+            Ok(_) => self.reported = Some(state),
+            Err(error) => self.storage_failed("could not record the lane's state", &error),
+        }
     }
 
     async fn dead_letter(&self, event: &QueuedEvent, reason: DeadLetterReason, detail: &str) {

@@ -21,8 +21,8 @@ use crate::metrics::{
     TargetLabel, TriggerLabels,
 };
 use crate::store::{
-    Acceptance, Action, BudgetSecret, LaneStats, LeaseName, NewEvent, Outbox, ReplicaId,
-    SendBudget, StoreError, SuppressionPolicy,
+    Acceptance, Action, BudgetSecret, LaneStates, LaneStats, LeaseName, NewEvent, Outbox,
+    ReplicaId, SendBudget, StoreError, SuppressionPolicy,
 };
 
 const TARGET: &str = "default";
@@ -45,6 +45,14 @@ struct FakeStore {
     /// The lease of the lane as the store sees it: a fenced `take_budget` is refused unless
     /// its fence is this one (an in-memory stand-in for the lease table).
     lease: Mutex<Option<Fence>>,
+    /// Every lane state reported under a fence that held, in order.
+    states: Mutex<Vec<LaneState>>,
+}
+
+impl FakeStore {
+    fn fence_holds(&self, fence: Option<&Fence>) -> bool {
+        fence.is_none() || fence == self.lease.lock().expect("lock").as_ref()
+    }
 }
 
 /// The lane reads and writes only these four of the outbox's methods (and the budget's); the
@@ -118,7 +126,7 @@ impl SendBudget for FakeStore {
         window: Duration,
         _now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        if fence.is_some() && fence != self.lease.lock().expect("lock").as_ref() {
+        if !self.fence_holds(fence) {
             return Ok(BudgetDecision::Fenced);
         }
         self.taken
@@ -130,6 +138,30 @@ impl SendBudget for FakeStore {
     }
     async fn settle_budget(&self, _slot: i64, _at: Timestamp) -> Result<(), StoreError> {
         Ok(())
+    }
+    async fn budget_used(
+        &self,
+        _: &BudgetId,
+        _: Duration,
+        _: Timestamp,
+    ) -> Result<u64, StoreError> {
+        unreachable!("a lane never reads its budget's use")
+    }
+}
+
+#[async_trait]
+impl LaneStates for FakeStore {
+    async fn report_lane_state(
+        &self,
+        fence: &Fence,
+        state: LaneState,
+        _now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let holds = self.fence_holds(Some(fence));
+        if holds {
+            self.states.lock().expect("lock").push(state);
+        }
+        Ok(holds)
     }
 }
 
@@ -380,7 +412,7 @@ async fn accepted_202_removes_the_event_counts_it_and_the_lane_is_healthy() {
     assert_eq!(triggered("error"), 0);
     assert_eq!(h.requests("202"), 1);
     assert_eq!(h.durations_observed(), 1);
-    assert_eq!(h.state(), LaneState::healthy);
+    assert_eq!(h.state(), LaneState::Healthy);
     assert_eq!(h.lane.step().await, Step::Idle);
 }
 
@@ -424,7 +456,7 @@ async fn retry_after_is_the_pause_even_past_max_backoff_up_to_an_hour() {
         }),
     ]);
     assert_eq!(h.lane.step().await, Step::Pause(7 * SECOND));
-    assert_eq!(h.state(), LaneState::rate_limited);
+    assert_eq!(h.state(), LaneState::RateLimited);
     // max_backoff is 30 s; PagerDuty's word wins.
     assert_eq!(h.lane.step().await, Step::Pause(120 * SECOND));
     assert_eq!(h.lane.step().await, Step::Pause(3600 * SECOND));
@@ -454,7 +486,7 @@ async fn a_429_without_retry_after_doubles_up_to_max_backoff_and_resets_on_succe
     }
     assert_eq!(h.pending_ids(), [1, 2], "the event keeps its place");
     assert_eq!(h.lane.step().await, Step::Progressed);
-    assert_eq!(h.state(), LaneState::healthy);
+    assert_eq!(h.state(), LaneState::Healthy);
     assert_eq!(h.lane.step().await, Step::Pause(5 * SECOND));
     assert_eq!(h.rate_limit_hits(), 5);
 }
@@ -474,7 +506,7 @@ async fn server_errors_timeouts_and_network_failures_back_off_capped_and_reset()
     ]);
     for expected in [1, 2, 4, 8, 16, 30] {
         assert_eq!(h.lane.step().await, Step::Pause(expected * SECOND));
-        assert_eq!(h.state(), LaneState::backing_off);
+        assert_eq!(h.state(), LaneState::BackingOff);
     }
     assert_eq!(h.errors("server_error"), 4);
     assert_eq!(h.errors("timeout"), 1);
@@ -515,7 +547,7 @@ async fn unexpected_statuses_mark_the_lane_misconfigured_and_retry_slowly() {
         h.queue([trigger(1, Severity::Error)]);
         h.answer([unexpected(status)]);
         assert_eq!(h.lane.step().await, Step::Pause(60 * SECOND), "{status}");
-        assert_eq!(h.state(), LaneState::misconfigured, "{status}");
+        assert_eq!(h.state(), LaneState::Misconfigured, "{status}");
         assert_eq!(h.errors("unexpected_status"), 1);
         assert_eq!(h.requests(&status.to_string()), 1);
         assert_eq!(h.pending_ids(), [1], "{status}: the event stays queued");
@@ -529,7 +561,7 @@ async fn a_missing_routing_key_marks_the_lane_misconfigured_without_a_request() 
     h.queue([trigger(1, Severity::Error)]);
     // Parked, not paused: a key that comes back (a re-created Secret) wakes the lane.
     assert_eq!(h.lane.step().await, Step::Parked(60 * SECOND));
-    assert_eq!(h.state(), LaneState::misconfigured);
+    assert_eq!(h.state(), LaneState::Misconfigured);
     assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
     assert_eq!(h.pending_ids(), [1]);
     assert!(
@@ -742,6 +774,10 @@ async fn a_lane_without_the_lease_sends_nothing_and_stops() {
         1,
         "the event waits for the owner"
     );
+    assert!(
+        store.states.lock().expect("lock").is_empty(),
+        "no state reported on another's lease"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -760,4 +796,37 @@ async fn losing_the_lease_mid_way_stops_sends_and_renewal_keeps_them_going() {
     assert_eq!(h.lane.step().await, Step::Fenced);
     assert_eq!(h.pagerduty.sent.lock().expect("lock").len(), 2);
     assert_eq!(h.pending_ids(), [3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_lane_reports_its_state_on_its_lease_only_when_it_changes() {
+    let mut h = harness();
+    let ours = fence("me", 1);
+    *h.store.lease.lock().expect("lock") = Some(ours.clone());
+    h.lane = h.lane.fenced_by(ours);
+    h.queue((1..=5).map(|id| trigger(id, Severity::Error)));
+    let limited = || Err(SendError::RateLimited { retry_after: None });
+    h.answer([
+        Ok(Accepted::default()),
+        Ok(Accepted::default()),
+        limited(),
+        limited(),
+        server_error(),
+        Ok(Accepted::default()),
+        Ok(Accepted::default()),
+    ]);
+    for _ in 0..7 {
+        h.lane.step().await;
+    }
+    assert_eq!(h.pending_ids(), [5]);
+    assert_eq!(
+        *h.store.states.lock().expect("lock"),
+        [
+            LaneState::Healthy,
+            LaneState::RateLimited,
+            LaneState::BackingOff,
+            LaneState::Healthy
+        ],
+        "one write per change, none per send"
+    );
 }

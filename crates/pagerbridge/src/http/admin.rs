@@ -1,12 +1,14 @@
-//! The admin API (DESIGN.md "Interfaces"): what is queued per lane, the dead letters with their
-//! reasons, and the two things an operator does about them — replay and drop.
+//! The admin API (DESIGN.md "Interfaces"): what is queued per lane, the incidents as PagerDuty
+//! last heard of them, the dead letters with their reasons, and the two things an operator does
+//! about them — replay and drop.
 //!
 //! | endpoint | what |
 //! | --- | --- |
-//! | `GET /api/v1/admin/lanes` | per target: pending, dead, oldest pending age, the lane's lease |
+//! | `GET /api/v1/admin/lanes` | per target: pending, dead, oldest pending age, the lane's lease, state and budget use |
 //! | `GET /api/v1/admin/leases` | every lease (lanes and singletons): owner, epoch, expiry |
 //! | `GET /api/v1/admin/queue?target=&limit=` | pending events, oldest first |
 //! | `GET /api/v1/admin/dead-letters?target=&dedup_key=&action=&after_id=&limit=&include_dropped=` | dead letters, oldest first, with reasons |
+//! | `GET /api/v1/admin/incidents?target=&state=&dedup_key=&limit=&after=` | incidents by target and dedup key, paged by `next` |
 //! | `POST /api/v1/admin/dead-letters/replay` | back to the queue: body a [`DeadLetterFilter`] |
 //! | `POST /api/v1/admin/dead-letters/drop` | give up on them: the filter plus `"reason"` |
 //!
@@ -19,8 +21,13 @@
 //! `empty_filter`): replaying everything takes `{"all": true}`. Replay semantics — original
 //! ids, superseded events left dead — are the store's ([`DeadLetters::replay`](crate::store::DeadLetters::replay)).
 //!
-//! Nothing here can show a routing key: events are stored without one, and the event bodies
-//! listed are additionally stripped of any `routing_key` field.
+//! Nothing here can show a routing key: events are stored without one, the event bodies
+//! listed are additionally stripped of any `routing_key` field, and a lane's budget is looked
+//! up by its [`BudgetId`].
+//!
+//! A lane's state comes from its lease, where its owner reports it: the replica answering may
+//! not be the one driving the lane. An expired lease's state is not shown (`null`): nobody
+//! drives the lane, so nobody knows.
 
 use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
@@ -33,12 +40,13 @@ use serde_json::Value;
 
 use super::{ApiError, AppState, Routes, json_body};
 use crate::admin_api::{
-    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, Lane, LaneLease,
-    LanesResponse, LeasesResponse, ListedDeadLetter, ListedLease, PendingEvent, QueueQuery,
-    QueueResponse, Refused, ReplayRequest, ReplayResponse, Superseded,
+    self, DeadLetterQuery, DeadLettersResponse, DropRequest, DropResponse, IncidentCursor,
+    IncidentQuery, IncidentsResponse, Lane, LaneBudget, LaneLease, LanesResponse, LeasesResponse,
+    ListedDeadLetter, ListedIncident, ListedLease, PendingEvent, QueueQuery, QueueResponse,
+    Refused, ReplayRequest, ReplayResponse, Superseded,
 };
 use crate::internal_events::{InternalEvent, StorageFailed, StorageOperation};
-use crate::store::{DeadLetter, LeaseName, QueuedEvent, StoreError};
+use crate::store::{BudgetId, DeadLetter, IncidentState, LeaseName, QueuedEvent, StoreError};
 
 /// The admin routes; [`super::router`] puts them behind [`require_admin_token`].
 pub(super) fn routes() -> Routes {
@@ -47,6 +55,7 @@ pub(super) fn routes() -> Routes {
         .get(admin_api::LEASES, leases)
         .get(admin_api::QUEUE, queue)
         .get(admin_api::DEAD_LETTERS, dead_letters)
+        .get(admin_api::INCIDENTS, incidents)
         .post(admin_api::REPLAY, replay)
         .post(admin_api::DROP, drop_dead)
 }
@@ -116,6 +125,8 @@ fn idle_lane(target: &str, configured: bool) -> Lane {
         oldest_pending_accepted_at: None,
         oldest_pending_age_seconds: None,
         lease: None,
+        state: None,
+        budget: None,
     }
 }
 
@@ -155,13 +166,44 @@ async fn lanes(
     let leases = state.store.leases().await.map_err(storage_failed(&state))?;
     for lane in &mut lanes {
         let name = LeaseName::lane(&lane.target);
-        lane.lease = leases.iter().find(|l| l.name == name).map(|l| LaneLease {
+        let lease = leases.iter().find(|l| l.name == name);
+        lane.lease = lease.map(|l| LaneLease {
             owner: l.owner.to_string(),
             epoch: l.epoch,
             expires_at: l.expires_at,
         });
+        lane.state = lease
+            .filter(|l| l.expires_at > now)
+            .and_then(|l| l.lane_state);
+        lane.budget = budget_use(&state, &lane.target, now).await?;
     }
     Ok(answer(&LanesResponse { lanes }))
+}
+
+/// The use of `target`'s routing key's budget, counted with the target's limit and window as
+/// its lane counts them; `None` for a target without a key (gone, or its key unreadable).
+async fn budget_use(
+    state: &AppState,
+    target: &str,
+    now: Timestamp,
+) -> Result<Option<LaneBudget>, ApiError> {
+    let (Some(key), Some(budget)) = (state.keys.get(target), state.keys.budget(target)) else {
+        return Ok(None);
+    };
+    let used = state
+        .store
+        .budget_used(
+            &BudgetId::new(&key, &state.budget_secret),
+            budget.window,
+            now,
+        )
+        .await
+        .map_err(storage_failed(state))?;
+    Ok(Some(LaneBudget {
+        used,
+        limit: budget.requests,
+        window_seconds: budget.window.as_secs_f64(),
+    }))
 }
 
 async fn leases(
@@ -212,6 +254,16 @@ async fn queue(
     }))
 }
 
+/// Where the next page starts (`cursor` of the last row), when this one is full; `None` at
+/// the end.
+fn next_page<T, C>(page: &[T], limit: u32, cursor: impl Fn(&T) -> C) -> Option<C> {
+    if page.len() == limit as usize {
+        page.last().map(cursor)
+    } else {
+        None
+    }
+}
+
 /// A dead letter as listed, its event stripped of any `routing_key` field.
 fn listed(dead: &DeadLetter) -> ListedDeadLetter {
     let mut event = dead.event.clone();
@@ -260,13 +312,43 @@ async fn dead_letters(
         )
         .await
         .map_err(storage_failed(&state))?;
-    // Where the next page starts, when this one is full.
-    let next_after_id = (found.len() == query.limit as usize)
-        .then(|| found.last().map(|d| d.id))
-        .flatten();
+    let next_after_id = next_page(&found, query.limit, |d| d.id);
     Ok(answer(&DeadLettersResponse {
         dead_letters: found.iter().map(listed).collect(),
         next_after_id,
+    }))
+}
+
+fn listed_incident(incident: IncidentState) -> ListedIncident {
+    ListedIncident {
+        dedup_key: incident.dedup_key,
+        target: incident.target,
+        state: incident.status,
+        fingerprint: incident.fingerprint,
+        source: incident.source,
+        first_event_at: incident.first_event_at,
+        last_event_at: incident.updated_at,
+        last_sent_at: incident.last_sent_at,
+    }
+}
+
+async fn incidents(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let query = IncidentQuery::parse(raw.as_deref())?;
+    let found = state
+        .store
+        .list_incidents(&query.filter())
+        .await
+        .map_err(storage_failed(&state))?;
+    let next = next_page(&found, query.limit, |i| IncidentCursor {
+        target: i.target.clone(),
+        dedup_key: i.dedup_key.clone(),
+    });
+    Ok(answer(&IncidentsResponse {
+        incidents: found.into_iter().map(listed_incident).collect(),
+        next,
     }))
 }
 

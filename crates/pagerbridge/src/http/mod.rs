@@ -25,13 +25,13 @@ use serde_json::json;
 pub use auth::Tokens;
 
 use crate::alert::GroupContext;
-use crate::delivery::LaneWaker;
+use crate::delivery::{LaneWaker, RoutingKeys};
 use crate::format::FormatNote;
 use crate::ingest::{self, IngestError};
 use crate::internal_events::{IngestAnswered, InternalEvent, StorageFailed, StorageOperation};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Receipt};
-use crate::store::{IncidentSource, Store};
+use crate::store::{BudgetSecret, IncidentSource, Store};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -46,6 +46,10 @@ pub struct AppState {
     pub admin_tokens: Option<Arc<Tokens>>,
     /// Wakes a target's lane, e.g. after an admin replay.
     pub waker: LaneWaker,
+    /// The targets' keys and budgets, as lanes see them: the admin API shows each key's budget
+    /// use (by [`crate::store::BudgetId`], never the key).
+    pub keys: Arc<dyn RoutingKeys>,
+    pub budget_secret: BudgetSecret,
 }
 
 /// The ingest routes, as declared: the `endpoint` label of `pagerbridge_ingest_requests_total`.

@@ -74,7 +74,7 @@ impl InternalEvent for EventDelivered<'_> {
             lag_ms = self.lag.as_millis() as u64,
             "delivered to PagerDuty"
         );
-        metrics.set_lane_state(&event.target, LaneState::healthy);
+        metrics.set_lane_state(&event.target, LaneState::Healthy);
         metrics.delivered(&event.target, event.action, event.severity);
         metrics
             .delivery_lag
@@ -132,9 +132,9 @@ impl InternalEvent for DeliveryPaused<'_> {
                     target: event.target.clone(),
                 })
                 .inc();
-            LaneState::rate_limited
+            LaneState::RateLimited
         } else {
-            LaneState::backing_off
+            LaneState::BackingOff
         };
         metrics.set_lane_state(&event.target, state);
         tracing::warn!(
@@ -165,7 +165,7 @@ impl InternalEvent for LaneMisconfigured<'_> {
             why = self.why,
             "lane misconfigured; events stay queued"
         );
-        metrics.set_lane_state(self.target, LaneState::misconfigured);
+        metrics.set_lane_state(self.target, LaneState::Misconfigured);
     }
 }
 

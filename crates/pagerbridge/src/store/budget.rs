@@ -55,6 +55,41 @@ pub trait SendBudget: Send + Sync + 'static {
     /// connection, the database or PagerDuty, no other lane can take its place in the window
     /// meanwhile. A replica that dies before settling leaves its slot counted for two windows.
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError>;
+
+    /// How many requests `budget` holds in the `window` up to `now`, as [`Self::take_budget`]
+    /// counts them against a limit: slots still in flight included. For operators; nothing
+    /// is taken or cleaned up.
+    async fn budget_used(
+        &self,
+        budget: &BudgetId,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+}
+
+/// [`SendBudget::budget_used`], the same SQL on both stores: `$1` budget, `$2` the window's
+/// start (ms). A slot in flight is stored with a time in the future, so it is counted too.
+pub(super) const USED: &str =
+    "SELECT COUNT(*) FROM budget_sends WHERE budget = $1 AND sent_at >= $2";
+
+/// [`SendBudget::budget_used`] on a store with a `pool` field ([`USED`] is the same on both
+/// stores): evaluates to the count, returning the store error with `?`.
+macro_rules! budget_used {
+    ($pool:expr, $budget:expr, $window:expr, $now:expr) => {{
+        let used: i64 = sqlx::query_scalar($crate::store::budget::USED)
+            .bind($budget.as_str())
+            .bind($crate::store::budget::window_start($now, $window))
+            .fetch_one($pool)
+            .await?;
+        u64::try_from(used).unwrap_or_default()
+    }};
+}
+pub(super) use budget_used;
+
+/// The start of the window up to `now`, in stored ms: a slot exactly one window old still
+/// counts, as in [`SendBudget::take_budget`].
+pub(super) fn window_start(now: Timestamp, window: Duration) -> i64 {
+    to_millis(now).saturating_sub(window_millis(window))
 }
 
 /// The time an unsettled slot is stored with (ms since the epoch): a window after it was

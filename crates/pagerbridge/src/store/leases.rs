@@ -10,6 +10,10 @@
 //! not know it lost the lease yet. So every send is *fenced*: the transaction that takes the
 //! budget slot for it checks the [`Fence`] (owner and epoch, not expired) and refuses when the
 //! lease is no longer ours, which bounds the damage to the one request already in flight.
+//!
+//! A lane's lease also carries the lane's [`LaneState`], as its owner last reported it
+//! ([`LaneStates`]): only the owner knows it, and an admin request may reach any replica.
+//! The report is fenced like a send, and a new owner (or a release) clears it.
 
 use std::fmt;
 use std::time::Duration;
@@ -93,6 +97,50 @@ pub struct LeaseInfo {
     pub owner: ReplicaId,
     pub epoch: i64,
     pub expires_at: Timestamp,
+    /// A lane's state as its owner last reported it at this epoch; `None` for singletons,
+    /// and until the owner reports. Only as current as the lease: once it has expired, the
+    /// state is stale.
+    pub lane_state: Option<LaneState>,
+}
+
+/// What a lane is doing, as the metric `pagerbridge_lane_state` and the admin API show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneState {
+    /// Sending, or nothing to send.
+    Healthy,
+    /// PagerDuty answered 429: pausing as it asked.
+    RateLimited,
+    /// PagerDuty failed (5xx, timeout, network): pausing with backoff.
+    BackingOff,
+    /// No routing key, or an answer such as 401/403/404: retrying slowly.
+    Misconfigured,
+}
+
+impl LaneState {
+    pub const ALL: [LaneState; 4] = [
+        LaneState::Healthy,
+        LaneState::RateLimited,
+        LaneState::BackingOff,
+        LaneState::Misconfigured,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneState::Healthy => "healthy",
+            LaneState::RateLimited => "rate_limited",
+            LaneState::BackingOff => "backing_off",
+            LaneState::Misconfigured => "misconfigured",
+        }
+    }
+
+    /// A state as stored.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown lane state {text:?}")))
+    }
 }
 
 /// The proof a send is ours to make: the lease's name, our id, and the epoch we acquired.
@@ -130,10 +178,26 @@ pub trait Leases: Send + Sync + 'static {
     async fn leases(&self) -> Result<Vec<LeaseInfo>, StoreError>;
 }
 
+/// Where a lane reports its state, on its lease ([`LeaseInfo::lane_state`] reads it back).
+/// Apart from [`Leases`] so that a lane, which reports but never takes leases, depends on
+/// this alone.
+#[async_trait]
+pub trait LaneStates: Send + Sync + 'static {
+    /// Records `state` on the lease `fence` names, if the fence holds at `now` (as for a
+    /// send); returns whether it did. Called on a change of state only, not per send.
+    async fn report_lane_state(
+        &self,
+        fence: &Fence,
+        state: LaneState,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Acquire or renew, the same SQL on both stores: `$1` name, `$2` owner, `$3` new expiry,
 /// `$4` now. The update applies only when we own the row or it has expired; otherwise no row
 /// comes back. The epoch moves only when the owner changes, so a renewal keeps our fence
-/// valid. PostgreSQL locks the conflicting row and re-checks the condition on its newest
+/// valid. A new owner starts without a lane state: the old owner's is not its own.
+/// PostgreSQL locks the conflicting row and re-checks the condition on its newest
 /// version, so of two replicas racing for an expired lease the second sees the first's expiry
 /// and gets nothing.
 pub(super) const ACQUIRE_OR_RENEW: &str =
@@ -141,17 +205,25 @@ pub(super) const ACQUIRE_OR_RENEW: &str =
      ON CONFLICT (name) DO UPDATE SET
         epoch = CASE WHEN leases.owner = excluded.owner THEN leases.epoch
                      ELSE leases.epoch + 1 END,
+        lane_state = CASE WHEN leases.owner = excluded.owner THEN leases.lane_state
+                          ELSE NULL END,
         owner = excluded.owner,
         expires_at = excluded.expires_at
      WHERE leases.owner = excluded.owner OR leases.expires_at <= $4
      RETURNING epoch, expires_at";
 
 /// Release: expire the lease now and move the epoch on, so that not even a later renewal by
-/// the same owner revives a fence of before the release.
-pub(super) const RELEASE: &str = "UPDATE leases SET expires_at = 0, epoch = epoch + 1
+/// the same owner revives a fence of before the release; the lane state goes with it.
+pub(super) const RELEASE: &str =
+    "UPDATE leases SET expires_at = 0, epoch = epoch + 1, lane_state = NULL
      WHERE name = $1 AND owner = $2 AND epoch = $3";
 
-pub(super) const LIST: &str = "SELECT name, owner, epoch, expires_at FROM leases ORDER BY name";
+pub(super) const LIST: &str =
+    "SELECT name, owner, epoch, expires_at, lane_state FROM leases ORDER BY name";
+
+/// Report a lane's state, fenced: `$1` name, `$2` owner, `$3` epoch, `$4` now, `$5` state.
+pub(super) const REPORT_LANE_STATE: &str = "UPDATE leases SET lane_state = $5
+     WHERE name = $1 AND owner = $2 AND epoch = $3 AND expires_at > $4";
 
 /// Whether a fence holds: `$1` name, `$2` owner, `$3` epoch, `$4` now. A lease that expires
 /// exactly now is gone (the acquire above takes it at that instant).
@@ -178,6 +250,7 @@ pub(super) fn info_from_parts(
     owner: String,
     epoch: i64,
     expires_at: i64,
+    lane_state: Option<String>,
 ) -> Result<LeaseInfo, StoreError> {
     Ok(LeaseInfo {
         name: LeaseName::from_stored(name),
@@ -185,10 +258,11 @@ pub(super) fn info_from_parts(
             .ok_or_else(|| StoreError::Corrupt("a lease has an empty owner".to_owned()))?,
         epoch,
         expires_at: super::from_millis(expires_at)?,
+        lane_state: lane_state.as_deref().map(LaneState::parse).transpose()?,
     })
 }
 
-/// Implements [`Leases`] for a store with a `pool` field: the statements above are the same on
+/// Implements [`Leases`] and [`LaneStates`] for a store with a `pool` field: the statements above are the same on
 /// both stores, so the code that runs them is written once.
 macro_rules! impl_leases {
     ($store:ty) => {
@@ -236,15 +310,37 @@ macro_rules! impl_leases {
             async fn leases(
                 &self,
             ) -> Result<Vec<$crate::store::LeaseInfo>, $crate::store::StoreError> {
-                let rows: Vec<(String, String, i64, i64)> =
+                let rows: Vec<(String, String, i64, i64, Option<String>)> =
                     sqlx::query_as($crate::store::leases::LIST)
                         .fetch_all(&self.pool)
                         .await?;
                 rows.into_iter()
-                    .map(|(name, owner, epoch, expires_at)| {
-                        $crate::store::leases::info_from_parts(name, owner, epoch, expires_at)
+                    .map(|(name, owner, epoch, expires_at, state)| {
+                        $crate::store::leases::info_from_parts(
+                            name, owner, epoch, expires_at, state,
+                        )
                     })
                     .collect()
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::LaneStates for $store {
+            async fn report_lane_state(
+                &self,
+                fence: &$crate::store::Fence,
+                state: $crate::store::LaneState,
+                now: jiff::Timestamp,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::leases::REPORT_LANE_STATE)
+                    .bind(fence.name.as_str())
+                    .bind(fence.owner.as_str())
+                    .bind(fence.epoch)
+                    .bind($crate::store::to_millis(now))
+                    .bind(state.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };

@@ -2,7 +2,8 @@
 //! per-routing-key send budget, the fallback's notices and the replicas' leases.
 //!
 //! Each concern is a trait of its own, in a file of its own: [`Outbox`], [`SendBudget`],
-//! [`Incidents`], [`DeadLetters`], [`FallbackNotices`] and [`Leases`]. A backend implements them all, which
+//! [`Incidents`], [`DeadLetters`], [`FallbackNotices`], [`Leases`] and
+//! [`LaneStates`]. A backend implements them all, which
 //! makes it a [`Store`]; a part of the service that needs one concern can take just that trait
 //! (an `Arc<dyn Store>` upcasts to any of them).
 //!
@@ -37,8 +38,8 @@ pub use dead_letters::{
     Superseded,
 };
 pub use fallback::{FallbackNotices, Notice, NoticeKind};
-pub use incidents::Incidents;
-pub use leases::{Fence, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
+pub use incidents::{IncidentFilter, Incidents, StatusFilter};
+pub use leases::{Fence, LaneState, LaneStates, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
 pub use outbox::{Acceptance, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
 pub use suppress::{IncidentSource, IncidentState, SuppressionPolicy};
 
@@ -106,10 +107,15 @@ pub fn severity_rank(severity: Option<Severity>) -> i64 {
 /// All of the bridge's durable state: every concern's trait at once, what one backend
 /// implements. Code that needs only part of it can take the narrow trait; an
 /// `Arc<dyn Store>` upcasts to any of them.
-pub trait Store: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices + Leases {}
+pub trait Store:
+    Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices + Leases + LaneStates
+{
+}
 
-impl<T> Store for T where T: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices + Leases
-{}
+impl<T> Store for T where
+    T: Outbox + SendBudget + Incidents + DeadLetters + FallbackNotices + Leases + LaneStates
+{
+}
 
 /// Milliseconds since the Unix epoch: how timestamps are stored, the same in every backend.
 pub(crate) fn to_millis(at: Timestamp) -> i64 {

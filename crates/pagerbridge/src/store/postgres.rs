@@ -55,9 +55,9 @@ use super::rows::{
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
-    NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError,
-    severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, LaneStats, NewEvent,
+    Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget,
+    StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -514,7 +514,7 @@ impl SendBudget for PostgresStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        let since = to_millis(now).saturating_sub(budget::window_millis(window));
+        let since = budget::window_start(now, window);
         let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
         // `FOR SHARE` holds the lease row until we commit: a takeover (an update of that row)
         // waits for this slot, or this check sees the takeover. Either way no slot is taken
@@ -568,6 +568,15 @@ impl SendBudget for PostgresStore {
             .await?;
         Ok(())
     }
+
+    async fn budget_used(
+        &self,
+        budget: &BudgetId,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        Ok(budget::budget_used!(&self.pool, budget, window, now))
+    }
 }
 
 // The same statements on both stores; see `leases.rs`.
@@ -607,6 +616,13 @@ impl Incidents for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(incident_from_row).collect()
+    }
+
+    async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<IncidentState>, StoreError> {
+        Ok(super::incidents::list_incidents!(&self.pool, filter))
     }
 
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {

@@ -25,9 +25,9 @@ use super::rows::{
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, Incidents, LaneStats, NewEvent, Notice,
-    NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError,
-    severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, LaneStats, NewEvent,
+    Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget,
+    StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -467,7 +467,7 @@ impl SendBudget for SqliteStore {
         window: Duration,
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
-        let since = to_millis(now).saturating_sub(budget::window_millis(window));
+        let since = budget::window_start(now, window);
         let mut tx = self.pool.begin().await?;
         // One writer at a time: nothing can take the lease over between this check and the
         // slot's insert.
@@ -512,6 +512,15 @@ impl SendBudget for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn budget_used(
+        &self,
+        budget: &BudgetId,
+        window: Duration,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        Ok(budget::budget_used!(&self.pool, budget, window, now))
+    }
 }
 
 // The same statements on both stores; see `leases.rs`.
@@ -553,6 +562,13 @@ impl Incidents for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(incident_from_row).collect()
+    }
+
+    async fn list_incidents(
+        &self,
+        filter: &IncidentFilter,
+    ) -> Result<Vec<IncidentState>, StoreError> {
+        Ok(super::incidents::list_incidents!(&self.pool, filter))
     }
 
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {

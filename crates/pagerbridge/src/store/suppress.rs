@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Action, Condition, NewEvent};
 
@@ -28,7 +28,7 @@ impl Default for SuppressionPolicy {
 }
 
 /// Where an incident stands, as far as what we queued for PagerDuty.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Triggered,
@@ -58,7 +58,7 @@ impl Status {
 /// Where an incident's trigger came from. Only incidents from Alertmanager's webhooks are
 /// reconciled against Alertmanager (and acted on for its silences and inhibitions): a native
 /// API caller owns its incidents' lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IncidentSource {
     /// `/api/v1/alertmanager` and `/api/v1/alertmanager/{target}`.

@@ -14,9 +14,10 @@ use serde_json::json;
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter, Fence,
-    IncidentSource, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store, Superseded,
-    SuppressionPolicy,
+    IncidentSource, LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store,
+    Superseded, SuppressionPolicy,
 };
+use pagerbridge::store::{IncidentFilter, StatusFilter};
 
 /// Generates one `#[tokio::test]` per conformance check; `$make` is an async expression
 /// giving a fresh store and a guard kept alive for the test (e.g. its temporary directory).
@@ -57,6 +58,9 @@ macro_rules! conformance_tests {
             a_stale_owner_cannot_renew_after_a_takeover,
             a_released_lease_is_free_at_once_with_a_new_epoch,
             a_stale_fence_is_refused_and_takes_no_slot,
+            a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover,
+            budget_use_counts_the_window_and_slots_in_flight,
+            incidents_are_listed_by_filter_in_key_order_a_page_at_a_time,
         );
     };
     // The attributes travel as one token tree, so that they can be repeated per check.
@@ -1386,6 +1390,139 @@ pub async fn a_stale_fence_is_refused_and_takes_no_slot<S: Store>(store: &S) {
     ));
 }
 
+/// The lane state recorded on `name`'s lease, if the lease exists.
+async fn lane_state_of<S: Store>(store: &S, name: &LeaseName) -> Option<LaneState> {
+    store
+        .leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .find(|l| &l.name == name)
+        .and_then(|l| l.lane_state)
+}
+
+pub async fn a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover<S: Store>(store: &S) {
+    let lane = LeaseName::lane("t");
+    let (a, b) = (replica("a"), replica("b"));
+    let held = acquire(store, &lane, &a, at(0)).await;
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        None,
+        "none until reported"
+    );
+    let ours = Fence {
+        name: lane.clone(),
+        owner: a.clone(),
+        epoch: held.epoch,
+    };
+    for state in LaneState::ALL {
+        assert!(
+            store
+                .report_lane_state(&ours, state, at(1))
+                .await
+                .expect("report")
+        );
+        assert_eq!(lane_state_of(store, &lane).await, Some(state));
+    }
+    // A renewal keeps it; singletons have none.
+    acquire(store, &lane, &a, at(5)).await;
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        Some(LaneState::Misconfigured)
+    );
+    let singleton = LeaseName::singleton("housekeeping");
+    acquire(store, &singleton, &a, at(5)).await;
+    assert_eq!(lane_state_of(store, &singleton).await, None);
+    // A stale fence reports nothing: expired, a wrong epoch, another owner.
+    let wrong_epoch = Fence {
+        epoch: held.epoch + 1,
+        ..ours.clone()
+    };
+    let another = Fence {
+        owner: b.clone(),
+        ..ours.clone()
+    };
+    for (fence, now) in [(&ours, at(15)), (&wrong_epoch, at(6)), (&another, at(6))] {
+        assert!(
+            !store
+                .report_lane_state(fence, LaneState::Healthy, now)
+                .await
+                .expect("report"),
+            "{fence:?} at {now}"
+        );
+    }
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        Some(LaneState::Misconfigured)
+    );
+    // A new owner starts without the old owner's state.
+    let taken = acquire(store, &lane, &b, at(15)).await;
+    assert_eq!(lane_state_of(store, &lane).await, None);
+    let theirs = Fence {
+        name: lane.clone(),
+        owner: b.clone(),
+        epoch: taken.epoch,
+    };
+    assert!(
+        store
+            .report_lane_state(&theirs, LaneState::RateLimited, at(16))
+            .await
+            .expect("report")
+    );
+    assert_eq!(
+        lane_state_of(store, &lane).await,
+        Some(LaneState::RateLimited)
+    );
+    // And a release clears it.
+    store
+        .release(&lane, &b, taken.epoch)
+        .await
+        .expect("release");
+    assert_eq!(lane_state_of(store, &lane).await, None);
+}
+
+pub async fn budget_use_counts_the_window_and_slots_in_flight<S: Store>(store: &S) {
+    let window = Duration::from_secs(10);
+    let key = budget('u');
+    let used = |now| store.budget_used(&key, window, now);
+    assert_eq!(used(at(0)).await.expect("used"), 0);
+    for i in 0..2 {
+        let slot = granted(
+            store
+                .take_budget(None, &budget('u'), 5, window, at(i))
+                .await
+                .expect("budget"),
+        );
+        store.settle_budget(slot, at(i)).await.expect("settle");
+    }
+    // One more, still in flight.
+    granted(
+        store
+            .take_budget(None, &budget('u'), 5, window, at(3))
+            .await
+            .expect("budget"),
+    );
+    granted(
+        store
+            .take_budget(None, &budget('v'), 5, window, at(3))
+            .await
+            .expect("budget"),
+    );
+    assert_eq!(used(at(4)).await.expect("used"), 3, "in flight included");
+    // A send exactly one window old still counts, as when taking a slot.
+    assert_eq!(used(at(10)).await.expect("used"), 3);
+    assert_eq!(used(millis_after(at(10), 1)).await.expect("used"), 2);
+    assert_eq!(used(at(12)).await.expect("used"), 1, "the one in flight");
+    assert_eq!(
+        store
+            .budget_used(&budget('v'), window, at(4))
+            .await
+            .expect("used"),
+        1,
+        "another key's budget is its own"
+    );
+}
+
 pub async fn a_conditional_resolve_acts_only_on_open_incidents<S: Store>(store: &S) {
     let resolve = |key: &str| NewEvent {
         condition: Condition::WhileOpen,
@@ -1557,4 +1694,133 @@ pub async fn one_request_decides_its_events_in_order<S: Store>(store: &S) {
         .expect("incident")
         .expect("u");
     assert_eq!(other.status, Status::Triggered);
+}
+
+/// Every incident the filter selects, as (target, dedup key, status).
+async fn listed<S: Store>(store: &S, filter: &IncidentFilter) -> Vec<(String, String, Status)> {
+    store
+        .list_incidents(filter)
+        .await
+        .expect("list incidents")
+        .into_iter()
+        .map(|i| (i.target, i.dedup_key, i.status))
+        .collect()
+}
+
+pub async fn incidents_are_listed_by_filter_in_key_order_a_page_at_a_time<S: Store>(store: &S) {
+    // Two targets; in each, one incident per status. Keys chosen so that every collation
+    // sorts them alike.
+    for target in ["b", "a"] {
+        for (key, then) in [
+            ("k3", None),
+            ("k1", Some(Action::Acknowledge)),
+            ("k2", Some(Action::Resolve)),
+        ] {
+            accept_one(
+                store,
+                event(target, Some(key), Action::Trigger, Some(Severity::Error)),
+                at(0),
+            )
+            .await;
+            if let Some(action) = then {
+                accept_one(store, event(target, Some(key), action, None), at(1)).await;
+            }
+        }
+    }
+    let every = IncidentFilter {
+        target: None,
+        status: None,
+        dedup_key: None,
+        after: None,
+        limit: 100,
+    };
+    let all = listed(store, &every).await;
+    let expected: Vec<(String, String, Status)> = [
+        ("a", "k1", Status::Acknowledged),
+        ("a", "k2", Status::Resolved),
+        ("a", "k3", Status::Triggered),
+        ("b", "k1", Status::Acknowledged),
+        ("b", "k2", Status::Resolved),
+        ("b", "k3", Status::Triggered),
+    ]
+    .into_iter()
+    .map(|(t, k, s)| (t.to_owned(), k.to_owned(), s))
+    .collect();
+    assert_eq!(all, expected);
+    // The full state, source and first event included.
+    let first = &store.list_incidents(&every).await.expect("list")[0];
+    assert_eq!(
+        (
+            first.fingerprint.as_deref(),
+            first.first_event_at,
+            first.updated_at
+        ),
+        (Some("fp-k1"), Some(at(0)), at(1))
+    );
+
+    let only =
+        |target: Option<&str>, status: Option<StatusFilter>, key: Option<&str>| IncidentFilter {
+            target: target.map(str::to_owned),
+            status,
+            dedup_key: key.map(str::to_owned),
+            ..every.clone()
+        };
+    let pick = |indexes: &[usize]| -> Vec<(String, String, Status)> {
+        indexes.iter().map(|i| expected[*i].clone()).collect()
+    };
+    assert_eq!(
+        listed(store, &only(Some("b"), None, None)).await,
+        pick(&[3, 4, 5])
+    );
+    assert_eq!(
+        listed(store, &only(None, Some(StatusFilter::Open), None)).await,
+        pick(&[0, 2, 3, 5])
+    );
+    for (status, indexes) in [
+        (Status::Triggered, [2, 5]),
+        (Status::Acknowledged, [0, 3]),
+        (Status::Resolved, [1, 4]),
+    ] {
+        assert_eq!(
+            listed(store, &only(None, Some(StatusFilter::Is(status)), None)).await,
+            pick(&indexes)
+        );
+    }
+    assert_eq!(
+        listed(
+            store,
+            &only(Some("a"), Some(StatusFilter::Open), Some("k3"))
+        )
+        .await,
+        pick(&[2]),
+        "criteria combine"
+    );
+    assert_eq!(
+        listed(store, &only(None, None, Some("k2"))).await,
+        pick(&[1, 4])
+    );
+    assert!(listed(store, &only(Some("c"), None, None)).await.is_empty());
+
+    // Pages of two, each after the last row of the one before, to the end.
+    let mut pages = Vec::new();
+    let mut page = IncidentFilter {
+        limit: 2,
+        ..every.clone()
+    };
+    loop {
+        let rows = listed(store, &page).await;
+        let Some((target, key, _)) = rows.last().cloned() else {
+            break;
+        };
+        pages.push(rows);
+        page.after = Some((target, key));
+    }
+    assert_eq!(pages, [pick(&[0, 1]), pick(&[2, 3]), pick(&[4, 5])]);
+    // After a key that is not there, the page starts at the next one; filters apply too.
+    let after_missing = IncidentFilter {
+        after: Some(("a".to_owned(), "k25".to_owned())),
+        status: Some(StatusFilter::Open),
+        ..every.clone()
+    };
+    assert_eq!(listed(store, &after_missing).await, pick(&[2, 3, 5]));
 }
