@@ -19,6 +19,7 @@ mod budget;
 mod budget_id;
 mod dead_letters;
 mod fallback;
+mod group_commit;
 mod incidents;
 mod leases;
 mod outbox;

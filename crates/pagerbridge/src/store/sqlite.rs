@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{Connection, FromRow, QueryBuilder, Sqlite, Transaction};
 
 use super::budget;
+use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
@@ -36,6 +37,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// `accept`s go through one writer, so that requests arriving together share a commit.
+    accepts: GroupCommit<AcceptJob, Result<Vec<Acceptance>, StoreError>>,
+}
+
+/// One `accept` call, waiting for the group commit.
+#[derive(Debug)]
+struct AcceptJob {
+    events: Vec<NewEvent>,
+    policy: SuppressionPolicy,
+    now: Timestamp,
 }
 
 impl SqliteStore {
@@ -88,7 +99,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let accepts = GroupCommit::spawn({
+            let pool = pool.clone();
+            move |jobs| Self::commit_accepts(pool.clone(), jobs)
+        });
+        Ok(Self { pool, accepts })
     }
 
     async fn load_incident(
@@ -108,11 +123,82 @@ impl SqliteStore {
         row.as_ref().map(incident_from_row).transpose()
     }
 
+    /// Commits the `accept`s that queued up together in one transaction (one fsync). If that
+    /// fails, each is committed alone, so that one bad request cannot fail the others.
+    async fn commit_accepts(
+        pool: SqlitePool,
+        jobs: Vec<AcceptJob>,
+    ) -> Vec<Result<Vec<Acceptance>, StoreError>> {
+        if jobs.len() > 1 {
+            match Self::accept_batch(&pool, &jobs).await {
+                Ok(results) => return results.into_iter().map(Ok).collect(),
+                Err(error) => {
+                    tracing::debug!(%error, requests = jobs.len(), "a group commit failed; committing its requests one by one");
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let result = Self::accept_batch(&pool, std::slice::from_ref(job))
+                .await
+                .map(|mut one| one.pop().unwrap_or_default());
+            results.push(result);
+        }
+        results
+    }
+
+    /// The events of `jobs` in one transaction, in a handful of statements whatever their
+    /// number (each statement is a round trip to SQLite's thread): the answer of each job.
+    async fn accept_batch(
+        pool: &SqlitePool,
+        jobs: &[AcceptJob],
+    ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
+        let mut tx = pool.begin().await?;
+        let loaded = Self::load_incidents(&mut tx, jobs.iter().flat_map(|job| &job.events)).await?;
+        let mut decider = suppress::Decider::new(loaded);
+        let verdicts: Vec<Vec<Option<&'static str>>> = jobs
+            .iter()
+            .map(|job| decider.decide(&job.events, &job.policy, job.now))
+            .collect();
+        let queued: Vec<(&NewEvent, Timestamp)> = jobs
+            .iter()
+            .zip(&verdicts)
+            .flat_map(|(job, verdicts)| {
+                job.events
+                    .iter()
+                    .zip(verdicts)
+                    .filter_map(move |(event, verdict)| {
+                        verdict.is_none().then_some((event, job.now))
+                    })
+            })
+            .collect();
+        let mut ids = Self::insert_events(&mut tx, &queued).await?.into_iter();
+        Self::save_incidents(&mut tx, &decider.into_changed()).await?;
+        tx.commit().await?;
+        verdicts
+            .into_iter()
+            .map(|verdicts| {
+                verdicts
+                    .into_iter()
+                    .map(|verdict| match verdict {
+                        Some(reason) => Ok(Acceptance::Suppressed { reason }),
+                        None => ids
+                            .next()
+                            .map(|id| Acceptance::Queued { id })
+                            .ok_or_else(|| {
+                                StoreError::Corrupt("fewer ids than events queued".into())
+                            }),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The stored states of the incidents `events` name, by (target, dedup key): one query
     /// per target (a request rarely spans more than one).
     async fn load_incidents(
         tx: &mut Transaction<'_, Sqlite>,
-        events: &[NewEvent],
+        events: impl Iterator<Item = &NewEvent>,
     ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
         let mut keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for event in events {
@@ -145,8 +231,7 @@ impl SqliteStore {
     /// Inserts the events in order, a few statements for the lot; their ids, in order.
     async fn insert_events(
         tx: &mut Transaction<'_, Sqlite>,
-        events: &[&NewEvent],
-        now: Timestamp,
+        events: &[(&NewEvent, Timestamp)],
     ) -> Result<Vec<i64>, StoreError> {
         let mut ids = Vec::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
@@ -154,7 +239,7 @@ impl SqliteStore {
                 "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
                                      fingerprint, accepted_at) ",
             );
-            insert.push_values(chunk, |mut row, event| {
+            insert.push_values(chunk, |mut row, (event, accepted_at)| {
                 row.push_bind(event.target.clone())
                     .push_bind(event.dedup_key.clone())
                     .push_bind(event.action.as_str())
@@ -162,7 +247,7 @@ impl SqliteStore {
                     .push_bind(event.event.to_string())
                     .push_bind(event.alert.as_ref().map(|a| a.to_string()))
                     .push_bind(event.fingerprint.clone())
-                    .push_bind(to_millis(now));
+                    .push_bind(to_millis(*accepted_at));
             });
             insert.push(" RETURNING id");
             let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
@@ -271,32 +356,15 @@ impl Outbox for SqliteStore {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        // A handful of statements per request, whatever its size: each statement is a round
-        // trip to SQLite's thread, and a request carries up to thousands of alerts.
-        let mut tx = self.pool.begin().await?;
-        let loaded = Self::load_incidents(&mut tx, &events).await?;
-        let decided = suppress::decide_all(&events, loaded, policy, now);
-        let queued: Vec<&NewEvent> = events
-            .iter()
-            .zip(&decided.verdicts)
-            .filter_map(|(event, verdict)| verdict.is_none().then_some(event))
-            .collect();
-        let mut ids = Self::insert_events(&mut tx, &queued, now)
-            .await?
-            .into_iter();
-        Self::save_incidents(&mut tx, &decided.states).await?;
-        tx.commit().await?;
-        decided
-            .verdicts
-            .into_iter()
-            .map(|verdict| match verdict {
-                Some(reason) => Ok(Acceptance::Suppressed { reason }),
-                None => ids
-                    .next()
-                    .map(|id| Acceptance::Queued { id })
-                    .ok_or_else(|| StoreError::Corrupt("fewer ids than events queued".into())),
-            })
-            .collect()
+        let job = AcceptJob {
+            events,
+            policy: *policy,
+            now,
+        };
+        self.accepts
+            .submit(job)
+            .await
+            .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
     }
 
     async fn dedup_keys_for_fingerprints(

@@ -193,55 +193,58 @@ pub fn next_state(
     next
 }
 
-/// A request's events decided in memory, in order, against their incidents' states as
-/// loaded at the start of the transaction: per event, `None` to queue it or the reason it is
-/// suppressed; and the final state of every incident an event changed (once each, in the order
-/// first touched). Later events of the same incident see the state the earlier ones left, so
-/// this is the same as deciding and saving one event after another.
-#[derive(Debug, Default)]
-pub struct Decided {
-    pub verdicts: Vec<Option<&'static str>>,
-    pub states: Vec<IncidentState>,
+/// Events decided in memory, in order, against their incidents' states as loaded at the start
+/// of the transaction, for stores that write a whole request (or several) in a few statements.
+/// Later events of an incident see the state the earlier ones left, so this is the same as
+/// deciding and saving one event after another.
+pub struct Decider {
+    states: std::collections::HashMap<(String, String), IncidentState>,
+    /// The incidents changed, in the order first changed.
+    changed: Vec<(String, String)>,
 }
 
-/// See [`Decided`]. `loaded` holds the stored state of the incidents the events name, keyed by
-/// (target, dedup key); incidents not in it are new.
-pub fn decide_all(
-    events: &[NewEvent],
-    mut loaded: std::collections::HashMap<(String, String), IncidentState>,
-    policy: &SuppressionPolicy,
-    now: Timestamp,
-) -> Decided {
-    let mut decided = Decided {
-        verdicts: Vec::with_capacity(events.len()),
-        states: Vec::new(),
-    };
-    // Where each changed incident's final state sits in `decided.states`.
-    let mut changed: std::collections::HashMap<(String, String), usize> =
-        std::collections::HashMap::new();
-    for event in events {
-        let Some(key) = &event.dedup_key else {
-            decided.verdicts.push(None);
-            continue;
-        };
-        let id = (event.target.clone(), key.clone());
-        let current = loaded.get(&id);
-        if let Some(reason) = suppression(current, event, policy, now) {
-            decided.verdicts.push(Some(reason));
-            continue;
+impl Decider {
+    /// `loaded` holds the stored state of the incidents the events name, keyed by (target,
+    /// dedup key); incidents not in it are new.
+    pub fn new(loaded: std::collections::HashMap<(String, String), IncidentState>) -> Self {
+        Self {
+            states: loaded,
+            changed: Vec::new(),
         }
-        let next = next_state(current, &event.target, key, event, now);
-        match changed.get(&id) {
-            Some(&at) => decided.states[at] = next.clone(),
-            None => {
-                changed.insert(id.clone(), decided.states.len());
-                decided.states.push(next.clone());
-            }
-        }
-        loaded.insert(id, next);
-        decided.verdicts.push(None);
     }
-    decided
+
+    /// Per event, `None` to queue it or the reason it is suppressed.
+    pub fn decide(
+        &mut self,
+        events: &[NewEvent],
+        policy: &SuppressionPolicy,
+        now: Timestamp,
+    ) -> Vec<Option<&'static str>> {
+        events
+            .iter()
+            .map(|event| {
+                let key = event.dedup_key.as_ref()?;
+                let id = (event.target.clone(), key.clone());
+                let current = self.states.get(&id);
+                if let Some(reason) = suppression(current, event, policy, now) {
+                    return Some(reason);
+                }
+                let next = next_state(current, &event.target, key, event, now);
+                if self.states.insert(id.clone(), next).is_none() || !self.changed.contains(&id) {
+                    self.changed.push(id);
+                }
+                None
+            })
+            .collect()
+    }
+
+    /// The final state of every incident an event changed, once each.
+    pub fn into_changed(mut self) -> Vec<IncidentState> {
+        self.changed
+            .iter()
+            .filter_map(|id| self.states.remove(id))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,133 @@
+//! Group commit, as databases do it: callers that arrive while a commit is under way queue up,
+//! and the next commit takes all of them at once — one transaction and one fsync for many
+//! requests instead of one each. A single writer task drains the queue; each caller waits for
+//! the answer to its own job. It knows nothing of SQL: the store gives it the function that
+//! commits a batch.
+
+use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// The most jobs one commit takes: bounds a batch's transaction, and the wait of the first
+/// caller in it.
+const MAX_JOBS: usize = 64;
+
+/// A queue of jobs in front of one writer; cheap to clone.
+#[derive(Debug)]
+pub(super) struct GroupCommit<J, R> {
+    queue: mpsc::UnboundedSender<(J, oneshot::Sender<R>)>,
+}
+
+impl<J, R> Clone for GroupCommit<J, R> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
+    /// Starts the writer. `commit` takes a batch of jobs, in arrival order, and returns one
+    /// result per job, in the same order. The writer stops when every handle is dropped.
+    pub(super) fn spawn<F, Fut>(commit: F) -> Self
+    where
+        F: Fn(Vec<J>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<R>> + Send,
+    {
+        let (queue, mut jobs) = mpsc::unbounded_channel::<(J, oneshot::Sender<R>)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_JOBS);
+            while jobs.recv_many(&mut batch, MAX_JOBS).await > 0 {
+                let (work, replies): (Vec<J>, Vec<oneshot::Sender<R>>) = batch.drain(..).unzip();
+                let results = commit(work).await;
+                for (reply, result) in replies.into_iter().zip(results) {
+                    // A caller that gave up (its request was cancelled) is not waiting; its
+                    // job is committed all the same, as it would be without grouping.
+                    let _ = reply.send(result);
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Queues `job` and waits for its result; `None` if the writer is gone (the runtime is
+    /// shutting down).
+    pub(super) async fn submit(&self, job: J) -> Option<R> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((job, reply)).ok()?;
+        answer.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_that_queue_during_a_commit_share_the_next_and_each_gets_its_own_answer() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (gate_tx, gate) = tokio::sync::watch::channel(false);
+        let group = GroupCommit::spawn(move |jobs: Vec<u32>| {
+            let seen = seen.clone();
+            let started = started_tx.clone();
+            let mut gate = gate.clone();
+            async move {
+                let _ = started.send(());
+                // Every commit waits for the gate, so that jobs queue behind the first.
+                let _ = gate.wait_for(|open| *open).await;
+                seen.lock().expect("lock").push(jobs.len());
+                jobs.into_iter().map(|job| job * 10).collect::<Vec<u32>>()
+            }
+        });
+        let first = tokio::spawn({
+            let group = group.clone();
+            async move { group.submit(1).await }
+        });
+        tokio::time::timeout(Duration::from_secs(5), started.recv())
+            .await
+            .expect("the writer takes the first job");
+        // Queued while the first commit is under way.
+        let answers: Vec<_> = (2..=20)
+            .map(|job| {
+                let (reply, answer) = oneshot::channel();
+                group.queue.send((job, reply)).expect("queued");
+                answer
+            })
+            .collect();
+        gate_tx.send(true).expect("gate");
+        assert_eq!(first.await.expect("task"), Some(10));
+        for (job, answer) in (2..=20).zip(answers) {
+            assert_eq!(answer.await.ok(), Some(job * 10));
+        }
+        assert_eq!(*batches.lock().expect("lock"), [1, 19]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_at_most_max_jobs() {
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let group = GroupCommit::spawn(move |jobs: Vec<usize>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock").push(jobs.len());
+                jobs
+            }
+        });
+        let answers: Vec<_> = (0..MAX_JOBS + 5)
+            .map(|job| {
+                let (reply, answer) = oneshot::channel();
+                group.queue.send((job, reply)).expect("queued");
+                answer
+            })
+            .collect();
+        for (job, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.await.ok(), Some(job));
+        }
+        assert_eq!(*batches.lock().expect("lock"), [MAX_JOBS, 5]);
+    }
+}
