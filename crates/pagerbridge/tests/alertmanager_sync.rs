@@ -14,8 +14,8 @@ mod common;
 use std::time::Duration;
 
 use alertmanager_harness::{
-    Alertmanager, Options, TestAlert, WAIT, actions, firing, free_addr, metric,
-    wait_for_metric, wait_for_polls, wait_past,
+    Alertmanager, Options, TestAlert, WAIT, actions, firing, free_addr, metric, wait_for_metric,
+    wait_for_polls, wait_past,
 };
 use common::{
     Bridge, Setup, SpawnedSimulator, assert_lifecycles, delivered, native_alerts, simulator,
@@ -146,9 +146,11 @@ impl Rig {
                 at >= not_before,
                 "{key} resolved at {at}, before {not_before}"
             );
-            let logged = self.bridge.logs().iter().any(|line| {
-                line.contains("\"level\":\"INFO\"") && line.contains(key.as_str())
-            });
+            let logged = self
+                .bridge
+                .logs()
+                .iter()
+                .any(|line| line.contains("\"level\":\"INFO\"") && line.contains(key.as_str()));
             assert!(logged, "no INFO log line names {key}");
         }
         assert_eq!(resolves.len(), keys.len(), "{resolves:?}");
@@ -172,7 +174,10 @@ async fn with_on_silence_resolve_a_silenced_alert_is_resolved_once_and_triggers_
     let disk = TestAlert::new("DiskFull", "db-1", "critical", now);
     let cpu = TestAlert::new("CpuHot", "db-2", "warning", now);
     let _prometheus = am.keep_posting(firing(&[&disk, &cpu]), Duration::from_secs(1));
-    wait_until("2 triggers", WAIT, || actions(&rig.sim, "trigger").len() == 2).await;
+    wait_until("2 triggers", WAIT, || {
+        actions(&rig.sim, "trigger").len() == 2
+    })
+    .await;
 
     let silence = am.silence_alertname("DiskFull").await;
     wait_until("a resolve", WAIT, || {
@@ -223,7 +228,11 @@ async fn with_on_silence_none_nothing_is_sent_for_a_silenced_alert() {
         vec![(disk.dedup_key(), "trigger".to_owned())]
     );
     let errors = "pagerbridge_silence_watcher_polls_total{result=\"error\"}";
-    assert_eq!(rig.metric(errors).await, Some(0.0), "the polls were answered");
+    assert_eq!(
+        rig.metric(errors).await,
+        Some(0.0),
+        "the polls were answered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,7 +268,12 @@ async fn with_on_inhibit_acknowledge_an_inhibited_alert_is_acknowledged_once() {
     wait_for_polls(&rig.bridge, 3).await;
     assert_eq!(actions(&rig.sim, "acknowledge"), vec![disk.dedup_key()]);
     let got = delivered(&rig.sim);
-    assert_lifecycles(&got, &[disk.dedup_key()], &["trigger", "acknowledge"], false);
+    assert_lifecycles(
+        &got,
+        &[disk.dedup_key()],
+        &["trigger", "acknowledge"],
+        false,
+    );
     assert_lifecycles(&got, &[down.dedup_key()], &["trigger"], false);
     assert_eq!(rig.state(&disk.dedup_key()), Some(AlertState::Acknowledged));
     assert_eq!(rig.state(&down.dedup_key()), Some(AlertState::Triggered));
@@ -294,7 +308,11 @@ async fn a_silenced_alert_is_acknowledged_on_the_target_its_webhook_named() {
     let default_acks = rig
         .metric("pagerduty_events_acknowledged_total{target=\"default\"}")
         .await;
-    assert_eq!(default_acks.unwrap_or(0.0), 0.0, "nothing on the default target");
+    assert_eq!(
+        default_acks.unwrap_or(0.0),
+        0.0,
+        "nothing on the default target"
+    );
     assert_eq!(rig.state(&disk.dedup_key()), Some(AlertState::Acknowledged));
 }
 
@@ -319,13 +337,19 @@ async fn incidents_alertmanager_lost_are_resolved_once_after_grace() {
         )
         .await;
     assert_eq!(code, 202);
-    wait_until("3 triggers", WAIT, || actions(&rig.sim, "trigger").len() == 3).await;
+    wait_until("3 triggers", WAIT, || {
+        actions(&rig.sim, "trigger").len() == 3
+    })
+    .await;
 
     // Its volume lost: it comes back with no alerts, and will not tell the bridge anything.
     rig.ams[0].restart(true).await;
     assert!(rig.ams[0].alerts().await.is_empty());
     let restarted = rig.ams[0].started;
-    wait_until("2 resolves", WAIT, || actions(&rig.sim, "resolve").len() == 2).await;
+    wait_until("2 resolves", WAIT, || {
+        actions(&rig.sim, "resolve").len() == 2
+    })
+    .await;
     wait_past(&rig.bridge, restarted, GRACE, 3).await;
 
     let keys = [disk.dedup_key(), cpu.dedup_key()];
@@ -353,14 +377,25 @@ async fn a_restarted_alertmanager_sent_its_alerts_again_within_grace_resolves_no
     let cpu = TestAlert::new("CpuHot", "db-2", "warning", now);
     // Prometheus re-sends every second, well within grace.
     let _prometheus = rig.ams[0].keep_posting(firing(&[&disk, &cpu]), Duration::from_secs(1));
-    wait_until("2 triggers", WAIT, || actions(&rig.sim, "trigger").len() == 2).await;
+    wait_until("2 triggers", WAIT, || {
+        actions(&rig.sim, "trigger").len() == 2
+    })
+    .await;
 
     rig.ams[0].restart(false).await;
     let restarted = rig.ams[0].started;
     // Past the time a reconcile would be due, and a few polls more.
     wait_past(&rig.bridge, restarted, GRACE + Duration::from_secs(1), 4).await;
-    assert_eq!(rig.ams[0].alerts().await.len(), 2, "Prometheus re-sent them");
-    assert!(actions(&rig.sim, "resolve").is_empty(), "{:?}", delivered(&rig.sim));
+    assert_eq!(
+        rig.ams[0].alerts().await.len(),
+        2,
+        "Prometheus re-sent them"
+    );
+    assert!(
+        actions(&rig.sim, "resolve").is_empty(),
+        "{:?}",
+        delivered(&rig.sim)
+    );
     assert_eq!(rig.state(&disk.dedup_key()), Some(AlertState::Triggered));
     assert_eq!(rig.state(&cpu.dedup_key()), Some(AlertState::Triggered));
     let reconciled = "pagerbridge_reconciled_total{target=\"default\",action=\"resolve\"}";
@@ -383,7 +418,10 @@ async fn of_an_ha_pair_nothing_is_reconciled_while_one_is_down_and_all_once_both
     for am in &rig.ams {
         am.post_alerts(&firing(&[&disk, &cpu])).await;
     }
-    wait_until("2 triggers", WAIT, || actions(&rig.sim, "trigger").len() == 2).await;
+    wait_until("2 triggers", WAIT, || {
+        actions(&rig.sim, "trigger").len() == 2
+    })
+    .await;
 
     // One down; the other back empty: the one down may still hold the alerts.
     rig.ams[1].stop().await;
@@ -395,7 +433,11 @@ async fn of_an_ha_pair_nothing_is_reconciled_while_one_is_down_and_all_once_both
         4,
     )
     .await;
-    assert!(actions(&rig.sim, "resolve").is_empty(), "{:?}", delivered(&rig.sim));
+    assert!(
+        actions(&rig.sim, "resolve").is_empty(),
+        "{:?}",
+        delivered(&rig.sim)
+    );
     let errors = "pagerbridge_silence_watcher_polls_total{result=\"error\"}";
     assert!(
         rig.metric(errors).await.is_some_and(|n| n >= 1.0),
@@ -405,7 +447,10 @@ async fn of_an_ha_pair_nothing_is_reconciled_while_one_is_down_and_all_once_both
     // It comes back empty too: once it has been up past grace, each incident is resolved.
     rig.ams[1].start_again(true).await;
     let back = rig.ams[1].started;
-    wait_until("2 resolves", WAIT, || actions(&rig.sim, "resolve").len() == 2).await;
+    wait_until("2 resolves", WAIT, || {
+        actions(&rig.sim, "resolve").len() == 2
+    })
+    .await;
     wait_past(&rig.bridge, back, GRACE, 3).await;
     rig.assert_reconciled(&[disk.dedup_key(), cpu.dedup_key()], back + GRACE)
         .await;
