@@ -69,6 +69,15 @@ struct Rig {
     sim: SpawnedSimulator,
 }
 
+/// DiskFull on db-1 (critical) and CpuHot on db-2 (warning), firing since now.
+fn disk_and_cpu() -> (TestAlert, TestAlert) {
+    let now = Timestamp::now();
+    (
+        TestAlert::new("DiskFull", "db-1", "critical", now),
+        TestAlert::new("CpuHot", "db-2", "warning", now),
+    )
+}
+
 impl Rig {
     async fn start(plan: Plan) -> Rig {
         let binary = needs::alertmanager();
@@ -103,6 +112,14 @@ impl Rig {
             _setup: setup,
             sim,
         }
+    }
+
+    /// Waits until PagerDuty has accepted `n` events of `action`.
+    async fn wait_for(&self, action: &str, n: usize) {
+        wait_until(&format!("{n} {action}s"), WAIT, || {
+            actions(&self.sim, action).len() == n
+        })
+        .await;
     }
 
     fn state(&self, key: &str) -> Option<AlertState> {
@@ -170,20 +187,12 @@ async fn with_on_silence_resolve_a_silenced_alert_is_resolved_once_and_triggers_
     })
     .await;
     let am = &rig.ams[0];
-    let now = Timestamp::now();
-    let disk = TestAlert::new("DiskFull", "db-1", "critical", now);
-    let cpu = TestAlert::new("CpuHot", "db-2", "warning", now);
+    let (disk, cpu) = disk_and_cpu();
     let _prometheus = am.keep_posting(firing(&[&disk, &cpu]), Duration::from_secs(1));
-    wait_until("2 triggers", WAIT, || {
-        actions(&rig.sim, "trigger").len() == 2
-    })
-    .await;
+    rig.wait_for("trigger", 2).await;
 
     let silence = am.silence_alertname("DiskFull").await;
-    wait_until("a resolve", WAIT, || {
-        !actions(&rig.sim, "resolve").is_empty()
-    })
-    .await;
+    rig.wait_for("resolve", 1).await;
     // More polls find DiskFull still silenced: still one resolve.
     wait_for_polls(&rig.bridge, 3).await;
     assert_eq!(actions(&rig.sim, "resolve"), vec![disk.dedup_key()]);
@@ -191,10 +200,8 @@ async fn with_on_silence_resolve_a_silenced_alert_is_resolved_once_and_triggers_
     assert_eq!(rig.state(&cpu.dedup_key()), Some(AlertState::Triggered));
 
     am.expire_silence(&silence).await;
-    wait_until("DiskFull triggered again", WAIT, || {
-        actions(&rig.sim, "trigger").len() == 3
-    })
-    .await;
+    // DiskFull triggered again.
+    rig.wait_for("trigger", 3).await;
     wait_for_polls(&rig.bridge, 3).await;
     let got = delivered(&rig.sim);
     assert_lifecycles(
@@ -218,7 +225,7 @@ async fn with_on_silence_none_nothing_is_sent_for_a_silenced_alert() {
     let am = &rig.ams[0];
     let disk = TestAlert::new("DiskFull", "db-1", "critical", Timestamp::now());
     am.post_alerts(&firing(&[&disk])).await;
-    wait_until("a trigger", WAIT, || !delivered(&rig.sim).is_empty()).await;
+    rig.wait_for("trigger", 1).await;
 
     am.silence_alertname("DiskFull").await;
     am.wait_until_muted("DiskFull", "silencedBy").await;
@@ -254,16 +261,10 @@ async fn with_on_inhibit_acknowledge_an_inhibited_alert_is_acknowledged_once() {
     let down = TestAlert::new("NodeDown", "db-1", "critical", now);
     // The warning first, so that it pages before anything inhibits it.
     am.post_alerts(&firing(&[&disk])).await;
-    wait_until("the warning's trigger", WAIT, || {
-        !delivered(&rig.sim).is_empty()
-    })
-    .await;
+    rig.wait_for("trigger", 1).await;
 
     am.post_alerts(&firing(&[&disk, &down])).await;
-    wait_until("an acknowledge", WAIT, || {
-        !actions(&rig.sim, "acknowledge").is_empty()
-    })
-    .await;
+    rig.wait_for("acknowledge", 1).await;
     am.wait_until_muted("DiskFull", "inhibitedBy").await;
     wait_for_polls(&rig.bridge, 3).await;
     assert_eq!(actions(&rig.sim, "acknowledge"), vec![disk.dedup_key()]);
@@ -324,9 +325,7 @@ async fn incidents_alertmanager_lost_are_resolved_once_after_grace() {
         ..Plan::default()
     })
     .await;
-    let now = Timestamp::now();
-    let disk = TestAlert::new("DiskFull", "db-1", "critical", now);
-    let cpu = TestAlert::new("CpuHot", "db-2", "warning", now);
+    let (disk, cpu) = disk_and_cpu();
     rig.ams[0].post_alerts(&firing(&[&disk, &cpu])).await;
     // A native API incident, which no Alertmanager ever holds: never reconciled.
     let (code, _) = rig
@@ -337,19 +336,13 @@ async fn incidents_alertmanager_lost_are_resolved_once_after_grace() {
         )
         .await;
     assert_eq!(code, 202);
-    wait_until("3 triggers", WAIT, || {
-        actions(&rig.sim, "trigger").len() == 3
-    })
-    .await;
+    rig.wait_for("trigger", 3).await;
 
     // Its volume lost: it comes back with no alerts, and will not tell the bridge anything.
     rig.ams[0].restart(true).await;
     assert!(rig.ams[0].alerts().await.is_empty());
     let restarted = rig.ams[0].started;
-    wait_until("2 resolves", WAIT, || {
-        actions(&rig.sim, "resolve").len() == 2
-    })
-    .await;
+    rig.wait_for("resolve", 2).await;
     wait_past(&rig.bridge, restarted, GRACE, 3).await;
 
     let keys = [disk.dedup_key(), cpu.dedup_key()];
@@ -372,15 +365,10 @@ async fn a_restarted_alertmanager_sent_its_alerts_again_within_grace_resolves_no
         ..Plan::default()
     })
     .await;
-    let now = Timestamp::now();
-    let disk = TestAlert::new("DiskFull", "db-1", "critical", now);
-    let cpu = TestAlert::new("CpuHot", "db-2", "warning", now);
+    let (disk, cpu) = disk_and_cpu();
     // Prometheus re-sends every second, well within grace.
     let _prometheus = rig.ams[0].keep_posting(firing(&[&disk, &cpu]), Duration::from_secs(1));
-    wait_until("2 triggers", WAIT, || {
-        actions(&rig.sim, "trigger").len() == 2
-    })
-    .await;
+    rig.wait_for("trigger", 2).await;
 
     rig.ams[0].restart(false).await;
     let restarted = rig.ams[0].started;
@@ -411,17 +399,12 @@ async fn of_an_ha_pair_nothing_is_reconciled_while_one_is_down_and_all_once_both
         ..Plan::default()
     })
     .await;
-    let now = Timestamp::now();
-    let disk = TestAlert::new("DiskFull", "db-1", "critical", now);
-    let cpu = TestAlert::new("CpuHot", "db-2", "warning", now);
+    let (disk, cpu) = disk_and_cpu();
     // Prometheus sends to every Alertmanager of an HA set.
     for am in &rig.ams {
         am.post_alerts(&firing(&[&disk, &cpu])).await;
     }
-    wait_until("2 triggers", WAIT, || {
-        actions(&rig.sim, "trigger").len() == 2
-    })
-    .await;
+    rig.wait_for("trigger", 2).await;
 
     // One down; the other back empty: the one down may still hold the alerts.
     rig.ams[1].stop().await;
@@ -447,10 +430,7 @@ async fn of_an_ha_pair_nothing_is_reconciled_while_one_is_down_and_all_once_both
     // It comes back empty too: once it has been up past grace, each incident is resolved.
     rig.ams[1].start_again(true).await;
     let back = rig.ams[1].started;
-    wait_until("2 resolves", WAIT, || {
-        actions(&rig.sim, "resolve").len() == 2
-    })
-    .await;
+    rig.wait_for("resolve", 2).await;
     wait_past(&rig.bridge, back, GRACE, 3).await;
     rig.assert_reconciled(&[disk.dedup_key(), cpu.dedup_key()], back + GRACE)
         .await;

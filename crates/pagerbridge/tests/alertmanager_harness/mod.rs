@@ -229,16 +229,8 @@ receivers:
 
     /// `POST /api/v2/alerts`, as Prometheus does.
     pub async fn post_alerts(&self, alerts: &[Value]) {
-        let response = self
-            .http
-            .post(format!("{}/api/v2/alerts", self.url))
-            .json(alerts)
-            .send()
-            .await
-            .expect("alertmanager answers");
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "POST /api/v2/alerts: {body}");
+        let request = self.http.post(format!("{}/api/v2/alerts", self.url));
+        ok(request.json(alerts), "POST /api/v2/alerts").await;
     }
 
     /// A Prometheus stand-in: posts `alerts` to it every `period` until dropped, as Prometheus
@@ -258,14 +250,9 @@ receivers:
 
     /// `GET /api/v2/alerts`: every alert it holds, with its `status`.
     pub async fn alerts(&self) -> Vec<Value> {
-        let response = self
-            .http
-            .get(format!("{}/api/v2/alerts", self.url))
-            .send()
-            .await
-            .expect("alertmanager answers");
-        assert_eq!(response.status(), 200, "GET /api/v2/alerts");
-        response.json().await.expect("a JSON list of alerts")
+        let request = self.http.get(format!("{}/api/v2/alerts", self.url));
+        let body = ok(request, "GET /api/v2/alerts").await;
+        serde_json::from_str(&body).expect("a JSON list of alerts")
     }
 
     /// Waits until it lists the alert `alertname` with a non-empty `status.{field}`
@@ -300,16 +287,8 @@ receivers:
             "createdBy": "test",
             "comment": "test",
         });
-        let response = self
-            .http
-            .post(format!("{}/api/v2/silences", self.url))
-            .json(&silence)
-            .send()
-            .await
-            .expect("alertmanager answers");
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "POST /api/v2/silences: {body}");
+        let request = self.http.post(format!("{}/api/v2/silences", self.url));
+        let body = ok(request.json(&silence), "POST /api/v2/silences").await;
         let answer: Value = serde_json::from_str(&body).expect("a JSON answer");
         answer["silenceID"]
             .as_str()
@@ -319,15 +298,10 @@ receivers:
 
     /// `DELETE /api/v2/silence/{id}`: the silence expires now.
     pub async fn expire_silence(&self, id: &str) {
-        let response = self
+        let request = self
             .http
-            .delete(format!("{}/api/v2/silence/{id}", self.url))
-            .send()
-            .await
-            .expect("alertmanager answers");
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "DELETE /api/v2/silence/{id}: {body}");
+            .delete(format!("{}/api/v2/silence/{id}", self.url));
+        ok(request, "DELETE /api/v2/silence/{id}").await;
     }
 
     fn log_text(&self) -> String {
@@ -345,6 +319,16 @@ impl Drop for Alertmanager {
             eprintln!("alertmanager {}'s log:\n{}", self.url, self.log_text());
         }
     }
+}
+
+/// Sends `request` (`what`, for the message) to an Alertmanager and returns its answer's body,
+/// failing the test unless it is 200.
+async fn ok(request: reqwest::RequestBuilder, what: &str) -> String {
+    let response = request.send().await.expect("alertmanager answers");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert_eq!(status, 200, "{what}: {body}");
+    body
 }
 
 /// The task of [`Alertmanager::keep_posting`]; dropping it stops the posts.
