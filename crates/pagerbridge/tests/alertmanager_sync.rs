@@ -114,10 +114,11 @@ impl Rig {
         }
     }
 
-    /// Waits until PagerDuty has accepted `n` events of `action`.
+    /// Waits until PagerDuty has accepted `n` events of `action` (or more: the callers check
+    /// the exact lifecycles afterwards).
     async fn wait_for(&self, action: &str, n: usize) {
         wait_until(&format!("{n} {action}s"), WAIT, || {
-            actions(&self.sim, action).len() == n
+            actions(&self.sim, action).len() >= n
         })
         .await;
     }
@@ -136,7 +137,8 @@ impl Rig {
         metric(&text, sample)
     }
 
-    /// Checks that each of `keys` was resolved exactly once, by the reconciler: the resolve
+    /// Checks that each of `keys` was triggered, then resolved exactly once by the reconciler
+    /// (and nothing else was resolved): the resolve
     /// says `custom_details.reason = "reconciled"`, reached PagerDuty no earlier than
     /// `not_before`, is counted in `pagerbridge_reconciled_total` and logged at INFO.
     async fn assert_reconciled(&self, keys: &[String], not_before: Timestamp) {
@@ -171,6 +173,7 @@ impl Rig {
             assert!(logged, "no INFO log line names {key}");
         }
         assert_eq!(resolves.len(), keys.len(), "{resolves:?}");
+        assert_lifecycles(&delivered(&self.sim), keys, &["trigger", "resolve"], false);
         let reconciled = "pagerbridge_reconciled_total{target=\"default\",action=\"resolve\"}";
         assert_eq!(self.metric(reconciled).await, Some(keys.len() as f64));
     }
