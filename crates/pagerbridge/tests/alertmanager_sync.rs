@@ -138,9 +138,9 @@ impl Rig {
     }
 
     /// Checks that each of `keys` was triggered, then resolved exactly once by the reconciler
-    /// (and nothing else was resolved): the resolve
-    /// says `custom_details.reason = "reconciled"`, reached PagerDuty no earlier than
-    /// `not_before`, is counted in `pagerbridge_reconciled_total` and logged at INFO.
+    /// (and nothing else was resolved): the resolve says `custom_details.reason =
+    /// "reconciled"`, reached PagerDuty no earlier than `not_before`, is counted in
+    /// `pagerbridge_reconciled_total` and logged at INFO.
     async fn assert_reconciled(&self, keys: &[String], not_before: Timestamp) {
         let resolves: Vec<_> = self
             .sim
