@@ -48,6 +48,8 @@ fn target() -> Target {
         format: FormatOptions::default(),
         rate_limit: RateLimit::default(),
         url: None,
+        on_silence: pagerbridge::config::SyncAction::Acknowledge,
+        on_inhibit: pagerbridge::config::SyncAction::None,
     }
 }
 

@@ -259,7 +259,10 @@ fn check_alert_event(formatted: &Formatted, event: &AlertEvent, alert: &Alert, k
             }
             Some(trigger.payload.summary.as_str())
         }
-        AlertEvent::Acknowledge { dedup_key: sent } | AlertEvent::Resolve { dedup_key: sent } => {
+        AlertEvent::Acknowledge { dedup_key: sent }
+        | AlertEvent::Resolve {
+            dedup_key: sent, ..
+        } => {
             assert_eq!(sent, dedup_key);
             None
         }

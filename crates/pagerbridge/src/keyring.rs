@@ -232,6 +232,8 @@ mod tests {
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
             url: None,
+            on_silence: crate::config::SyncAction::Acknowledge,
+            on_inhibit: crate::config::SyncAction::None,
         }
     }
 

@@ -12,6 +12,7 @@
 
 pub mod admin_api;
 pub mod alert;
+pub mod alertmanager_sync;
 pub mod config;
 pub mod delivery;
 pub mod format;
@@ -32,6 +33,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod secrets;
 pub mod service;
-pub mod silence;
 pub mod store;
 pub mod targets;

@@ -58,6 +58,21 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// An action of the Alertmanager sync: `action` is `acknowledge` or `resolve`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub target: String,
+    pub action: String,
+}
+
+/// An action of the Alertmanager sync on a muted alert: `cause` is `silenced` or `inhibited`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MutedLabels {
+    pub target: String,
+    pub cause: String,
+    pub action: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FallbackLabels {
     pub kind: String,
@@ -165,6 +180,10 @@ pub struct Metrics {
     pub singleton_owned: Family<SingletonLabel, Gauge>,
     pub fallback_sends: Family<FallbackLabels, Counter>,
     pub silence_polls: Family<ResultLabel, Counter>,
+    /// Incidents resolved because no Alertmanager holds their alert any more.
+    pub reconciled: Family<ActionLabels, Counter>,
+    /// Incidents acknowledged or resolved because their alert is silenced or inhibited.
+    pub muted_actions: Family<MutedLabels, Counter>,
     pub storage_errors: Family<OperationLabel, Counter>,
     pub ingest_requests: Family<IngestLabels, Counter>,
     pub budget_requests: Family<TargetLabel, Gauge>,
@@ -210,6 +229,8 @@ impl Metrics {
             singleton_owned: Family::default(),
             fallback_sends: Family::default(),
             silence_polls: Family::default(),
+            reconciled: Family::default(),
+            muted_actions: Family::default(),
             storage_errors: Family::default(),
             ingest_requests: Family::default(),
             budget_requests: Family::default(),
@@ -333,8 +354,20 @@ impl Metrics {
         );
         registry.register(
             "pagerbridge_silence_watcher_polls",
-            "Polls of Alertmanager for silenced alerts, by result (ok, error)",
+            "Polls of the Alertmanager sync, by result (ok: every Alertmanager answered; error)",
             m.silence_polls.clone(),
+        );
+        registry.register(
+            "pagerbridge_reconciled",
+            "Incidents resolved because no Alertmanager holds their alert any more (a lost \
+             resolve), by target and action (resolve)",
+            m.reconciled.clone(),
+        );
+        registry.register(
+            "pagerbridge_alertmanager_muted_actions",
+            "Incidents acknowledged or resolved by the target's on_silence / on_inhibit policy, \
+             by target, cause (silenced, inhibited) and action",
+            m.muted_actions.clone(),
         );
         registry.register(
             "pagerbridge_storage_errors",
@@ -432,6 +465,19 @@ impl Metrics {
         }
         for reason in crate::internal_events::DeadLetterReason::ALL {
             Self::count_zero(&self.dead_lettered, target, reason.as_str());
+        }
+        let _ = self.reconciled.get_or_create(&ActionLabels {
+            target: target.to_owned(),
+            action: "resolve".to_owned(),
+        });
+        for cause in ["silenced", "inhibited"] {
+            for action in ["acknowledge", "resolve"] {
+                let _ = self.muted_actions.get_or_create(&MutedLabels {
+                    target: target.to_owned(),
+                    cause: cause.to_owned(),
+                    action: action.to_owned(),
+                });
+            }
         }
         self.set_lane_state(target, LaneState::healthy);
     }

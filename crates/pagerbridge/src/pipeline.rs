@@ -206,42 +206,6 @@ impl Pipeline {
         Ok(receipt)
     }
 
-    /// Acknowledges the incidents of alerts the silence watcher found silenced in Alertmanager,
-    /// but only those still triggered: an acknowledged or resolved incident (or one never seen)
-    /// is left alone, so each silenced incident is acknowledged once.
-    pub async fn acknowledge_silenced(
-        &self,
-        mut alerts: Vec<Alert>,
-    ) -> Result<Receipt, PipelineError> {
-        if alerts.is_empty() {
-            return Ok(Receipt::default());
-        }
-        self.remember_dedup_keys(&mut alerts, None).await?;
-        let planned = self.planner.plan(&alerts, &GroupContext::default(), None)?;
-        // The store decides (Condition::WhileTriggered, inside its transaction): a resolve that
-        // commits after this look must win. The look only keeps the steady state — incidents
-        // long acknowledged, polled again and again — out of the suppressed counts.
-        let mut triggered = Vec::new();
-        for plan in planned {
-            let is_ack = matches!(
-                plan.formatted.event,
-                Outbound::Alert(pagerduty_events::AlertEvent::Acknowledge { .. })
-            );
-            let Some(key) = plan.formatted.dedup_key.as_ref().filter(|_| is_ack) else {
-                continue;
-            };
-            let state = self.store.incident(&plan.target, key.as_str()).await?;
-            if state.is_some_and(|s| s.status == crate::store::suppress::Status::Triggered) {
-                triggered.push(plan);
-            }
-        }
-        let mut receipt = self
-            .commit(triggered, Condition::WhileTriggered, None)
-            .await?;
-        receipt.received = alerts.len();
-        Ok(receipt)
-    }
-
     /// Accepts one change event from the change-event API.
     pub async fn accept_change(
         &self,
@@ -311,29 +275,39 @@ impl Pipeline {
         for plan in &planned {
             self.count_notes(&plan.target, &plan.formatted.notes);
         }
+        let results = self.queue(events).await?;
+        let mut receipt = Receipt::default();
+        for result in results {
+            match result {
+                Acceptance::Queued { .. } => receipt.queued += 1,
+                Acceptance::Suppressed { .. } => receipt.suppressed += 1,
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Commits events built elsewhere (the Alertmanager sync's acknowledges and resolves) in
+    /// one transaction, counts them and wakes their lanes: one [`Acceptance`] per event.
+    pub async fn queue(&self, events: Vec<NewEvent>) -> Result<Vec<Acceptance>, PipelineError> {
         // What the bookkeeping below needs, kept so the events (JSON and all) move into storage.
-        let kinds: Vec<(Action, Option<String>)> = events
+        let kinds: Vec<(String, Action, Option<String>)> = events
             .iter()
-            .map(|e| (e.action, e.dedup_key.clone()))
+            .map(|e| (e.target.clone(), e.action, e.dedup_key.clone()))
             .collect();
         let results = self
             .store
             .accept(events, &self.policy, Timestamp::now())
             .await?;
-        let mut receipt = Receipt::default();
         let mut woken = HashSet::new();
-        for ((plan, (action, dedup_key)), result) in planned.iter().zip(&kinds).zip(&results) {
-            let target = plan.target.as_str();
+        for ((target, action, dedup_key), result) in kinds.iter().zip(&results) {
             match result {
                 Acceptance::Queued { .. } => {
-                    receipt.queued += 1;
                     Metrics::count(&self.metrics.events_queued, target, action.as_str());
-                    if woken.insert(target) {
+                    if woken.insert(target.as_str()) {
                         self.waker.wake(target);
                     }
                 }
                 Acceptance::Suppressed { reason } => {
-                    receipt.suppressed += 1;
                     Metrics::count(&self.metrics.suppressed, target, reason);
                     tracing::debug!(
                         target_name = %target,
@@ -345,7 +319,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(receipt)
+        Ok(results)
     }
 
     fn count_notes(&self, target: &str, notes: &[FormatNote]) {

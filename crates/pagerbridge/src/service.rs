@@ -16,6 +16,7 @@ use pagerduty_events::Client;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
+use crate::alertmanager_sync::AlertmanagerSync;
 use crate::config::{Config, Storage};
 use crate::delivery::fallback::FallbackSettings;
 use crate::delivery::{Budget, Delivery, LaneSettings, LeaseSettings, Shared};
@@ -25,7 +26,6 @@ use crate::kubernetes;
 use crate::lease_keeper::{Singleton, Singletons};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Planner};
-use crate::silence::SilenceWatcher;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{ReplicaId, Store, SuppressionPolicy};
@@ -116,7 +116,7 @@ pub async fn run(
         .transpose()
         .context("admin.bearer_token_file")?
         .map(Arc::new);
-    let silence_watcher = silence_watcher(&config)?;
+    let alertmanager_sync = AlertmanagerSync::from_config(&config.alertmanager)?;
     let secrets = start_secret_watch(&config, &registry, &metrics).await?;
     let mut singletons = Singletons::new(store.clone(), leases, metrics.clone());
     let housekeeping = (store.clone(), metrics.clone(), config.delivery.clone());
@@ -124,10 +124,13 @@ pub async fn run(
         let (store, metrics, delivery) = housekeeping.clone();
         tokio::spawn(crate::housekeeping::run(store, metrics, delivery, stop))
     });
-    if let Some(watcher) = silence_watcher {
-        let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
+    if let Some(sync) = alertmanager_sync {
+        let (pipeline, store, metrics) = (pipeline.clone(), store.clone(), metrics.clone());
         singletons.spawn(Singleton::Silence, move |stop| {
-            tokio::spawn(watcher.clone().run(pipeline.clone(), metrics.clone(), stop))
+            tokio::spawn(
+                sync.clone()
+                    .run(pipeline.clone(), store.clone(), metrics.clone(), stop),
+            )
         });
     }
     let state = AppState {
@@ -261,16 +264,5 @@ fn fallback_settings(config: &Config) -> anyhow::Result<Option<FallbackSettings>
         poll: Duration::from_secs(1),
         failure_backoff: Duration::from_secs(1),
         max_backoff: config.delivery.max_backoff,
-    }))
-}
-
-/// The silence watcher, when `alertmanager.url` is set.
-fn silence_watcher(config: &Config) -> anyhow::Result<Option<SilenceWatcher>> {
-    let Some(url) = config.alertmanager.base_url()? else {
-        return Ok(None);
-    };
-    Ok(Some(SilenceWatcher {
-        url,
-        poll_interval: config.alertmanager.poll_interval,
     }))
 }

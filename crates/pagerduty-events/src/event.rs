@@ -23,8 +23,16 @@ pub type CustomDetails = Map<String, Value>;
 )]
 pub enum AlertEvent {
     Trigger(Trigger),
-    Acknowledge { dedup_key: DedupKey },
-    Resolve { dedup_key: DedupKey },
+    Acknowledge {
+        dedup_key: DedupKey,
+    },
+    /// A resolve needs only its key. PagerDuty also takes a payload with it, shown in the
+    /// alert's log: for saying why it was resolved (e.g. by reconciliation).
+    Resolve {
+        dedup_key: DedupKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Payload>,
+    },
 }
 
 impl AlertEvent {
@@ -32,7 +40,7 @@ impl AlertEvent {
     pub fn dedup_key(&self) -> Option<&DedupKey> {
         match self {
             AlertEvent::Trigger(trigger) => trigger.dedup_key.as_ref(),
-            AlertEvent::Acknowledge { dedup_key } | AlertEvent::Resolve { dedup_key } => {
+            AlertEvent::Acknowledge { dedup_key } | AlertEvent::Resolve { dedup_key, .. } => {
                 Some(dedup_key)
             }
         }
@@ -187,7 +195,10 @@ mod tests {
             ack,
             json!({"event_action": "acknowledge", "dedup_key": "abc"})
         );
-        let resolve = AlertEvent::Resolve { dedup_key: key };
+        let resolve = AlertEvent::Resolve {
+            dedup_key: key,
+            payload: None,
+        };
         assert_eq!(resolve.action(), "resolve");
         assert_eq!(resolve.dedup_key().map(DedupKey::as_str), Some("abc"));
     }

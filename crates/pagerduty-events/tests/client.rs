@@ -96,7 +96,10 @@ async fn lifecycle_acknowledge_and_resolve() {
         AlertEvent::Acknowledge {
             dedup_key: dedup_key.clone(),
         },
-        AlertEvent::Resolve { dedup_key },
+        AlertEvent::Resolve {
+            dedup_key,
+            payload: None,
+        },
     ] {
         let accepted = client.send_alert(&key(), &event).await.expect("accepted");
         assert_eq!(accepted.dedup_key.as_deref(), Some("disk/db-1"));

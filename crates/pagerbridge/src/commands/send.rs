@@ -218,7 +218,10 @@ fn prepare(args: SendArgs) -> anyhow::Result<(Connection, Prepared)> {
         }
         SendArgs::Resolve(args) => {
             let dedup_key = DedupKey::new(args.dedup_key).context("--dedup-key")?;
-            let event = AlertEvent::Resolve { dedup_key };
+            let event = AlertEvent::Resolve {
+                dedup_key,
+                payload: None,
+            };
             (args.connection, Endpoint::Enqueue, Event::Alert(event))
         }
         SendArgs::Change(args) => {

@@ -23,8 +23,11 @@ use pagerduty_events::{BaseUrl, EndpointUrl};
 use serde::{Deserialize, Serialize};
 
 pub use storage::{Backend, SecretUrl, Storage, StorageConfig};
+pub(crate) use target::default_on_silence;
 pub(crate) use target::default_severity;
-pub use target::{Fields, InlineKey, KeySource, MatchValue, Matcher, Target, TargetConfig, route};
+pub use target::{
+    Fields, InlineKey, KeySource, MatchValue, Matcher, SyncAction, Target, TargetConfig, route,
+};
 
 /// Read when no `--config` is given and `$PAGERBRIDGE_CONFIG` is not set, if it exists.
 pub const DEFAULT_FILE: &str = "pagerbridge.yaml";
@@ -142,24 +145,58 @@ impl Default for FallbackConfig {
     }
 }
 
-/// The silence watcher: polls Alertmanager's API v2 for silenced alerts and acknowledges
-/// their incidents that are still triggered (DESIGN.md "Lifecycle mapping").
+/// The Alertmanager sync ([`crate::alertmanager_sync`]): polls every Alertmanager's API v2,
+/// applies each target's `on_silence` / `on_inhibit` policy, and resolves incidents whose
+/// alerts no Alertmanager holds any more (DESIGN.md "Alertmanager sync").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertmanagerConfig {
-    /// Alertmanager's base URL (without `/api/v2`); none disables the watcher. https, or plain
-    /// http to loopback only.
+    /// Every Alertmanager of the set (one, or an HA set), base URLs without `/api/v2`; none
+    /// turns the sync off. https, or plain http to loopback only.
+    pub urls: Vec<String>,
+    /// An alias for `urls` with one Alertmanager (and the only form an environment variable
+    /// can set: `PAGERBRIDGE_ALERTMANAGER__URL`).
     pub url: Option<String>,
-    /// How often Alertmanager is asked for silenced alerts.
+    /// How often each Alertmanager is asked.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// A file holding the bearer token sent to Alertmanager (e.g. behind an authenticating
+    /// proxy); read at every poll, so a rotated token is used at once.
+    pub bearer_token_file: Option<PathBuf>,
+    pub reconcile: ReconcileConfig,
 }
 
 impl Default for AlertmanagerConfig {
     fn default() -> Self {
         Self {
+            urls: Vec::new(),
             url: None,
             poll_interval: Duration::from_secs(30),
+            bearer_token_file: None,
+            reconcile: ReconcileConfig::default(),
+        }
+    }
+}
+
+/// Resolving incidents whose resolve was lost (Alertmanager restarted, or gave up on its
+/// webhook): see [`crate::alertmanager_sync`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    pub enabled: bool,
+    /// How long an incident's alert must have been missing from every Alertmanager (counted
+    /// from the incident's last event), and how long every Alertmanager must have been up,
+    /// before the incident is resolved. Longer than Prometheus takes to re-send its alerts to
+    /// a restarted Alertmanager (its evaluation interval, plus margin).
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -304,13 +341,28 @@ impl FallbackConfig {
 }
 
 impl AlertmanagerConfig {
-    /// `alertmanager.url`, parsed; none when the silence watcher is off.
-    pub fn base_url(&self) -> anyhow::Result<Option<BaseUrl>> {
-        self.url
-            .as_deref()
-            .map(BaseUrl::parse)
-            .transpose()
-            .context("alertmanager.url")
+    /// `alertmanager.urls` (or `url`), parsed; empty when the sync is off.
+    pub fn base_urls(&self) -> anyhow::Result<Vec<BaseUrl>> {
+        ensure!(
+            self.url.is_none() || self.urls.is_empty(),
+            "alertmanager: set `urls` or `url` (an alias for one), not both"
+        );
+        let written: Vec<&str> = match &self.url {
+            Some(url) => vec![url.as_str()],
+            None => self.urls.iter().map(String::as_str).collect(),
+        };
+        let mut urls: Vec<BaseUrl> = Vec::with_capacity(written.len());
+        for (i, text) in written.iter().enumerate() {
+            let field = if self.url.is_some() {
+                "alertmanager.url".to_owned()
+            } else {
+                format!("alertmanager.urls[{i}]")
+            };
+            let url = BaseUrl::parse(text).context(field.clone())?;
+            ensure!(!urls.contains(&url), "{field}: {text:?} is listed twice");
+            urls.push(url);
+        }
+        Ok(urls)
     }
 }
 
@@ -385,10 +437,18 @@ impl Config {
                 "fallback.timeout must be longer than 0s"
             );
         }
-        if self.alertmanager.base_url()?.is_some() {
+        if !self.alertmanager.base_urls()?.is_empty() {
             ensure!(
                 !self.alertmanager.poll_interval.is_zero(),
                 "alertmanager.poll_interval must be longer than 0s"
+            );
+            let reconcile = &self.alertmanager.reconcile;
+            ensure!(
+                !reconcile.enabled || reconcile.grace >= self.alertmanager.poll_interval,
+                "alertmanager.reconcile.grace ({}) must be at least alertmanager.poll_interval \
+                 ({}): an alert missing from one poll only may just be on its way back",
+                humantime::format_duration(reconcile.grace),
+                humantime::format_duration(self.alertmanager.poll_interval)
             );
         }
         if let Some(secrets) = &self.kubernetes.secrets {
@@ -612,6 +672,43 @@ targets:
         );
         let message = error("admin:\n  token_file: /x\n");
         assert!(message.contains("unknown field `token_file`"), "{message}");
+    }
+
+    #[test]
+    fn alertmanager_sync_takes_urls_or_one_url() {
+        let config = parse("").expect("defaults");
+        assert!(config.alertmanager.base_urls().expect("none").is_empty());
+        assert!(config.alertmanager.reconcile.enabled);
+        assert_eq!(
+            config.alertmanager.reconcile.grace,
+            Duration::from_secs(300)
+        );
+        let config = parse(
+            "alertmanager:\n  urls: ['http://127.0.0.1:9093', 'https://am-1.example.com:9093']\n",
+        )
+        .expect("valid");
+        let urls = config.alertmanager.base_urls().expect("urls");
+        assert_eq!(urls.len(), 2);
+        let config = parse("alertmanager: { url: 'http://127.0.0.1:9093' }\n").expect("valid");
+        assert_eq!(config.alertmanager.base_urls().expect("url").len(), 1);
+        let message = error(
+            "alertmanager: { url: 'http://127.0.0.1:9093', urls: ['http://127.0.0.1:9094'] }\n",
+        );
+        assert!(message.contains("not both"), "{message}");
+        let message =
+            error("alertmanager: { urls: ['http://127.0.0.1:9093', 'http://127.0.0.1:9093/'] }\n");
+        assert!(message.contains("listed twice"), "{message}");
+        let message =
+            error("alertmanager: { urls: ['http://127.0.0.1:9093', 'http://am.example.com'] }\n");
+        assert!(message.contains("alertmanager.urls[1]"), "{message}");
+        let message = error(
+            "alertmanager: { url: 'http://127.0.0.1:9093', poll_interval: 1m, reconcile: { grace: 30s } }\n",
+        );
+        assert!(message.contains("reconcile.grace"), "{message}");
+        parse(
+            "alertmanager: { url: 'http://127.0.0.1:9093', poll_interval: 1m, reconcile: { enabled: false, grace: 30s } }\n",
+        )
+        .expect("no grace needed when reconciling is off");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail, ensure};
 use pagerduty_events::{BaseUrl, RoutingKey, Severity};
 use regex::Regex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::RateLimit;
 use crate::alert::Labels;
@@ -50,6 +50,38 @@ pub struct TargetConfig {
     pub dedup: DedupMode,
     #[serde(default)]
     pub fields: Fields,
+    /// What the Alertmanager sync does to an incident whose alert is silenced.
+    #[serde(default = "default_on_silence")]
+    pub on_silence: SyncAction,
+    /// What the Alertmanager sync does to an incident whose alert is inhibited.
+    #[serde(default)]
+    pub on_inhibit: SyncAction,
+}
+
+/// What the Alertmanager sync does to the incident of a silenced or inhibited alert, once per
+/// change: an acknowledge goes to a triggered incident, a resolve to an open one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncAction {
+    Acknowledge,
+    Resolve,
+    /// Leave the incident alone.
+    #[default]
+    None,
+}
+
+impl SyncAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncAction::Acknowledge => "acknowledge",
+            SyncAction::Resolve => "resolve",
+            SyncAction::None => "none",
+        }
+    }
+}
+
+pub(crate) fn default_on_silence() -> SyncAction {
+    SyncAction::Acknowledge
 }
 
 pub(crate) fn default_severity() -> Severity {
@@ -228,6 +260,9 @@ pub struct Target {
     pub rate_limit: RateLimit,
     /// The target's own PagerDuty base URL; `None` sends to `pagerduty.url`.
     pub url: Option<BaseUrl>,
+    /// The Alertmanager sync's policies for this target's incidents.
+    pub on_silence: SyncAction,
+    pub on_inhibit: SyncAction,
 }
 
 impl Target {
@@ -287,6 +322,8 @@ impl TargetConfig {
             },
             rate_limit,
             url,
+            on_silence: self.on_silence,
+            on_inhibit: self.on_inhibit,
         })
     }
 
@@ -355,6 +392,8 @@ mod tests {
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
             url: None,
+            on_silence: crate::config::SyncAction::Acknowledge,
+            on_inhibit: crate::config::SyncAction::None,
         }
     }
 

@@ -223,6 +223,7 @@ impl Formatter {
             AlertStatus::Resolved => (
                 AlertEvent::Resolve {
                     dedup_key: dedup_key.clone(),
+                    payload: None,
                 },
                 None,
             ),

@@ -7,6 +7,7 @@
 //! metric's labels and its log line are written once, here, where they can be checked against
 //! each other.
 
+mod alertmanager;
 mod delivery;
 mod expired;
 mod fallback;
@@ -15,6 +16,7 @@ mod kubernetes;
 mod leases;
 mod storage;
 
+pub use alertmanager::{AlertmanagerUnreadable, IncidentSynced};
 pub use delivery::{
     BodyShrunk, DeliveryPaused, EventDeadLettered, EventDelivered, LaneMisconfigured,
     RequestCompleted,

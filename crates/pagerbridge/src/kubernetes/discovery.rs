@@ -166,6 +166,8 @@ mod tests {
             format: FormatOptions::default(),
             rate_limit: RateLimit::default(),
             url: None,
+            on_silence: crate::config::SyncAction::Acknowledge,
+            on_inhibit: crate::config::SyncAction::None,
         }];
         let keyring = Keyring::load(&file).expect("keys");
         let targets = Targets::new(file, keyring).expect("targets");

@@ -15,7 +15,8 @@ use pagerduty_events::Severity;
 use serde::Deserialize;
 
 use crate::config::{
-    Fields, InlineKey, KeySource, RateLimit, Target, TargetConfig, default_severity,
+    Fields, InlineKey, KeySource, RateLimit, SyncAction, Target, TargetConfig, default_on_silence,
+    default_severity,
 };
 use crate::format::DedupMode;
 
@@ -46,6 +47,10 @@ struct SecretTarget {
     dedup: DedupMode,
     #[serde(default)]
     fields: Fields,
+    #[serde(default = "default_on_silence")]
+    on_silence: SyncAction,
+    #[serde(default)]
+    on_inhibit: SyncAction,
     /// alert-history's publishing targets also carry a `format` (for PagerDuty targets,
     /// `pagerduty`) and `headers`: accepted, so that their Secrets work unchanged, and not
     /// used (the routing key is `routing_key`).
@@ -140,6 +145,8 @@ pub fn parse(
         url: written.url.as_deref().map(base_url),
         dedup: written.dedup,
         fields: written.fields,
+        on_silence: written.on_silence,
+        on_inhibit: written.on_inhibit,
     };
     let mut target = file_form
         .resolve(defaults.rate_limit)
