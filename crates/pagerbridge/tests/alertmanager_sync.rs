@@ -25,8 +25,9 @@ use jiff::Timestamp;
 use pagerbridge_testkit::needs;
 use pagerduty_simulator::{AlertState, Config as SimConfig};
 
-/// The reconciler's `grace` in the tests that exercise it: short, but well above a poll.
-const GRACE: Duration = Duration::from_secs(3);
+/// The reconciler's `grace` in the tests that exercise it: short, but well above a poll (a
+/// test does a few things within it).
+const GRACE: Duration = Duration::from_secs(4);
 
 /// How a [`Rig`] is set up; [`Plan::default`] is one Alertmanager, the default target only,
 /// and a `grace` long enough never to matter.
@@ -345,6 +346,13 @@ async fn incidents_alertmanager_lost_are_resolved_once_after_grace() {
         .await;
     assert_eq!(code, 202);
     rig.wait_for("trigger", 3).await;
+    // Their last events are older than grace: from then on, only the Alertmanager's own
+    // uptime holds a reconcile back.
+    wait_past(&rig.bridge, Timestamp::now(), GRACE, 2).await;
+    assert!(
+        actions(&rig.sim, "resolve").is_empty(),
+        "it still holds them"
+    );
 
     // Its volume lost: it comes back with no alerts, and will not tell the bridge anything.
     rig.ams[0].restart(true).await;
@@ -367,6 +375,33 @@ async fn incidents_alertmanager_lost_are_resolved_once_after_grace() {
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs alertmanager"]
+async fn an_incident_no_alertmanager_holds_is_resolved_only_after_grace_since_its_last_event() {
+    let rig = Rig::start(Plan {
+        grace: GRACE,
+        ..Plan::default()
+    })
+    .await;
+    // The Alertmanager has been up past grace: only the incidents' age holds a reconcile back.
+    wait_past(&rig.bridge, rig.ams[0].started, GRACE, 1).await;
+    // A webhook of alerts this Alertmanager does not hold (as if it had lost them since).
+    let sent = Timestamp::now();
+    let (code, receipt) = rig
+        .bridge
+        .post(
+            "/api/v1/alertmanager",
+            &common::sample("alertmanager-webhook-firing.json"),
+        )
+        .await;
+    assert_eq!(code, 202, "{receipt}");
+    rig.wait_for("trigger", 3).await;
+    rig.wait_for("resolve", 3).await;
+    wait_for_polls(&rig.bridge, 3).await;
+    rig.assert_reconciled(&actions(&rig.sim, "trigger"), sent + GRACE)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
 async fn a_restarted_alertmanager_sent_its_alerts_again_within_grace_resolves_nothing() {
     let mut rig = Rig::start(Plan {
         grace: GRACE,
@@ -374,19 +409,26 @@ async fn a_restarted_alertmanager_sent_its_alerts_again_within_grace_resolves_no
     })
     .await;
     let (disk, cpu) = disk_and_cpu();
-    // Prometheus re-sends every second, well within grace.
-    let _prometheus = rig.ams[0].keep_posting(firing(&[&disk, &cpu]), Duration::from_secs(1));
+    let alerts = firing(&[&disk, &cpu]);
+    rig.ams[0].post_alerts(&alerts).await;
     rig.wait_for("trigger", 2).await;
+    // Their last events are older than grace: from then on, only the Alertmanager's own
+    // uptime holds a reconcile back.
+    wait_past(&rig.bridge, Timestamp::now(), GRACE, 2).await;
 
     rig.ams[0].restart(false).await;
     let restarted = rig.ams[0].started;
-    // Past the time a reconcile would be due, and a few polls more.
-    wait_past(&rig.bridge, restarted, GRACE + Duration::from_secs(1), 4).await;
-    assert_eq!(
-        rig.ams[0].alerts().await.len(),
-        2,
-        "Prometheus re-sent them"
+    // Empty for a few polls, until Prometheus re-sends (its evaluation interval), within grace.
+    wait_for_polls(&rig.bridge, 2).await;
+    rig.ams[0].post_alerts(&alerts).await;
+    let resent = Timestamp::now();
+    assert!(
+        resent < restarted + GRACE,
+        "the machine is too slow for this test: re-sent {resent}, grace ends {}",
+        restarted + GRACE
     );
+    // Past the time a reconcile would be due, and a few polls more.
+    wait_past(&rig.bridge, restarted, GRACE, 4).await;
     assert!(
         actions(&rig.sim, "resolve").is_empty(),
         "{:?}",
