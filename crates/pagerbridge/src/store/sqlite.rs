@@ -5,6 +5,7 @@
 //! everything: SQLite admits one writer at a time anyway, and a single connection rules out
 //! `SQLITE_BUSY` between our own transactions.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, FromRow, Sqlite, Transaction};
+use sqlx::{Connection, FromRow, QueryBuilder, Sqlite, Transaction};
 
 use super::budget;
 use super::leases as lease_sql;
@@ -107,37 +108,113 @@ impl SqliteStore {
         row.as_ref().map(incident_from_row).transpose()
     }
 
-    async fn save_incident(
+    /// The stored states of the incidents `events` name, by (target, dedup key): one query
+    /// per target (a request rarely spans more than one).
+    async fn load_incidents(
         tx: &mut Transaction<'_, Sqlite>,
-        state: &IncidentState,
+        events: &[NewEvent],
+    ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
+        let mut keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for event in events {
+            if let Some(key) = &event.dedup_key {
+                keys.entry(&event.target).or_default().insert(key);
+            }
+        }
+        let mut loaded = HashMap::new();
+        for (target, keys) in keys {
+            let keys = serde_json::to_string(&keys)
+                .map_err(|error| StoreError::Corrupt(format!("dedup keys: {error}")))?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                super::rows::incident_columns!(),
+                " FROM incidents
+                 WHERE target = ? AND dedup_key IN (SELECT value FROM json_each(?))"
+            ))
+            .bind(target)
+            .bind(keys)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in &rows {
+                let state = incident_from_row(row)?;
+                loaded.insert((state.target.clone(), state.dedup_key.clone()), state);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Inserts the events in order, a few statements for the lot; their ids, in order.
+    async fn insert_events(
+        tx: &mut Transaction<'_, Sqlite>,
+        events: &[&NewEvent],
+        now: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut ids = Vec::with_capacity(events.len());
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
+                                     fingerprint, accepted_at) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.target.clone())
+                    .push_bind(event.dedup_key.clone())
+                    .push_bind(event.action.as_str())
+                    .push_bind(severity_rank(event.severity))
+                    .push_bind(event.event.to_string())
+                    .push_bind(event.alert.as_ref().map(|a| a.to_string()))
+                    .push_bind(event.fingerprint.clone())
+                    .push_bind(to_millis(now));
+            });
+            insert.push(" RETURNING id");
+            let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
+            // Rows are inserted in the order of VALUES and ids only grow, whatever order
+            // RETURNING lists them in.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        Ok(ids)
+    }
+
+    /// Writes incidents' new states, a few statements for the lot.
+    async fn save_incidents(
+        tx: &mut Transaction<'_, Sqlite>,
+        states: &[IncidentState],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
-                                    last_trigger_at, last_sent_at, updated_at, source,
-                                    first_event_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (target, dedup_key) DO UPDATE SET
-                fingerprint = excluded.fingerprint, status = excluded.status,
-                last_payload_hash = excluded.last_payload_hash,
-                last_trigger_at = excluded.last_trigger_at,
-                last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
-                source = excluded.source, first_event_at = excluded.first_event_at",
-        )
-        .bind(&state.target)
-        .bind(&state.dedup_key)
-        .bind(&state.fingerprint)
-        .bind(state.status.as_str())
-        .bind(&state.last_payload_hash)
-        .bind(state.last_trigger_at.map(to_millis))
-        .bind(state.last_sent_at.map(to_millis))
-        .bind(to_millis(state.updated_at))
-        .bind(state.source.map(IncidentSource::as_str))
-        .bind(state.first_event_at.map(to_millis))
-        .execute(&mut **tx)
-        .await?;
+        for chunk in states.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
+                                        last_trigger_at, last_sent_at, updated_at, source,
+                                        first_event_at) ",
+            );
+            upsert.push_values(chunk, |mut row, state| {
+                row.push_bind(state.target.clone())
+                    .push_bind(state.dedup_key.clone())
+                    .push_bind(state.fingerprint.clone())
+                    .push_bind(state.status.as_str())
+                    .push_bind(state.last_payload_hash.clone())
+                    .push_bind(state.last_trigger_at.map(to_millis))
+                    .push_bind(state.last_sent_at.map(to_millis))
+                    .push_bind(to_millis(state.updated_at))
+                    .push_bind(state.source.map(IncidentSource::as_str))
+                    .push_bind(state.first_event_at.map(to_millis));
+            });
+            // `WHERE true` lets SQLite tell the upsert's ON from a join's (its documented
+            // parsing ambiguity with INSERT … SELECT; harmless with VALUES).
+            upsert.push(
+                " ON CONFLICT (target, dedup_key) DO UPDATE SET
+                    fingerprint = excluded.fingerprint, status = excluded.status,
+                    last_payload_hash = excluded.last_payload_hash,
+                    last_trigger_at = excluded.last_trigger_at,
+                    last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
+                    source = excluded.source, first_event_at = excluded.first_event_at",
+            );
+            upsert.build().execute(&mut **tx).await?;
+        }
         Ok(())
     }
 }
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// The columns of a [`QueuedEvent`], as a macro so queries stay `&'static str` (sqlx refuses
 /// SQL built at run time).
@@ -194,45 +271,32 @@ impl Outbox for SqliteStore {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
+        // A handful of statements per request, whatever its size: each statement is a round
+        // trip to SQLite's thread, and a request carries up to thousands of alerts.
         let mut tx = self.pool.begin().await?;
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            let incident = match &event.dedup_key {
-                Some(key) => Some((
-                    key.clone(),
-                    Self::load_incident(&mut tx, &event.target, key).await?,
-                )),
-                None => None,
-            };
-            if let Some((_, current)) = &incident
-                && let Some(reason) = suppress::suppression(current.as_ref(), &event, policy, now)
-            {
-                results.push(Acceptance::Suppressed { reason });
-                continue;
-            }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
-                                     fingerprint, accepted_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&event.target)
-            .bind(&event.dedup_key)
-            .bind(event.action.as_str())
-            .bind(severity_rank(event.severity))
-            .bind(event.event.to_string())
-            .bind(event.alert.as_ref().map(|a| a.to_string()))
-            .bind(&event.fingerprint)
-            .bind(to_millis(now))
-            .fetch_one(&mut *tx)
-            .await?;
-            if let Some((key, current)) = &incident {
-                let next = suppress::next_state(current.as_ref(), &event.target, key, &event, now);
-                Self::save_incident(&mut tx, &next).await?;
-            }
-            results.push(Acceptance::Queued { id });
-        }
+        let loaded = Self::load_incidents(&mut tx, &events).await?;
+        let decided = suppress::decide_all(&events, loaded, policy, now);
+        let queued: Vec<&NewEvent> = events
+            .iter()
+            .zip(&decided.verdicts)
+            .filter_map(|(event, verdict)| verdict.is_none().then_some(event))
+            .collect();
+        let mut ids = Self::insert_events(&mut tx, &queued, now)
+            .await?
+            .into_iter();
+        Self::save_incidents(&mut tx, &decided.states).await?;
         tx.commit().await?;
-        Ok(results)
+        decided
+            .verdicts
+            .into_iter()
+            .map(|verdict| match verdict {
+                Some(reason) => Ok(Acceptance::Suppressed { reason }),
+                None => ids
+                    .next()
+                    .map(|id| Acceptance::Queued { id })
+                    .ok_or_else(|| StoreError::Corrupt("fewer ids than events queued".into())),
+            })
+            .collect()
     }
 
     async fn dedup_key_for_fingerprint(

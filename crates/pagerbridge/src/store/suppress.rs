@@ -193,6 +193,57 @@ pub fn next_state(
     next
 }
 
+/// A request's events decided in memory, in order, against their incidents' states as
+/// loaded at the start of the transaction: per event, `None` to queue it or the reason it is
+/// suppressed; and the final state of every incident an event changed (once each, in the order
+/// first touched). Later events of the same incident see the state the earlier ones left, so
+/// this is the same as deciding and saving one event after another.
+#[derive(Debug, Default)]
+pub struct Decided {
+    pub verdicts: Vec<Option<&'static str>>,
+    pub states: Vec<IncidentState>,
+}
+
+/// See [`Decided`]. `loaded` holds the stored state of the incidents the events name, keyed by
+/// (target, dedup key); incidents not in it are new.
+pub fn decide_all(
+    events: &[NewEvent],
+    mut loaded: std::collections::HashMap<(String, String), IncidentState>,
+    policy: &SuppressionPolicy,
+    now: Timestamp,
+) -> Decided {
+    let mut decided = Decided {
+        verdicts: Vec::with_capacity(events.len()),
+        states: Vec::new(),
+    };
+    // Where each changed incident's final state sits in `decided.states`.
+    let mut changed: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    for event in events {
+        let Some(key) = &event.dedup_key else {
+            decided.verdicts.push(None);
+            continue;
+        };
+        let id = (event.target.clone(), key.clone());
+        let current = loaded.get(&id);
+        if let Some(reason) = suppression(current, event, policy, now) {
+            decided.verdicts.push(Some(reason));
+            continue;
+        }
+        let next = next_state(current, &event.target, key, event, now);
+        match changed.get(&id) {
+            Some(&at) => decided.states[at] = next.clone(),
+            None => {
+                changed.insert(id.clone(), decided.states.len());
+                decided.states.push(next.clone());
+            }
+        }
+        loaded.insert(id, next);
+        decided.verdicts.push(None);
+    }
+    decided
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

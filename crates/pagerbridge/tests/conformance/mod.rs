@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             a_conditional_acknowledge_is_decided_inside_the_transaction,
             a_conditional_resolve_acts_only_on_open_incidents,
             incidents_remember_their_source_and_first_event,
+            one_request_decides_its_events_in_order,
             a_lease_is_renewed_by_its_owner_and_taken_over_after_expiry,
             a_stale_owner_cannot_renew_after_a_takeover,
             a_released_lease_is_free_at_once_with_a_new_epoch,
@@ -1467,4 +1468,84 @@ pub async fn incidents_remember_their_source_and_first_event<S: Store>(store: &S
     assert_eq!(api.len(), 1);
     assert_eq!(api[0].dedup_key, "api");
     assert_eq!(api[0].fingerprint.as_deref(), Some("fp-api"));
+}
+
+pub async fn one_request_decides_its_events_in_order<S: Store>(store: &S) {
+    accept_one(store, trigger("known", Severity::Error), at(0)).await;
+    let events = vec![
+        // A repeat of what is stored: suppressed.
+        trigger("known", Severity::Error),
+        // A new incident, repeated, resolved, resolved again, then triggered anew.
+        trigger("new", Severity::Warning),
+        trigger("new", Severity::Warning),
+        event("t", Some("new"), Action::Resolve, None),
+        event("t", Some("new"), Action::Resolve, None),
+        trigger("new", Severity::Warning),
+        // Another target's incident of the same key is its own.
+        event("u", Some("new"), Action::Trigger, Some(Severity::Info)),
+        event("t", None, Action::Change, None),
+    ];
+    let out = store
+        .accept(events, &SuppressionPolicy::default(), at(1))
+        .await
+        .expect("accept");
+    let reasons: Vec<Option<&str>> = out
+        .iter()
+        .map(|acceptance| match acceptance {
+            Acceptance::Queued { .. } => None,
+            Acceptance::Suppressed { reason } => Some(*reason),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("unchanged_retrigger"),
+            None,
+            Some("unchanged_retrigger"),
+            None,
+            Some("already_resolved"),
+            None,
+            None,
+            None,
+        ]
+    );
+    // Queued in the request's order, ids growing.
+    let ids: Vec<i64> = out
+        .iter()
+        .filter_map(|acceptance| match acceptance {
+            Acceptance::Queued { id } => Some(*id),
+            Acceptance::Suppressed { .. } => None,
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let pending = store.pending(None, 100).await.expect("pending");
+    let actions: Vec<(String, Option<String>, Action)> = pending
+        .iter()
+        .filter(|e| e.id >= ids[0])
+        .map(|e| (e.target.clone(), e.dedup_key.clone(), e.action))
+        .collect();
+    let key = |k: &str| Some(k.to_owned());
+    assert_eq!(
+        actions,
+        [
+            ("t".to_owned(), key("new"), Action::Trigger),
+            ("t".to_owned(), key("new"), Action::Resolve),
+            ("t".to_owned(), key("new"), Action::Trigger),
+            ("u".to_owned(), key("new"), Action::Trigger),
+            ("t".to_owned(), None, Action::Change),
+        ]
+    );
+    let new = store
+        .incident("t", "new")
+        .await
+        .expect("incident")
+        .expect("new");
+    assert_eq!(new.status, Status::Triggered);
+    assert_eq!(new.first_event_at, Some(at(1)));
+    let other = store
+        .incident("u", "new")
+        .await
+        .expect("incident")
+        .expect("u");
+    assert_eq!(other.status, Status::Triggered);
 }
