@@ -4,7 +4,7 @@
 //! [`Planner`] is the pure part (routing and formatting), shared by `serve` and `render`, so
 //! `render` prints exactly what `serve` would queue. [`Pipeline`] adds storage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -238,19 +238,34 @@ impl Pipeline {
             return Ok(());
         }
         let explicit = explicit_target(&targets, explicit_target_name)?;
-        for alert in alerts.iter_mut() {
-            let (None, Some(fingerprint)) = (&alert.dedup_key, &alert.fingerprint) else {
-                continue;
-            };
-            let target =
-                explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
-            if let Some(known) = self
+        // Which alerts need a look, by target: one query per target for the whole request.
+        let mut wanted: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, alert) in alerts.iter().enumerate() {
+            if let (None, Some(_)) = (&alert.dedup_key, &alert.fingerprint) {
+                let target =
+                    explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
+                wanted.entry(target.name.as_str()).or_default().push(i);
+            }
+        }
+        for (target, indexes) in wanted {
+            let fingerprints: Vec<&str> = indexes
+                .iter()
+                .filter_map(|&i| alerts[i].fingerprint.as_deref())
+                .collect();
+            let known = self
                 .store
-                .dedup_key_for_fingerprint(&target.name, fingerprint)
-                .await?
-                && let Ok(key) = pagerduty_events::DedupKey::new(known)
-            {
-                alert.dedup_key = Some(key);
+                .dedup_keys_for_fingerprints(target, &fingerprints)
+                .await?;
+            for i in indexes {
+                let alert = &mut alerts[i];
+                if let Some(key) = alert
+                    .fingerprint
+                    .as_deref()
+                    .and_then(|fingerprint| known.get(fingerprint))
+                    .and_then(|known| pagerduty_events::DedupKey::new(known.clone()).ok())
+                {
+                    alert.dedup_key = Some(key);
+                }
             }
         }
         Ok(())

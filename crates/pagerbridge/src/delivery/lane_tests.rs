@@ -59,11 +59,11 @@ impl Outbox for FakeStore {
     ) -> Result<Vec<Acceptance>, StoreError> {
         unreachable!("a lane never accepts events")
     }
-    async fn dedup_key_for_fingerprint(
+    async fn dedup_keys_for_fingerprints(
         &self,
         _: &str,
-        _: &str,
-    ) -> Result<Option<String>, StoreError> {
+        _: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         unreachable!("a lane never looks up fingerprints")
     }
     async fn pending(&self, _: Option<&str>, _: u32) -> Result<Vec<QueuedEvent>, StoreError> {

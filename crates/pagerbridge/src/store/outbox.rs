@@ -1,6 +1,8 @@
 //! The outbox: events accepted from senders wait here, per target lane, until PagerDuty
 //! takes them. What a lane reads and writes while it delivers.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
 use pagerduty_events::Severity;
@@ -99,12 +101,13 @@ pub trait Outbox: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError>;
 
-    /// The dedup key last used for an Alertmanager fingerprint on a target, if remembered.
-    async fn dedup_key_for_fingerprint(
+    /// The dedup key last used for each of these Alertmanager fingerprints on a target, for
+    /// those remembered: one query for a whole request's alerts.
+    async fn dedup_keys_for_fingerprints(
         &self,
         target: &str,
-        fingerprint: &str,
-    ) -> Result<Option<String>, StoreError>;
+        fingerprints: &[&str],
+    ) -> Result<HashMap<String, String>, StoreError>;
 
     /// The next event a lane may send: pending, with no older pending event of the same
     /// dedup key, most severe first, then oldest.

@@ -37,6 +37,7 @@
 //! before the wait.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -337,19 +338,25 @@ impl Outbox for PostgresStore {
         Ok(results)
     }
 
-    async fn dedup_key_for_fingerprint(
+    async fn dedup_keys_for_fingerprints(
         &self,
         target: &str,
-        fingerprint: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT dedup_key FROM incidents WHERE target = $1 AND fingerprint = $2
-             ORDER BY updated_at DESC, dedup_key DESC LIMIT 1",
+        fingerprints: &[&str],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        if fingerprints.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // Oldest first, so that the last one seen of each fingerprint is the one kept.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT fingerprint, dedup_key FROM incidents
+             WHERE target = $1 AND fingerprint = ANY($2)
+             ORDER BY updated_at, dedup_key",
         )
         .bind(target)
-        .bind(fingerprint)
-        .fetch_optional(&self.pool)
-        .await?)
+        .bind(fingerprints)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {

@@ -299,19 +299,27 @@ impl Outbox for SqliteStore {
             .collect()
     }
 
-    async fn dedup_key_for_fingerprint(
+    async fn dedup_keys_for_fingerprints(
         &self,
         target: &str,
-        fingerprint: &str,
-    ) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT dedup_key FROM incidents WHERE target = ? AND fingerprint = ?
-             ORDER BY updated_at DESC, rowid DESC LIMIT 1",
+        fingerprints: &[&str],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        if fingerprints.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let fingerprints = serde_json::to_string(fingerprints)
+            .map_err(|error| StoreError::Corrupt(format!("fingerprints: {error}")))?;
+        // Oldest first, so that the last one seen of each fingerprint is the one kept.
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT fingerprint, dedup_key FROM incidents
+             WHERE target = ? AND fingerprint IN (SELECT value FROM json_each(?))
+             ORDER BY updated_at, rowid",
         )
         .bind(target)
-        .bind(fingerprint)
-        .fetch_optional(&self.pool)
-        .await?)
+        .bind(fingerprints)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {

@@ -546,27 +546,36 @@ pub async fn a_slot_in_flight_counts_until_it_is_settled<S: Store>(store: &S) {
 
 pub async fn fingerprint_maps_to_the_last_dedup_key<S: Store>(store: &S) {
     accept_one(store, trigger("k1", Severity::Error), at(0)).await;
-    assert_eq!(
+    accept_one(store, trigger("k2", Severity::Error), at(0)).await;
+    // The same alert under a new key (its target's `dedup` switched): the newer key wins.
+    let moved = NewEvent {
+        fingerprint: Some("fp-k1".to_owned()),
+        ..trigger("k1-new", Severity::Error)
+    };
+    accept_one(store, moved, at(5)).await;
+    let known = store
+        .dedup_keys_for_fingerprints("t", &["fp-k1", "fp-k2", "nope"])
+        .await
+        .expect("lookup");
+    let mut pairs: Vec<(&str, &str)> = known
+        .iter()
+        .map(|(fp, key)| (fp.as_str(), key.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    assert_eq!(pairs, [("fp-k1", "k1-new"), ("fp-k2", "k2")]);
+    assert!(
         store
-            .dedup_key_for_fingerprint("t", "fp-k1")
+            .dedup_keys_for_fingerprints("other", &["fp-k1"])
             .await
             .expect("lookup")
-            .as_deref(),
-        Some("k1")
+            .is_empty()
     );
-    assert_eq!(
+    assert!(
         store
-            .dedup_key_for_fingerprint("t", "nope")
+            .dedup_keys_for_fingerprints("t", &[])
             .await
-            .expect("lookup"),
-        None
-    );
-    assert_eq!(
-        store
-            .dedup_key_for_fingerprint("other", "fp-k1")
-            .await
-            .expect("lookup"),
-        None
+            .expect("lookup")
+            .is_empty()
     );
 }
 
