@@ -6,305 +6,18 @@
 //! `scripts/test` runs them when the binary is on `PATH`, CI always does, and without it they
 //! fail instead of passing untested.
 
+mod alertmanager_harness;
 mod common;
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{
-    ROUTING_KEY, Setup, assert_lifecycles, delivered, expected_dedup_key, simulator, wait_until,
+use alertmanager_harness::{
+    Alertmanager, TestAlert, WAIT, actions, firing, free_addr, metric, resolved, wait_for_metric,
+    wait_for_polls,
 };
+use common::{ROUTING_KEY, Setup, assert_lifecycles, delivered, simulator, wait_until};
 use jiff::Timestamp;
 use pagerbridge_testkit::needs;
 use pagerduty_simulator::{AlertState, Config as SimConfig, Faults};
-use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A port nobody listened on a moment ago (the caller retries if someone takes it meanwhile).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// A running Alertmanager, without clustering, whose only receiver is a webhook to the
-/// bridge. Killed on drop.
-struct Alertmanager {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
-    url: String,
-    log: PathBuf,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    /// Starts `binary` with its webhook pointing at `webhook_url` and waits until it is ready.
-    async fn start(binary: &Path, webhook_url: &str) -> Alertmanager {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // A receiver name unique to this instance, to recognise it behind the port.
-        let receiver = format!(
-            "pagerbridge-{}",
-            dir.path().file_name().expect("name").to_string_lossy()
-        );
-        let config = dir.path().join("alertmanager.yml");
-        let yaml = format!(
-            r#"route:
-  receiver: "{receiver}"
-  group_by: ["alertname"]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: "{receiver}"
-    webhook_configs:
-      - url: "{webhook_url}"
-        send_resolved: true
-"#
-        );
-        std::fs::write(&config, yaml).expect("alertmanager config");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("http client");
-        for attempt in 1..=5 {
-            let addr = format!("127.0.0.1:{}", free_port());
-            let log = dir.path().join(format!("alertmanager-{attempt}.log"));
-            let out = std::fs::File::create(&log).expect("log file");
-            let mut child = Command::new(binary)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address={addr}"))
-                .arg(format!("--web.external-url=http://{addr}"))
-                .arg("--cluster.listen-address=")
-                .arg("--log.level=debug")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("log file"))
-                .stderr(out)
-                .spawn()
-                .expect("alertmanager starts");
-            let url = format!("http://{addr}");
-            if wait_ready(&mut child, &http, &url, &receiver, &log).await {
-                return Alertmanager {
-                    child,
-                    url,
-                    log,
-                    http,
-                    _dir: dir,
-                };
-            }
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                text.contains("address already in use"),
-                "alertmanager exited:\n{text}"
-            );
-            // Someone took the port between our probe and its bind: try another.
-        }
-        panic!("alertmanager found no free port in 5 attempts");
-    }
-
-    /// `POST /api/v2/alerts`, as Prometheus does.
-    async fn post_alerts(&self, alerts: &[Value]) {
-        let response = self
-            .http
-            .post(format!("{}/api/v2/alerts", self.url))
-            .json(alerts)
-            .send()
-            .await
-            .expect("alertmanager answers");
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "POST /api/v2/alerts: {body}");
-    }
-
-    /// `POST /api/v2/silences` for one `alertname`, for an hour from now.
-    async fn silence_alertname(&self, alertname: &str) {
-        let now = Timestamp::now();
-        let ends = now + jiff::SignedDuration::from_hours(1);
-        let silence = json!({
-            "matchers": [{"name": "alertname", "value": alertname, "isRegex": false, "isEqual": true}],
-            "startsAt": now.to_string(),
-            "endsAt": ends.to_string(),
-            "createdBy": "test",
-            "comment": "test",
-        });
-        let response = self
-            .http
-            .post(format!("{}/api/v2/silences", self.url))
-            .json(&silence)
-            .send()
-            .await
-            .expect("alertmanager answers");
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "POST /api/v2/silences: {body}");
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("alertmanager's log:\n{}", self.log_text());
-        }
-    }
-}
-
-/// Polls `/-/ready` until the Alertmanager `child` answers (`true`) or exits (`false`).
-async fn wait_ready(
-    child: &mut Child,
-    http: &reqwest::Client,
-    url: &str,
-    receiver: &str,
-    log: &Path,
-) -> bool {
-    let get = async |path: &str| -> Option<String> {
-        let response = http.get(format!("{url}{path}")).send().await.ok()?;
-        (response.status() == 200).then_some(())?;
-        response.text().await.ok()
-    };
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return false;
-        }
-        if get("/-/ready").await.is_some() {
-            // Another test's Alertmanager could hold the port: check it is ours.
-            let status = get("/api/v2/status").await.unwrap_or_default();
-            let ours = serde_json::from_str::<Value>(&status).is_ok_and(|s| {
-                s["config"]["original"]
-                    .as_str()
-                    .is_some_and(|c| c.contains(receiver))
-            });
-            if ours && matches!(child.try_wait(), Ok(None)) {
-                return true;
-            }
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "alertmanager not ready within {WAIT:?}:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// An alert as a Prometheus server would post it.
-struct TestAlert {
-    labels: Vec<(&'static str, String)>,
-    annotations: Vec<(&'static str, String)>,
-    starts_at: Timestamp,
-}
-
-impl TestAlert {
-    fn new(alertname: &str, instance: &str, severity: &str, starts_at: Timestamp) -> Self {
-        Self {
-            labels: vec![
-                ("alertname", alertname.to_owned()),
-                ("instance", instance.to_owned()),
-                ("severity", severity.to_owned()),
-            ],
-            annotations: vec![
-                ("summary", format!("{alertname} on {instance}")),
-                (
-                    "runbook_url",
-                    format!("https://runbooks.example.test/{}", alertname.to_lowercase()),
-                ),
-            ],
-            starts_at,
-        }
-    }
-
-    fn label(&self, name: &str) -> &str {
-        self.labels
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    fn dedup_key(&self) -> String {
-        let labels: Vec<(&str, &str)> = self.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        expected_dedup_key(&labels)
-    }
-
-    /// The API v2 body: firing (no `endsAt`) or, given `ends_at` (now or past), resolved.
-    fn json(&self, ends_at: Option<Timestamp>) -> Value {
-        let map = |pairs: &[(&str, String)]| -> serde_json::Map<String, Value> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::from(v.as_str())))
-                .collect()
-        };
-        let mut alert = json!({
-            "labels": map(&self.labels),
-            "annotations": map(&self.annotations),
-            "startsAt": self.starts_at.to_string(),
-            "generatorURL": format!(
-                "http://127.0.0.1:9090/graph?g0.expr=disk_free%7Binstance%3D%22{}%22%7D",
-                self.label("instance")
-            ),
-        });
-        if let Some(ends_at) = ends_at {
-            alert["endsAt"] = ends_at.to_string().into();
-        }
-        alert
-    }
-}
-
-fn firing(alerts: &[&TestAlert]) -> Vec<Value> {
-    alerts.iter().map(|a| a.json(None)).collect()
-}
-
-fn resolved(alerts: &[&TestAlert]) -> Vec<Value> {
-    let now = Timestamp::now();
-    alerts.iter().map(|a| a.json(Some(now))).collect()
-}
-
-/// The value of `sample` (`name{labels}`) in a Prometheus text exposition.
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
-/// Polls the bridge's `/metrics` until `sample` has `value`.
-async fn wait_for_metric(bridge: &common::Bridge, sample: &str, value: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, text) = bridge.get_text("/metrics").await;
-        if metric(&text, sample) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {sample} {value}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn actions(sim: &pagerduty_simulator::SpawnedSimulator, action: &str) -> Vec<String> {
-    delivered(sim)
-        .into_iter()
-        .filter(|(_, a)| a == action)
-        .map(|(k, _)| k)
-        .collect()
-}
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs alertmanager"]
@@ -517,7 +230,7 @@ async fn an_alert_silenced_in_alertmanager_is_acknowledged_once() {
     let sim = simulator(SimConfig::default()).await;
     // Alertmanager needs the bridge's address and the bridge Alertmanager's: pick the bridge's
     // port first.
-    let bridge_addr: std::net::SocketAddr = (Ipv4Addr::LOCALHOST, free_port()).into();
+    let bridge_addr = free_addr();
     let am = Alertmanager::start(
         &binary,
         &format!("http://{bridge_addr}/api/v1/alertmanager"),
@@ -544,21 +257,7 @@ async fn an_alert_silenced_in_alertmanager_is_acknowledged_once() {
     .await;
 
     // Three more polls find DiskFull silenced again: still one acknowledge.
-    let polls = "pagerbridge_silence_watcher_polls_total{result=\"ok\"}";
-    let (_, text) = bridge.get_text("/metrics").await;
-    let before = metric(&text, polls).expect("the watcher polls");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, text) = bridge.get_text("/metrics").await;
-        if metric(&text, polls).is_some_and(|n| n >= before + 3.0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the watcher stopped polling:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_polls(&bridge, 3).await;
     assert_eq!(actions(&sim, "acknowledge"), vec![disk.dedup_key()]);
     let (_, text) = bridge.get_text("/metrics").await;
     assert_eq!(

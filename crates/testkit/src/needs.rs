@@ -18,8 +18,9 @@
 //!   one cannot run.
 //!
 //! Which ignored test needs what is told by its name: an ignored test that needs a [`Need`]
-//! has the need's [`Need::tag`] in its name (`metrics_pass_promtool`), or is in the one test
-//! binary given over to that need (`tests/store_postgres.rs`, `tests/alertmanager.rs`).
+//! has the need's [`Need::tag`] in its name (`metrics_pass_promtool`), or is in a test binary
+//! given over to that need (`tests/store_postgres.rs`, `tests/alertmanager.rs`,
+//! `tests/alertmanager_sync.rs`).
 //! [`Need::filter`] is the nextest filter that picks those tests out among the ignored ones.
 
 use std::net::{TcpStream, ToSocketAddrs};
@@ -131,19 +132,20 @@ impl Need {
     /// The nextest filter that selects, among the ignored tests, those that need it.
     pub fn filter(self) -> String {
         let tag = self.tag();
-        match self.binary() {
-            Some(binary) => format!("binary(={binary}) | test(/{tag}/)"),
-            None => format!("test(/{tag}/)"),
-        }
+        self.binaries()
+            .iter()
+            .map(|binary| format!("binary(={binary}) | "))
+            .chain([format!("test(/{tag}/)")])
+            .collect()
     }
 
-    /// The test binary all of whose tests need it, if there is one. Named exactly: nextest
-    /// refuses a `binary()` filter that matches no binary, so a renamed file fails loudly.
-    fn binary(self) -> Option<&'static str> {
+    /// The test binaries all of whose tests need it. Named exactly: nextest refuses a
+    /// `binary()` filter that matches no binary, so a renamed file fails loudly.
+    fn binaries(self) -> &'static [&'static str] {
         match self {
-            Need::Postgres => Some("store_postgres"),
-            Need::Alertmanager => Some("alertmanager"),
-            _ => None,
+            Need::Postgres => &["store_postgres"],
+            Need::Alertmanager => &["alertmanager", "alertmanager_sync"],
+            _ => &[],
         }
     }
 
@@ -398,6 +400,10 @@ mod tests {
         assert_eq!(
             Need::Postgres.filter(),
             "binary(=store_postgres) | test(/postgres/)"
+        );
+        assert_eq!(
+            Need::Alertmanager.filter(),
+            "binary(=alertmanager) | binary(=alertmanager_sync) | test(/alertmanager/)"
         );
         assert_eq!(Need::Promtool.filter(), "test(/promtool/)");
         assert_eq!(Need::Initdb.filter(), "test(/initdb/)");
