@@ -21,6 +21,10 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// The text of the link to Alertmanager's new-silence form. Its URL is the sending
+/// Alertmanager's own `externalURL`, which differs between the peers of an HA set.
+pub const SILENCE_LINK_TEXT: &str = "Silence in Alertmanager";
+
 /// The alert's links, in a fixed order, without repeats. `external_url` is the webhook's
 /// `externalURL` (give `None` for no silence link).
 pub fn links(alert: &Alert, external_url: Option<&str>, notes: &mut Vec<FormatNote>) -> Vec<Link> {
@@ -31,7 +35,7 @@ pub fn links(alert: &Alert, external_url: Option<&str>, notes: &mut Vec<FormatNo
         (annotation("runbook_url"), "Runbook"),
         (annotation("dashboard_url"), "Dashboard"),
         (annotation("grafana_url"), "Dashboard"),
-        (silence.as_deref(), "Silence in Alertmanager"),
+        (silence.as_deref(), SILENCE_LINK_TEXT),
     ];
     let mut links: Vec<Link> = Vec::new();
     for (url, text) in candidates {

@@ -362,10 +362,22 @@ struct Texts {
 }
 
 /// Lowercase hex SHA-256 of the event's JSON. Struct fields serialize in declaration order and
-/// maps in key order, so equal events hash equal on every replica.
+/// maps in key order, so equal events hash equal on every replica. The silence link is left
+/// out: each peer of an Alertmanager HA set sends the same alert with its own, and the same
+/// alert from two peers must not count as a change (it would be triggered again).
 fn payload_hash(event: &AlertEvent) -> String {
+    let is_silence =
+        |link: &pagerduty_events::Link| link.text.as_deref() == Some(links::SILENCE_LINK_TEXT);
     // Serializing an event cannot fail: all its map keys are strings.
-    dedup::sha256_hex(serde_json::to_vec(event).unwrap_or_default())
+    let json = match event {
+        AlertEvent::Trigger(trigger) if trigger.links.iter().any(is_silence) => {
+            let mut trigger = trigger.clone();
+            trigger.links.retain(|link| !is_silence(link));
+            serde_json::to_vec(&AlertEvent::Trigger(trigger))
+        }
+        other => serde_json::to_vec(other),
+    };
+    dedup::sha256_hex(json.unwrap_or_default())
 }
 
 /// Only reached for an alert without `alertname` and without summary text, which ingest

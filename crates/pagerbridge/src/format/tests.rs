@@ -489,6 +489,25 @@ fn payload_hash_is_stable_and_tracks_content() {
 }
 
 #[test]
+fn the_peers_of_an_alertmanager_ha_set_send_one_payload() {
+    // The same alert from two peers differs only in the silence link (each peer's own
+    // externalURL): the same payload, so not a change to send again.
+    let alert = disk_full(AlertStatus::Firing);
+    let formatter = Formatter::new(FormatOptions::default()).expect("formatter");
+    let from = |external_url: &str| {
+        let group = GroupContext {
+            external_url: Some(external_url.to_owned()),
+            ..GroupContext::default()
+        };
+        formatter.format(&alert, &group).expect("formatted")
+    };
+    let (one, two) = (from("http://am-0:9093"), from("http://am-1:9093"));
+    assert_ne!(one.event, two.event, "each shows its own silence link");
+    assert_eq!(one.payload_hash, two.payload_hash);
+    assert!(one.payload_hash.is_some());
+}
+
+#[test]
 fn non_https_image_is_dropped_with_a_note() {
     let mut a = disk_full(AlertStatus::Firing);
     a.annotations
