@@ -37,7 +37,7 @@
 //! before the wait.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -49,8 +49,9 @@ use sqlx::{FromRow, Postgres, Row, Transaction};
 use super::budget;
 use super::leases as lease_sql;
 use super::rows::{
-    ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
-    notice_from_row, queued_from_row,
+    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, incident_from_row,
+    insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
+    upsert_incident_rows,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
@@ -76,9 +77,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How the locked transactions begin; see the module documentation.
 const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
-/// Takes an incident's lock, given the `hashtext` of its [`incident_lock_key`]. The first key
-/// names the lock space, so incident and budget locks never collide with each other.
-const LOCK_INCIDENT: &str = "SELECT pg_advisory_xact_lock(hashtext('pagerbridge/incident'), $1)";
+/// Takes the locks of incidents, given their [`incident_lock_key`]s (`$1`), each once, in
+/// ascending order of its `hashtext`. The first key names the lock space, so incident and
+/// budget locks never collide with each other. One statement: PostgreSQL calls a volatile
+/// function of the select list after the ORDER BY, so the locks are taken in order (EXPLAIN
+/// VERBOSE shows the call above the sort).
+const LOCK_INCIDENTS: &str = "SELECT pg_advisory_xact_lock(hashtext('pagerbridge/incident'), h)
+     FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k) AS keys
+     ORDER BY h";
 
 /// The PostgreSQL-backed [`Store`].
 #[derive(Clone, Debug)]
@@ -122,35 +128,36 @@ impl PostgresStore {
         row.as_ref().map(incident_from_row).transpose()
     }
 
-    async fn save_incident(
+    /// The stored states of the incidents `events` name, by (target, dedup key): one query
+    /// per target (a request rarely spans more than one). The caller holds their locks.
+    async fn load_incidents(
         tx: &mut Transaction<'_, Postgres>,
-        state: &IncidentState,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
-                                    last_trigger_at, last_sent_at, updated_at, source,
-                                    first_event_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (target, dedup_key) DO UPDATE SET
-                fingerprint = excluded.fingerprint, status = excluded.status,
-                last_payload_hash = excluded.last_payload_hash,
-                last_trigger_at = excluded.last_trigger_at,
-                last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
-                source = excluded.source, first_event_at = excluded.first_event_at",
-        )
-        .bind(&state.target)
-        .bind(&state.dedup_key)
-        .bind(&state.fingerprint)
-        .bind(state.status.as_str())
-        .bind(&state.last_payload_hash)
-        .bind(state.last_trigger_at.map(to_millis))
-        .bind(state.last_sent_at.map(to_millis))
-        .bind(to_millis(state.updated_at))
-        .bind(state.source.map(IncidentSource::as_str))
-        .bind(state.first_event_at.map(to_millis))
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        events: &[NewEvent],
+    ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
+        let mut keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for event in events {
+            if let Some(key) = &event.dedup_key {
+                keys.entry(&event.target).or_default().insert(key);
+            }
+        }
+        let mut loaded = HashMap::new();
+        for (target, keys) in keys {
+            let keys: Vec<&str> = keys.into_iter().collect();
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                super::rows::incident_columns!(),
+                " FROM incidents WHERE target = $1 AND dedup_key = ANY($2)"
+            ))
+            .bind(target)
+            .bind(&keys)
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in &rows {
+                let state = incident_from_row(row)?;
+                loaded.insert((state.target.clone(), state.dedup_key.clone()), state);
+            }
+        }
+        Ok(loaded)
     }
 
     /// Locks every incident the events name, each once, in ascending order of the lock's key,
@@ -174,18 +181,10 @@ impl PostgresStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let hashes: Vec<i32> = sqlx::query_scalar(
-            "SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY h",
-        )
-        .bind(&keys)
-        .fetch_all(&mut **tx)
-        .await?;
-        for hash in hashes {
-            sqlx::query(LOCK_INCIDENT)
-                .bind(hash)
-                .execute(&mut **tx)
-                .await?;
-        }
+        sqlx::query(LOCK_INCIDENTS)
+            .bind(&keys)
+            .fetch_all(&mut **tx)
+            .await?;
         Ok(())
     }
 }
@@ -294,48 +293,22 @@ impl Outbox for PostgresStore {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
+        // A handful of statements per request, whatever its size: the incidents locked and
+        // loaded, the rules applied in memory in order, the rows written multi-row.
         let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
         Self::lock_incidents(&mut tx, &events).await?;
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            // Read per event, not once per request: an earlier event of the same request may
-            // have changed the incident.
-            let incident = match &event.dedup_key {
-                Some(key) => Some((
-                    key.clone(),
-                    Self::load_incident(&mut tx, &event.target, key).await?,
-                )),
-                None => None,
-            };
-            if let Some((_, current)) = &incident
-                && let Some(reason) = suppress::suppression(current.as_ref(), &event, policy, now)
-            {
-                results.push(Acceptance::Suppressed { reason });
-                continue;
-            }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
-                                     fingerprint, accepted_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(&event.target)
-            .bind(&event.dedup_key)
-            .bind(event.action.as_str())
-            .bind(severity_rank(event.severity))
-            .bind(event.event.to_string())
-            .bind(event.alert.as_ref().map(|a| a.to_string()))
-            .bind(&event.fingerprint)
-            .bind(to_millis(now))
-            .fetch_one(&mut *tx)
-            .await?;
-            if let Some((key, current)) = &incident {
-                let next = suppress::next_state(current.as_ref(), &event.target, key, &event, now);
-                Self::save_incident(&mut tx, &next).await?;
-            }
-            results.push(Acceptance::Queued { id });
-        }
+        let loaded = Self::load_incidents(&mut tx, &events).await?;
+        let mut decider = suppress::Decider::new(loaded);
+        let verdicts = decider.decide(&events, policy, now);
+        let queued: Vec<(&NewEvent, Timestamp)> = events
+            .iter()
+            .zip(&verdicts)
+            .filter_map(|(event, verdict)| verdict.is_none().then_some((event, now)))
+            .collect();
+        let mut ids = insert_outbox_rows!(Postgres, &mut tx, &queued).into_iter();
+        upsert_incident_rows!(Postgres, &mut tx, &decider.into_changed());
         tx.commit().await?;
-        Ok(results)
+        acceptances(verdicts, &mut ids)
     }
 
     async fn dedup_keys_for_fingerprints(

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::suppress::Status;
 use super::{
-    Action, DeadLetter, IncidentSource, IncidentState, LaneStats, Notice, QueuedEvent, StoreError,
-    from_millis,
+    Acceptance, Action, DeadLetter, IncidentSource, IncidentState, LaneStats, Notice, QueuedEvent,
+    StoreError, from_millis,
 };
 
 /// An outbox row as a lane and the admin API see it (`queued_columns!` in each backend).
@@ -121,6 +121,99 @@ macro_rules! incident_columns {
     };
 }
 pub(super) use incident_columns;
+
+/// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535 bound
+/// parameters.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts `(event, accepted_at)` pairs into the outbox, in order, a few statements for the
+/// lot, and evaluates to their ids in the same order. A macro over both stores' query
+/// builders (`$db`: `Sqlite` or `Postgres`): the SQL is the same, the placeholders differ.
+macro_rules! insert_outbox_rows {
+    ($db:ty, $tx:expr, $events:expr) => {{
+        let events: &[(&NewEvent, Timestamp)] = $events;
+        let mut ids: Vec<i64> = Vec::with_capacity(events.len());
+        for chunk in events.chunks($crate::store::rows::ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
+                                     fingerprint, accepted_at) ",
+            );
+            insert.push_values(chunk, |mut row, (event, accepted_at)| {
+                row.push_bind(event.target.clone())
+                    .push_bind(event.dedup_key.clone())
+                    .push_bind(event.action.as_str())
+                    .push_bind(severity_rank(event.severity))
+                    .push_bind(event.event.to_string())
+                    .push_bind(event.alert.as_ref().map(|a| a.to_string()))
+                    .push_bind(event.fingerprint.clone())
+                    .push_bind(to_millis(*accepted_at));
+            });
+            insert.push(" RETURNING id");
+            let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **$tx).await?;
+            // Rows are inserted in the order of VALUES and ids only grow, whatever order
+            // RETURNING lists them in.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        ids
+    }};
+}
+pub(super) use insert_outbox_rows;
+
+/// Writes incidents' new states (each incident once), a few statements for the lot; a macro
+/// over both stores' query builders, like [`insert_outbox_rows`].
+macro_rules! upsert_incident_rows {
+    ($db:ty, $tx:expr, $states:expr) => {{
+        let states: &[IncidentState] = $states;
+        for chunk in states.chunks($crate::store::rows::ROWS_PER_STATEMENT) {
+            let mut upsert = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
+                                        last_trigger_at, last_sent_at, updated_at, source,
+                                        first_event_at) ",
+            );
+            upsert.push_values(chunk, |mut row, state| {
+                row.push_bind(state.target.clone())
+                    .push_bind(state.dedup_key.clone())
+                    .push_bind(state.fingerprint.clone())
+                    .push_bind(state.status.as_str())
+                    .push_bind(state.last_payload_hash.clone())
+                    .push_bind(state.last_trigger_at.map(to_millis))
+                    .push_bind(state.last_sent_at.map(to_millis))
+                    .push_bind(to_millis(state.updated_at))
+                    .push_bind(state.source.map(IncidentSource::as_str))
+                    .push_bind(state.first_event_at.map(to_millis));
+            });
+            upsert.push(
+                " ON CONFLICT (target, dedup_key) DO UPDATE SET
+                    fingerprint = excluded.fingerprint, status = excluded.status,
+                    last_payload_hash = excluded.last_payload_hash,
+                    last_trigger_at = excluded.last_trigger_at,
+                    last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
+                    source = excluded.source, first_event_at = excluded.first_event_at",
+            );
+            upsert.build().execute(&mut **$tx).await?;
+        }
+    }};
+}
+pub(super) use upsert_incident_rows;
+
+/// Each event's [`Acceptance`]: its suppression reason, or the next of the ids the queued ones
+/// were given, in order.
+pub(super) fn acceptances(
+    verdicts: Vec<Option<&'static str>>,
+    ids: &mut impl Iterator<Item = i64>,
+) -> Result<Vec<Acceptance>, StoreError> {
+    verdicts
+        .into_iter()
+        .map(|verdict| match verdict {
+            Some(reason) => Ok(Acceptance::Suppressed { reason }),
+            None => ids
+                .next()
+                .map(|id| Acceptance::Queued { id })
+                .ok_or_else(|| StoreError::Corrupt("fewer ids than events queued".into())),
+        })
+        .collect()
+}
 
 /// A row of `incidents`.
 #[derive(sqlx::FromRow)]

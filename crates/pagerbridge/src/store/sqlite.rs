@@ -14,14 +14,15 @@ use jiff::Timestamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection, FromRow, QueryBuilder, Sqlite, Transaction};
+use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
 use super::budget;
 use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
-    ReplayCandidate, SettledRow, dead_letter_from_row, incident_from_row, lane_stats_from_row,
-    notice_from_row, queued_from_row,
+    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, incident_from_row,
+    insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
+    upsert_incident_rows,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
@@ -172,25 +173,12 @@ impl SqliteStore {
                     })
             })
             .collect();
-        let mut ids = Self::insert_events(&mut tx, &queued).await?.into_iter();
-        Self::save_incidents(&mut tx, &decider.into_changed()).await?;
+        let mut ids = insert_outbox_rows!(Sqlite, &mut tx, &queued).into_iter();
+        upsert_incident_rows!(Sqlite, &mut tx, &decider.into_changed());
         tx.commit().await?;
         verdicts
             .into_iter()
-            .map(|verdicts| {
-                verdicts
-                    .into_iter()
-                    .map(|verdict| match verdict {
-                        Some(reason) => Ok(Acceptance::Suppressed { reason }),
-                        None => ids
-                            .next()
-                            .map(|id| Acceptance::Queued { id })
-                            .ok_or_else(|| {
-                                StoreError::Corrupt("fewer ids than events queued".into())
-                            }),
-                    })
-                    .collect()
-            })
+            .map(|verdicts| acceptances(verdicts, &mut ids))
             .collect()
     }
 
@@ -227,79 +215,7 @@ impl SqliteStore {
         }
         Ok(loaded)
     }
-
-    /// Inserts the events in order, a few statements for the lot; their ids, in order.
-    async fn insert_events(
-        tx: &mut Transaction<'_, Sqlite>,
-        events: &[(&NewEvent, Timestamp)],
-    ) -> Result<Vec<i64>, StoreError> {
-        let mut ids = Vec::with_capacity(events.len());
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
-                                     fingerprint, accepted_at) ",
-            );
-            insert.push_values(chunk, |mut row, (event, accepted_at)| {
-                row.push_bind(event.target.clone())
-                    .push_bind(event.dedup_key.clone())
-                    .push_bind(event.action.as_str())
-                    .push_bind(severity_rank(event.severity))
-                    .push_bind(event.event.to_string())
-                    .push_bind(event.alert.as_ref().map(|a| a.to_string()))
-                    .push_bind(event.fingerprint.clone())
-                    .push_bind(to_millis(*accepted_at));
-            });
-            insert.push(" RETURNING id");
-            let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
-            // Rows are inserted in the order of VALUES and ids only grow, whatever order
-            // RETURNING lists them in.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
-        }
-        Ok(ids)
-    }
-
-    /// Writes incidents' new states, a few statements for the lot.
-    async fn save_incidents(
-        tx: &mut Transaction<'_, Sqlite>,
-        states: &[IncidentState],
-    ) -> Result<(), StoreError> {
-        for chunk in states.chunks(ROWS_PER_STATEMENT) {
-            let mut upsert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
-                                        last_trigger_at, last_sent_at, updated_at, source,
-                                        first_event_at) ",
-            );
-            upsert.push_values(chunk, |mut row, state| {
-                row.push_bind(state.target.clone())
-                    .push_bind(state.dedup_key.clone())
-                    .push_bind(state.fingerprint.clone())
-                    .push_bind(state.status.as_str())
-                    .push_bind(state.last_payload_hash.clone())
-                    .push_bind(state.last_trigger_at.map(to_millis))
-                    .push_bind(state.last_sent_at.map(to_millis))
-                    .push_bind(to_millis(state.updated_at))
-                    .push_bind(state.source.map(IncidentSource::as_str))
-                    .push_bind(state.first_event_at.map(to_millis));
-            });
-            // `WHERE true` lets SQLite tell the upsert's ON from a join's (its documented
-            // parsing ambiguity with INSERT … SELECT; harmless with VALUES).
-            upsert.push(
-                " ON CONFLICT (target, dedup_key) DO UPDATE SET
-                    fingerprint = excluded.fingerprint, status = excluded.status,
-                    last_payload_hash = excluded.last_payload_hash,
-                    last_trigger_at = excluded.last_trigger_at,
-                    last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
-                    source = excluded.source, first_event_at = excluded.first_event_at",
-            );
-            upsert.build().execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
 }
-
-/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// The columns of a [`QueuedEvent`], as a macro so queries stay `&'static str` (sqlx refuses
 /// SQL built at run time).
