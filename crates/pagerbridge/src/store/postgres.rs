@@ -37,7 +37,7 @@
 //! before the wait.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -49,8 +49,8 @@ use sqlx::{FromRow, Postgres, Row, Transaction};
 use super::budget;
 use super::leases as lease_sql;
 use super::rows::{
-    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, incident_from_row,
-    insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
+    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, dedup_keys_by_target,
+    incident_from_row, insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
     upsert_incident_rows,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
@@ -134,14 +134,8 @@ impl PostgresStore {
         tx: &mut Transaction<'_, Postgres>,
         events: &[NewEvent],
     ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
-        let mut keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for event in events {
-            if let Some(key) = &event.dedup_key {
-                keys.entry(&event.target).or_default().insert(key);
-            }
-        }
         let mut loaded = HashMap::new();
-        for (target, keys) in keys {
+        for (target, keys) in dedup_keys_by_target(events) {
             let keys: Vec<&str> = keys.into_iter().collect();
             let rows = sqlx::query(concat!(
                 "SELECT ",

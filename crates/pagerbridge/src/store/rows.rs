@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::suppress::Status;
 use super::{
-    Acceptance, Action, DeadLetter, IncidentSource, IncidentState, LaneStats, Notice, QueuedEvent,
-    StoreError, from_millis,
+    Acceptance, Action, DeadLetter, IncidentSource, IncidentState, LaneStats, NewEvent, Notice,
+    QueuedEvent, StoreError, from_millis,
 };
 
 /// An outbox row as a lane and the admin API see it (`queued_columns!` in each backend).
@@ -196,6 +196,21 @@ macro_rules! upsert_incident_rows {
     }};
 }
 pub(super) use upsert_incident_rows;
+
+/// The dedup keys the events name, each once, by target: what `accept` loads, a query per
+/// target.
+pub(super) fn dedup_keys_by_target<'a>(
+    events: impl IntoIterator<Item = &'a NewEvent>,
+) -> std::collections::BTreeMap<&'a str, std::collections::BTreeSet<&'a str>> {
+    let mut keys: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        std::collections::BTreeMap::new();
+    for event in events {
+        if let Some(key) = &event.dedup_key {
+            keys.entry(&event.target).or_default().insert(key);
+        }
+    }
+    keys
+}
 
 /// Each event's [`Acceptance`]: its suppression reason, or the next of the ids the queued ones
 /// were given, in order.

@@ -5,7 +5,7 @@
 //! everything: SQLite admits one writer at a time anyway, and a single connection rules out
 //! `SQLITE_BUSY` between our own transactions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,8 +20,8 @@ use super::budget;
 use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
-    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, incident_from_row,
-    insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
+    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, dedup_keys_by_target,
+    incident_from_row, insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
     upsert_incident_rows,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
@@ -188,14 +188,8 @@ impl SqliteStore {
         tx: &mut Transaction<'_, Sqlite>,
         events: impl Iterator<Item = &NewEvent>,
     ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
-        let mut keys: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for event in events {
-            if let Some(key) = &event.dedup_key {
-                keys.entry(&event.target).or_default().insert(key);
-            }
-        }
         let mut loaded = HashMap::new();
-        for (target, keys) in keys {
+        for (target, keys) in dedup_keys_by_target(events) {
             let keys = serde_json::to_string(&keys)
                 .map_err(|error| StoreError::Corrupt(format!("dedup keys: {error}")))?;
             let rows = sqlx::query(concat!(
