@@ -227,9 +227,12 @@ mod tests {
                 "match": {{"team": "db", "severity": "~critical|warning"}},
                 "severity_map": {{"P1": "critical"}}, "default_severity": "error",
                 "rate_limit": {{"requests": 10, "window": "1m"}}, "dedup": "group",
-                "fields": {{"summary": "{{{{ labels.alertname }}}}"}}}}"#
+                "fields": {{"summary": "{{{{ labels.alertname }}}}"}},
+                "on_silence": "resolve", "on_inhibit": "acknowledge"}}"#
         ));
         assert_eq!(target.name, "db");
+        assert_eq!(target.on_silence, crate::config::SyncAction::Resolve);
+        assert_eq!(target.on_inhibit, crate::config::SyncAction::Acknowledge);
         assert_eq!(target.key_source.load().expect("key").masked(), "…cdef");
         assert_eq!(
             target.key_source.to_string(),
