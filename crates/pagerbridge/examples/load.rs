@@ -455,4 +455,3 @@ fn rate_by_fifth(delivered_at: &HashMap<String, Timestamp>) -> String {
 fn row(label: &str, value: String) {
     println!("{label:<38}{value}");
 }
-

@@ -108,7 +108,7 @@ impl Side {
 
     /// Both sides, the first alternating with `i`, so neither always goes first.
     fn order(i: usize) -> [Side; 2] {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             [Side::Alertmanager, Side::Bridge]
         } else {
             [Side::Bridge, Side::Alertmanager]
@@ -146,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
             .probe()
             .map(PathBuf::from)
             .map_err(anyhow::Error::msg)
-            .context("no Alertmanager binary (install prometheus-alertmanager or pass --alertmanager)")?,
+            .context(
+                "no Alertmanager binary (install prometheus-alertmanager or pass --alertmanager)",
+            )?,
     };
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -490,7 +492,10 @@ receivers:
 
     /// How many alerts it holds (`GET /api/v2/alerts`).
     async fn alert_count(&self, http: &reqwest::Client) -> anyhow::Result<usize> {
-        let response = http.get(format!("{}/api/v2/alerts", self.url)).send().await?;
+        let response = http
+            .get(format!("{}/api/v2/alerts", self.url))
+            .send()
+            .await?;
         ensure!(
             response.status().is_success(),
             "GET /api/v2/alerts: {}",

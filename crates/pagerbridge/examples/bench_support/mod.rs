@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use jiff::Timestamp;
 use pagerbridge::alert::Labels;
 use pagerbridge::{config, format, service};
-use jiff::Timestamp;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
