@@ -562,8 +562,8 @@ fn print_summary(args: &Args, runs: &[Run]) {
         args.latency_alerts
     );
     println!(
-        "{:<32}{:>14}{:>14}{:>9}   per run: Alertmanager/pagerbridge (ratio)",
-        "", "Alertmanager", "pagerbridge", "ratio"
+        "{:<32}{:>14}{:>14}{:>9}   per run: Alertmanager/pagerbridge (pb/AM)",
+        "", "Alertmanager", "pagerbridge", "pb/AM"
     );
     for (i, &concurrency) in args.concurrency.iter().enumerate() {
         ratio_row(
@@ -573,7 +573,7 @@ fn print_summary(args: &Args, runs: &[Run]) {
     }
     println!(
         "{:<32}{:>14}{:>14}{:>9}",
-        "Alertmanager → PagerDuty", "native", "via bridge", "ratio"
+        "Alertmanager → PagerDuty", "native", "via bridge", "pb/AM"
     );
     ratio_row(
         "p50 (ms)",
