@@ -82,7 +82,7 @@ struct Args {
     /// one at a time after a few untimed warm-up alerts.
     #[arg(long, default_value_t = 200)]
     latency_alerts: usize,
-    /// The Alertmanager binary [default: `alertmanager` or `prometheus-alertmanager` on
+    /// The Alertmanager binary [default: `prometheus-alertmanager` or `alertmanager` on
     /// PATH, as the tests find it].
     #[arg(long)]
     alertmanager: Option<PathBuf>,
