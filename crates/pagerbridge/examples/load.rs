@@ -17,31 +17,28 @@
 //! test: it asserts nothing about speed, but exits non-zero if any alert is not accepted or
 //! not delivered, since figures from a run that lost alerts mean nothing.
 
+mod bench_support;
+
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::{Parser, ValueEnum};
 use jiff::Timestamp;
-use pagerbridge::alert::Labels;
-use pagerbridge::{config, format, service};
 use pagerbridge_testkit::needs::DEFAULT_POSTGRES_URL;
 use pagerbridge_testkit::postgres::TestDatabase;
 use pagerduty_simulator::{Config as SimConfig, spawn_on_loopback};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::Mutex;
+
+use bench_support::{
+    Bridge, PostPhase, bridge_config, build_webhooks, median, nearest_rank, per_second,
+    percentiles_row, post_concurrently, signed_ms,
+};
 
 /// How long the POST phase may take at most.
 const POST_PHASE_LIMIT: Duration = Duration::from_secs(120);
 /// How long to wait for delivery at most, after the POST phase.
 const DELIVERY_LIMIT: Duration = Duration::from_secs(300);
-/// A fake 32-character routing key; it only ever reaches the in-process simulator.
-const ROUTING_KEY: &str = "LoadTestRoutingKey00000000000001";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -111,21 +108,6 @@ struct Measurement {
     post_p99_ms: f64,
     accept_p50_ms: f64,
     accept_p99_ms: f64,
-}
-
-/// One webhook to send: its body and the dedup keys of its alerts.
-struct Webhook {
-    body: Vec<u8>,
-    keys: Vec<String>,
-}
-
-/// What a sender saw for one webhook.
-#[derive(Clone, Copy)]
-struct Posted {
-    /// POST sent → 2xx received.
-    latency: Duration,
-    /// When the 2xx came back, on the wall clock the simulator's `received_at` uses.
-    accepted_at: Timestamp,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -206,20 +188,14 @@ async fn run_once(
         &sim.base_url(),
         database.as_ref().map(|db| db.url.as_str()),
     )?;
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let bridge_addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(service::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
         .build()?;
-    wait_ready(&http, bridge_addr).await?;
+    let bridge = Bridge::start(config, &http).await?;
+    let bridge_addr = bridge.addr;
 
-    let webhooks = Arc::new(build_webhooks(args.webhooks, args.alerts_per_webhook)?);
+    let webhooks = build_webhooks(args.webhooks, args.alerts_per_webhook)?;
     eprintln!(
         "bridge on {bridge_addr} ({}), simulator on {}; sending {} webhooks x {} alerts with {concurrency} senders",
         backend.name(),
@@ -229,64 +205,14 @@ async fn run_once(
     );
 
     // POST phase: C senders take the next webhook until all are sent or time is up.
-    let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<Vec<Option<Posted>>>> = Arc::new(Mutex::new(vec![None; webhooks.len()]));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let url = format!("http://{bridge_addr}/api/v1/alertmanager");
+    let bodies: Vec<Vec<u8>> = webhooks.iter().map(|w| w.body.clone()).collect();
     let post_start = Instant::now();
-    let mut senders = tokio::task::JoinSet::new();
-    for _ in 0..concurrency {
-        let (http, url, webhooks, next, results, failures) = (
-            http.clone(),
-            url.clone(),
-            webhooks.clone(),
-            next.clone(),
-            results.clone(),
-            failures.clone(),
-        );
-        senders.spawn(async move {
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= webhooks.len() || post_start.elapsed() > POST_PHASE_LIMIT {
-                    break;
-                }
-                let sent = Instant::now();
-                let response = http
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(webhooks[index].body.clone())
-                    .send()
-                    .await;
-                let (latency, accepted_at) = (sent.elapsed(), Timestamp::now());
-                match response {
-                    Ok(response) if response.status().is_success() => {
-                        let _ = response.bytes().await;
-                        results.lock().await[index] = Some(Posted {
-                            latency,
-                            accepted_at,
-                        });
-                    }
-                    Ok(response) => {
-                        let status = response.status();
-                        let text = response.text().await.unwrap_or_default();
-                        failures
-                            .lock()
-                            .await
-                            .push(format!("webhook {index}: {status} {text}"));
-                    }
-                    Err(error) => failures
-                        .lock()
-                        .await
-                        .push(format!("webhook {index}: {error}")),
-                }
-            }
-        });
-    }
-    while let Some(joined) = senders.join_next().await {
-        joined.context("a sender panicked")?;
-    }
-    let post_wall = post_start.elapsed();
-    let results = results.lock().await.clone();
+    let PostPhase {
+        wall: post_wall,
+        results,
+        failures,
+    } = post_concurrently(&http, &url, bodies, concurrency, POST_PHASE_LIMIT).await?;
     let accepted_webhooks = results.iter().flatten().count();
     let accepted_alerts = accepted_webhooks * args.alerts_per_webhook;
     eprintln!(
@@ -360,13 +286,7 @@ async fn run_once(
         .map(|p| p.latency.as_secs_f64() * 1000.0)
         .collect();
 
-    let _ = stop.send(());
-    match tokio::time::timeout(Duration::from_secs(15), bridge).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => eprintln!("bridge stopped with an error: {error:#}"),
-        Ok(Err(error)) => eprintln!("bridge task failed: {error}"),
-        Err(_) => eprintln!("bridge did not stop within 15s"),
-    }
+    bridge.stop().await;
 
     // The report.
     let delivered = accept_to_202.len();
@@ -435,7 +355,6 @@ async fn run_once(
     percentiles_row("accept → 202, per alert", &mut accept_to_202);
     println!("{:-<72}", "");
 
-    let failures = failures.lock().await;
     for failure in failures.iter().take(10) {
         println!("failed: {failure}");
     }
@@ -494,13 +413,13 @@ fn print_summary(args: &Args, backends: &[Backend], runs: usize, measurements: &
             let medians: Vec<f64> = backends
                 .iter()
                 .map(|&backend| {
-                    let mut values: Vec<f64> = measurements
-                        .iter()
-                        .filter(|m| m.backend == backend && m.concurrency == concurrency)
-                        .map(figure)
-                        .collect();
-                    values.sort_by(f64::total_cmp);
-                    nearest_rank(&values, 50.0)
+                    median(
+                        measurements
+                            .iter()
+                            .filter(|m| m.backend == backend && m.concurrency == concurrency)
+                            .map(figure)
+                            .collect(),
+                    )
                 })
                 .collect();
             for median in &medians {
@@ -511,117 +430,6 @@ fn print_summary(args: &Args, backends: &[Backend], runs: usize, measurements: &
             }
             println!();
         }
-    }
-}
-
-/// A YAML config as an operator would write it, loaded the way `serve` loads it.
-/// `postgres_url`: the run's database, else a SQLite file in `dir`.
-fn bridge_config(
-    dir: &Path,
-    pagerduty_url: &str,
-    postgres_url: Option<&str>,
-) -> anyhow::Result<config::Config> {
-    let key = dir.join("routing-key");
-    std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-    }
-    let storage = match postgres_url {
-        Some(url) => format!("storage:\n  backend: postgres\n  url: \"{url}\"\n"),
-        None => format!(
-            "storage:\n  path: \"{}\"\n",
-            dir.join("bridge.db").display()
-        ),
-    };
-    let yaml = format!(
-        r#"listen: "127.0.0.1:0"
-{storage}pagerduty:
-  url: "{pagerduty_url}"
-  rate_limit: {{ requests: 1000000, window: "60s" }}
-  timeout: "10s"
-delivery:
-  shutdown_drain: "1s"
-targets:
-  - name: "default"
-    routing_key_file: "{key}"
-"#,
-        key = key.display(),
-    );
-    let path = dir.join("pagerbridge.yaml");
-    std::fs::write(&path, yaml)?;
-    config::load(Some(&path))
-}
-
-/// Waits (at most 10 s) for `/healthz` to answer 200.
-async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let url = format!("http://{addr}/healthz");
-    loop {
-        if let Ok(response) = http.get(&url).send().await
-            && response.status().is_success()
-        {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the bridge did not become ready within 10s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `webhooks` bodies based on the real firing sample, each alert with its own alertname
-/// (per webhook) and instance (per alert), so every alert is a distinct incident.
-fn build_webhooks(webhooks: usize, per_webhook: usize) -> anyhow::Result<Vec<Webhook>> {
-    let path = pagerbridge_testkit::samples::path("alertmanager-webhook-firing.json");
-    let sample: Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-    )?;
-    let originals = sample["alerts"]
-        .as_array()
-        .filter(|a| !a.is_empty())
-        .context("the sample has no alerts")?;
-    (0..webhooks)
-        .map(|w| {
-            let name = format!("LoadTest{w:05}");
-            let mut keys = Vec::with_capacity(per_webhook);
-            let alerts: Vec<Value> = (0..per_webhook)
-                .map(|i| {
-                    let mut alert = originals[i % originals.len()].clone();
-                    let instance = format!("host-{i:04}.load.test:9100");
-                    alert["labels"]["alertname"] = Value::from(name.as_str());
-                    alert["labels"]["instance"] = Value::from(instance.as_str());
-                    alert["annotations"]["summary"] = Value::from(format!("{name} on {instance}"));
-                    alert["fingerprint"] = Value::from(format!("{:016x}", w * per_webhook + i));
-                    let labels: Labels = serde_json::from_value(alert["labels"].clone())?;
-                    keys.push(format::alert_dedup_key(&labels).as_str().to_owned());
-                    Ok(alert)
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let mut body = sample.clone();
-            body["alerts"] = Value::Array(alerts);
-            body["groupKey"] = Value::from(format!("{{}}:{{alertname=\"{name}\"}}"));
-            body["groupLabels"] = serde_json::json!({ "alertname": name });
-            body["commonLabels"]["alertname"] = Value::from(name.as_str());
-            Ok(Webhook {
-                body: serde_json::to_vec(&body)?,
-                keys,
-            })
-        })
-        .collect()
-}
-
-fn signed_ms(duration: jiff::SignedDuration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
-
-fn per_second(count: usize, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        count as f64 / seconds
-    } else {
-        0.0
     }
 }
 
@@ -646,31 +454,4 @@ fn rate_by_fifth(delivered_at: &HashMap<String, Timestamp>) -> String {
 
 fn row(label: &str, value: String) {
     println!("{label:<38}{value}");
-}
-
-/// The nearest-rank `p`th percentile of `sorted` (ascending); NaN when it is empty.
-fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[index.clamp(1, sorted.len()) - 1]
-}
-
-/// Nearest-rank percentiles of `values` (sorted in place).
-fn percentiles_row(label: &str, values: &mut [f64]) {
-    if values.is_empty() {
-        println!("{label:<28}{:>8}", "-");
-        return;
-    }
-    values.sort_by(f64::total_cmp);
-    println!(
-        "{label:<28}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>7}",
-        values[0],
-        nearest_rank(values, 50.0),
-        nearest_rank(values, 90.0),
-        nearest_rank(values, 99.0),
-        values[values.len() - 1],
-        values.len()
-    );
 }

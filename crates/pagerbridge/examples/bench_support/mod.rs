@@ -1,0 +1,300 @@
+//! What the benchmark examples (`load`, `vs_alertmanager`) share: the bridge as an operator
+//! would configure it, started in-process on loopback; the batches of distinct firing alerts
+//! they send; and the arithmetic of their reports (rates, nearest-rank percentiles, medians).
+//! An example includes it with `mod bench_support;`.
+#![allow(dead_code)] // each example uses a different part
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use jiff::Timestamp;
+use pagerbridge::alert::Labels;
+use pagerbridge::{config, format, service};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+
+/// A fake 32-character routing key; it only ever reaches the in-process simulator.
+pub const ROUTING_KEY: &str = "LoadTestRoutingKey00000000000001";
+
+/// One webhook to send: its body and the dedup keys of its alerts.
+pub struct Webhook {
+    pub body: Vec<u8>,
+    pub keys: Vec<String>,
+}
+
+/// What a sender saw for one request.
+#[derive(Clone, Copy)]
+pub struct Posted {
+    /// POST sent → 2xx received.
+    pub latency: Duration,
+    /// When the 2xx came back, on the wall clock the simulator's `received_at` uses.
+    pub accepted_at: Timestamp,
+}
+
+/// The outcome of [`post_concurrently`].
+pub struct PostPhase {
+    /// From the first POST to the last answer.
+    pub wall: Duration,
+    /// Per body, in order: what its sender saw, `None` if it was not accepted (or not sent).
+    pub results: Vec<Option<Posted>>,
+    /// Why bodies were not accepted, one line each.
+    pub failures: Vec<String>,
+}
+
+/// POSTs every JSON body in `bodies` to `url`, `concurrency` senders (one connection each)
+/// taking the next until all are sent or `limit` has passed.
+pub async fn post_concurrently(
+    http: &reqwest::Client,
+    url: &str,
+    bodies: Vec<Vec<u8>>,
+    concurrency: usize,
+    limit: Duration,
+) -> anyhow::Result<PostPhase> {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let results = Arc::new(Mutex::new(vec![None; bodies.len()]));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let start = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (http, url, bodies, next, results, failures) = (
+            http.clone(),
+            url.to_owned(),
+            bodies.clone(),
+            next.clone(),
+            results.clone(),
+            failures.clone(),
+        );
+        senders.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= bodies.len() || start.elapsed() > limit {
+                    break;
+                }
+                let sent = Instant::now();
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(bodies[index].clone())
+                    .send()
+                    .await;
+                let (latency, accepted_at) = (sent.elapsed(), Timestamp::now());
+                match response {
+                    Ok(response) if response.status().is_success() => {
+                        let _ = response.bytes().await;
+                        results.lock().await[index] = Some(Posted {
+                            latency,
+                            accepted_at,
+                        });
+                    }
+                    Ok(response) => {
+                        let status = response.status();
+                        let text = response.text().await.unwrap_or_default();
+                        failures
+                            .lock()
+                            .await
+                            .push(format!("request {index}: {status} {text}"));
+                    }
+                    Err(error) => failures
+                        .lock()
+                        .await
+                        .push(format!("request {index}: {error}")),
+                }
+            }
+        });
+    }
+    while let Some(joined) = senders.join_next().await {
+        joined.context("a sender panicked")?;
+    }
+    let wall = start.elapsed();
+    let results = results.lock().await.clone();
+    let failures = failures.lock().await.clone();
+    Ok(PostPhase {
+        wall,
+        results,
+        failures,
+    })
+}
+
+/// `pagerbridge::service::run` on a loopback port, stopped by [`Bridge::stop`].
+pub struct Bridge {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Bridge {
+    /// Starts the bridge with `config` and waits until it answers `/healthz`.
+    pub async fn start(config: config::Config, http: &reqwest::Client) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(service::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        wait_ready(http, addr).await?;
+        Ok(Bridge { addr, stop, task })
+    }
+
+    /// Asks it to stop and waits (at most 15 s); a failure to stop is reported, not fatal,
+    /// since the figures were taken by then.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        match tokio::time::timeout(Duration::from_secs(15), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => eprintln!("bridge stopped with an error: {error:#}"),
+            Ok(Err(error)) => eprintln!("bridge task failed: {error}"),
+            Err(_) => eprintln!("bridge did not stop within 15s"),
+        }
+    }
+}
+
+/// A YAML config as an operator would write it, loaded the way `serve` loads it: one target
+/// keyed from a file in `dir`, a PagerDuty budget that never throttles.
+/// `postgres_url`: the run's database, else a SQLite file in `dir`.
+pub fn bridge_config(
+    dir: &Path,
+    pagerduty_url: &str,
+    postgres_url: Option<&str>,
+) -> anyhow::Result<config::Config> {
+    let key = dir.join("routing-key");
+    std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let storage = match postgres_url {
+        Some(url) => format!("storage:\n  backend: postgres\n  url: \"{url}\"\n"),
+        None => format!(
+            "storage:\n  path: \"{}\"\n",
+            dir.join("bridge.db").display()
+        ),
+    };
+    let yaml = format!(
+        r#"listen: "127.0.0.1:0"
+{storage}pagerduty:
+  url: "{pagerduty_url}"
+  rate_limit: {{ requests: 1000000, window: "60s" }}
+  timeout: "10s"
+delivery:
+  shutdown_drain: "1s"
+targets:
+  - name: "default"
+    routing_key_file: "{key}"
+"#,
+        key = key.display(),
+    );
+    let path = dir.join("pagerbridge.yaml");
+    std::fs::write(&path, yaml)?;
+    config::load(Some(&path))
+}
+
+/// Waits (at most 10 s) for `/healthz` to answer 200.
+async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let url = format!("http://{addr}/healthz");
+    loop {
+        if let Ok(response) = http.get(&url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the bridge did not become ready within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `webhooks` bodies based on the real firing sample, each alert with its own alertname
+/// (per webhook) and instance (per alert), so every alert is a distinct incident.
+pub fn build_webhooks(webhooks: usize, per_webhook: usize) -> anyhow::Result<Vec<Webhook>> {
+    let path = pagerbridge_testkit::samples::path("alertmanager-webhook-firing.json");
+    let sample: Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let originals = sample["alerts"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .context("the sample has no alerts")?;
+    (0..webhooks)
+        .map(|w| {
+            let name = format!("LoadTest{w:05}");
+            let mut keys = Vec::with_capacity(per_webhook);
+            let alerts: Vec<Value> = (0..per_webhook)
+                .map(|i| {
+                    let mut alert = originals[i % originals.len()].clone();
+                    let instance = format!("host-{i:04}.load.test:9100");
+                    alert["labels"]["alertname"] = Value::from(name.as_str());
+                    alert["labels"]["instance"] = Value::from(instance.as_str());
+                    alert["annotations"]["summary"] = Value::from(format!("{name} on {instance}"));
+                    alert["fingerprint"] = Value::from(format!("{:016x}", w * per_webhook + i));
+                    let labels: Labels = serde_json::from_value(alert["labels"].clone())?;
+                    keys.push(format::alert_dedup_key(&labels).as_str().to_owned());
+                    Ok(alert)
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let mut body = sample.clone();
+            body["alerts"] = Value::Array(alerts);
+            body["groupKey"] = Value::from(format!("{{}}:{{alertname=\"{name}\"}}"));
+            body["groupLabels"] = serde_json::json!({ "alertname": name });
+            body["commonLabels"]["alertname"] = Value::from(name.as_str());
+            Ok(Webhook {
+                body: serde_json::to_vec(&body)?,
+                keys,
+            })
+        })
+        .collect()
+}
+
+pub fn signed_ms(duration: jiff::SignedDuration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+pub fn per_second(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The nearest-rank `p`th percentile of `sorted` (ascending); NaN when it is empty.
+pub fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[index.clamp(1, sorted.len()) - 1]
+}
+
+/// The median (nearest rank) of `values`, in any order.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    nearest_rank(&values, 50.0)
+}
+
+/// Nearest-rank percentiles of `values` (sorted in place), as one table row.
+pub fn percentiles_row(label: &str, values: &mut [f64]) {
+    if values.is_empty() {
+        println!("{label:<28}{:>8}", "-");
+        return;
+    }
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{label:<28}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>8.1}{:>7}",
+        values[0],
+        nearest_rank(values, 50.0),
+        nearest_rank(values, 90.0),
+        nearest_rank(values, 99.0),
+        values[values.len() - 1],
+        values.len()
+    );
+}
