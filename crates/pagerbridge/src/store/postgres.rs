@@ -111,6 +111,21 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// A transaction for the bookkeeping of sends (a budget slot, its settling, a delivered
+    /// or failed event): its commit does not wait for PostgreSQL's WAL flush
+    /// (`synchronous_commit = off` for this transaction only), so no fsync stands between an
+    /// accepted alert's commit and its request to PagerDuty. The bridge dying loses nothing
+    /// (PostgreSQL has the commit); PostgreSQL itself crashing may lose its last such commits
+    /// (a fraction of a second): a request or two over the budget, an event sent again
+    /// (PagerDuty dedups it). Accepts stay fully synchronous.
+    async fn begin_relaxed(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     async fn load_incident(
         conn: &mut PgConnection,
         target: &str,
@@ -346,7 +361,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let mut tx = self.begin_relaxed().await?;
         let incident: Option<(String, Option<String>)> =
             sqlx::query_as("DELETE FROM outbox WHERE id = $1 RETURNING target, dedup_key")
                 .bind(id)
@@ -399,6 +414,7 @@ impl Outbox for PostgresStore {
     }
 
     async fn record_failure(&self, id: i64, error: &str, now: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.begin_relaxed().await?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $1,
                     first_failed_at = COALESCE(first_failed_at, $2)
@@ -407,8 +423,9 @@ impl Outbox for PostgresStore {
         .bind(storable_text(error))
         .bind(to_millis(now))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -482,7 +499,7 @@ impl SendBudget for PostgresStore {
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
         let since = budget::window_start(now, window);
-        let mut tx = self.pool.begin_with(BEGIN_READ_COMMITTED).await?;
+        let mut tx = self.begin_relaxed().await?;
         // `FOR SHARE` holds the lease row until we commit: a takeover (an update of that row)
         // waits for this slot, or this check sees the takeover. Either way no slot is taken
         // after another replica owns the lane.
@@ -528,11 +545,13 @@ impl SendBudget for PostgresStore {
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
         // No budget lock: before and after, the slot counts at least as long as PagerDuty
         // counts its request, so whichever commits first, the window is not overrun.
+        let mut tx = self.begin_relaxed().await?;
         sqlx::query("UPDATE budget_sends SET sent_at = $1 WHERE id = $2")
             .bind(to_millis(at))
             .bind(slot)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -1,16 +1,23 @@
 //! The embedded SQLite store: one file, zero setup, the default.
 //!
 //! Durability settings are the point: WAL journal with `synchronous=FULL`, so a transaction
-//! that returned is on disk and survives `kill -9` or power loss. One connection serves
-//! everything: SQLite admits one writer at a time anyway, and a single connection rules out
-//! `SQLITE_BUSY` between our own transactions.
+//! that returned is on disk and survives `kill -9` or power loss. The bookkeeping of sends
+//! (budget slots, delivered and failed events) alone commits without an fsync, which still
+//! survives `kill -9` (see [`SqliteStore::relaxed_connection`]): no fsync stands between an
+//! accepted alert's commit and its request to PagerDuty. One connection serves everything:
+//! SQLite admits one writer at a time anyway, and a single connection rules out `SQLITE_BUSY`
+//! between our own transactions. Accepts that arrive together share one commit
+//! ([`super::group_commit`]).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -38,6 +45,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Whether the connection runs with `synchronous = NORMAL` (see
+    /// [`SqliteStore::relaxed_connection`]); it is set back to FULL when the connection is
+    /// released, however its user ended.
+    relaxed: Arc<AtomicBool>,
     /// `accept`s go through one writer, so that requests arriving together share a commit.
     accepts: GroupCommit<AcceptJob, Result<Vec<Acceptance>, StoreError>>,
 }
@@ -72,6 +83,8 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let relaxed = Arc::new(AtomicBool::new(false));
+        let released = relaxed.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             // Keep the one connection for the life of the pool: reopening costs a migration check.
@@ -83,8 +96,16 @@ impl SqliteStore {
             // so its next `begin` is a SAVEPOINT inside a transaction that nobody commits, and
             // every later "commit" (and 2xx) would vanish at the next restart. A connection
             // released in that state is closed, never reused; the pool opens a new one.
-            .after_release(|conn, _meta| {
+            .after_release(move |conn, _meta| {
+                let relaxed = released.clone();
                 Box::pin(async move {
+                    // Every commit but the bookkeeping of sends is fsync'd: whatever the last
+                    // user did, the connection goes back to FULL before anyone else uses it.
+                    if relaxed.swap(false, Ordering::SeqCst) {
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
                     // Runs a rollback queued by a dropped transaction before looking.
                     conn.ping().await?;
                     let stuck = conn.is_in_transaction();
@@ -104,7 +125,27 @@ impl SqliteStore {
             let pool = pool.clone();
             move |jobs| Self::commit_accepts(pool.clone(), jobs)
         });
-        Ok(Self { pool, accepts })
+        Ok(Self {
+            pool,
+            relaxed,
+            accepts,
+        })
+    }
+
+    /// The connection, with `synchronous = NORMAL` until it is released: for the bookkeeping
+    /// of sends (a budget slot, its settling, a delivered or failed event), whose commits then
+    /// skip their fsync. In WAL mode such a commit is still on disk for a restart of the
+    /// process, including `kill -9`; only a power loss or an OS crash may lose the last ones,
+    /// and the next fsync'd commit (any accept) makes them durable too. What that could cost
+    /// after a power loss: a request or two over the budget, an event sent again (PagerDuty
+    /// dedups it). It keeps fsyncs off the page path: the send waits for none.
+    async fn relaxed_connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.relaxed.store(true, Ordering::SeqCst);
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        Ok(conn)
     }
 
     async fn load_incident(
@@ -320,7 +361,8 @@ impl Outbox for SqliteStore {
     }
 
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.relaxed_connection().await?;
+        let mut tx = conn.begin().await?;
         let incident: Option<(String, Option<String>)> =
             sqlx::query_as("DELETE FROM outbox WHERE id = ? RETURNING target, dedup_key")
                 .bind(id)
@@ -363,6 +405,7 @@ impl Outbox for SqliteStore {
     }
 
     async fn record_failure(&self, id: i64, error: &str, now: Timestamp) -> Result<(), StoreError> {
+        let mut conn = self.relaxed_connection().await?;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?,
                     first_failed_at = COALESCE(first_failed_at, ?)
@@ -371,7 +414,7 @@ impl Outbox for SqliteStore {
         .bind(error)
         .bind(to_millis(now))
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -446,7 +489,8 @@ impl SendBudget for SqliteStore {
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
         let since = budget::window_start(now, window);
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.relaxed_connection().await?;
+        let mut tx = conn.begin().await?;
         // One writer at a time: nothing can take the lease over between this check and the
         // slot's insert.
         if !super::leases::fence_holds!(lease_sql::FENCE_HOLDS, fence, now, &mut *tx) {
@@ -483,10 +527,11 @@ impl SendBudget for SqliteStore {
     }
 
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
+        let mut conn = self.relaxed_connection().await?;
         sqlx::query("UPDATE budget_sends SET sent_at = ? WHERE id = ?")
             .bind(to_millis(at))
             .bind(slot)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
@@ -730,5 +775,55 @@ impl FallbackNotices for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma")
+    }
+
+    /// FULL is 2, NORMAL 1: the bookkeeping of a send relaxes the connection only while it
+    /// runs, so every other commit (an accept above all) is fsync'd.
+    #[tokio::test]
+    async fn only_the_bookkeeping_of_sends_skips_the_fsync() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(&dir.path().join("db"))
+            .await
+            .expect("open");
+        assert_eq!(synchronous(&store).await, 2);
+        let mut conn = store.relaxed_connection().await.expect("relaxed");
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pragma");
+        assert_eq!(inside, 1);
+        drop(conn);
+        assert_eq!(synchronous(&store).await, 2, "FULL again once released");
+        let key =
+            pagerduty_events::RoutingKey::new("0123456789abcdef0123456789abfake").expect("key");
+        let budget = BudgetId::new(&key, &store.budget_secret().await.expect("secret"));
+        let now = Timestamp::now();
+        let decision = store
+            .take_budget(None, &budget, 10, Duration::from_secs(60), now)
+            .await
+            .expect("budget");
+        let BudgetDecision::Granted { slot } = decision else {
+            panic!("granted: {decision:?}");
+        };
+        store.settle_budget(slot, now).await.expect("settle");
+        assert_eq!(synchronous(&store).await, 2);
+        // A relaxed user cancelled half-way leaves FULL behind it too.
+        // (Polled once, then dropped: SQLite answers on its own thread, so it cannot be done.)
+        use futures_util::FutureExt;
+        let cancelled = store.settle_budget(slot, now).now_or_never();
+        assert!(cancelled.is_none(), "cancelled before it could finish");
+        assert_eq!(synchronous(&store).await, 2);
     }
 }
