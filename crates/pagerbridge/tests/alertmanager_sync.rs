@@ -264,16 +264,21 @@ async fn with_on_silence_none_nothing_is_sent_for_a_silenced_alert() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs alertmanager"]
-async fn with_on_inhibit_acknowledge_an_inhibited_alert_is_acknowledged_once() {
+/// A warning that pages, then is inhibited by a critical alert on the same instance, with the
+/// target's `on_inhibit` set by `target_yaml` (empty: the default). Returns once Alertmanager
+/// holds the warning inhibited, the critical alert has paged, `act` (if any) has been sent, and
+/// the bridge has polled three times more: the rig, the warning, the critical alert.
+async fn an_inhibited_warning(
+    target_yaml: &'static str,
+    act: Option<&str>,
+) -> (Rig, TestAlert, TestAlert) {
     let rig = Rig::start(Plan {
         alertmanager_yaml: r#"inhibit_rules:
   - source_matchers: ['severity="critical"']
     target_matchers: ['severity="warning"']
     equal: ["instance"]
 "#,
-        target_yaml: "    on_inhibit: acknowledge",
+        target_yaml,
         ..Plan::default()
     })
     .await;
@@ -286,9 +291,20 @@ async fn with_on_inhibit_acknowledge_an_inhibited_alert_is_acknowledged_once() {
     rig.wait_for("trigger", 1).await;
 
     am.post_alerts(&firing(&[&disk, &down])).await;
-    rig.wait_for("acknowledge", 1).await;
+    rig.wait_for("trigger", 2).await;
+    if let Some(act) = act {
+        rig.wait_for(act, 1).await;
+    }
     am.wait_until_muted("DiskFull", "inhibitedBy").await;
     wait_for_polls(&rig.bridge, 3).await;
+    (rig, disk, down)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
+async fn with_on_inhibit_acknowledge_an_inhibited_alert_is_acknowledged_once() {
+    let (rig, disk, down) =
+        an_inhibited_warning("    on_inhibit: acknowledge", Some("acknowledge")).await;
     assert_eq!(actions(&rig.sim, "acknowledge"), vec![disk.dedup_key()]);
     let got = delivered(&rig.sim);
     assert_lifecycles(
@@ -300,6 +316,51 @@ async fn with_on_inhibit_acknowledge_an_inhibited_alert_is_acknowledged_once() {
     assert_lifecycles(&got, &[down.dedup_key()], &["trigger"], false);
     assert_eq!(rig.state(&disk.dedup_key()), Some(AlertState::Acknowledged));
     assert_eq!(rig.state(&down.dedup_key()), Some(AlertState::Triggered));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
+async fn with_on_inhibit_resolve_an_inhibited_alert_is_resolved_once_saying_why() {
+    let (rig, disk, down) = an_inhibited_warning("    on_inhibit: resolve", Some("resolve")).await;
+    let got = delivered(&rig.sim);
+    assert_lifecycles(&got, &[disk.dedup_key()], &["trigger", "resolve"], false);
+    assert_lifecycles(&got, &[down.dedup_key()], &["trigger"], false);
+    assert_eq!(rig.state(&disk.dedup_key()), Some(AlertState::Resolved));
+    assert_eq!(rig.state(&down.dedup_key()), Some(AlertState::Triggered));
+    let resolve = rig
+        .sim
+        .sim
+        .events()
+        .into_iter()
+        .find(|e| e.status == 202 && e.body["event_action"] == "resolve")
+        .expect("the resolve");
+    assert_eq!(
+        resolve.body["payload"]["custom_details"]["reason"], "inhibited",
+        "{}",
+        resolve.body
+    );
+    let muted = "pagerbridge_alertmanager_muted_actions_total{target=\"default\",cause=\"inhibited\",action=\"resolve\"}";
+    assert_eq!(rig.metric(muted).await, Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs alertmanager"]
+async fn by_default_an_inhibited_alert_is_left_alone() {
+    let (rig, disk, down) = an_inhibited_warning("", None).await;
+    let got = delivered(&rig.sim);
+    assert_lifecycles(
+        &got,
+        &[disk.dedup_key(), down.dedup_key()],
+        &["trigger"],
+        false,
+    );
+    assert_eq!(rig.state(&disk.dedup_key()), Some(AlertState::Triggered));
+    let errors = "pagerbridge_silence_watcher_polls_total{result=\"error\"}";
+    assert_eq!(
+        rig.metric(errors).await,
+        Some(0.0),
+        "the polls were answered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
