@@ -197,7 +197,11 @@ impl AlertmanagerSync {
         if decisions.is_empty() {
             return Ok(complete);
         }
-        let events: Vec<NewEvent> = decisions.iter().filter_map(new_event).collect();
+        // Each decision with its event, so that the answers below pair with the right one.
+        let (decisions, events): (Vec<&Decision>, Vec<NewEvent>) = decisions
+            .iter()
+            .filter_map(|decision| Some((decision, new_event(decision)?)))
+            .unzip();
         let results = pipeline.queue(events).await.inspect_err(|error| {
             if let PipelineError::Store(error) = error {
                 StorageFailed {

@@ -70,16 +70,6 @@ pub enum SyncAction {
     None,
 }
 
-impl SyncAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncAction::Acknowledge => "acknowledge",
-            SyncAction::Resolve => "resolve",
-            SyncAction::None => "none",
-        }
-    }
-}
-
 pub(crate) fn default_on_silence() -> SyncAction {
     SyncAction::Acknowledge
 }

@@ -92,6 +92,21 @@ macro_rules! list_incidents {
 }
 pub(super) use list_incidents;
 
+/// One incident's state, the same SQL on both stores: `$1` target, `$2` dedup key.
+pub(super) const ONE: &str = concat!(
+    "SELECT ",
+    super::rows::incident_columns!(),
+    " FROM incidents WHERE target = $1 AND dedup_key = $2"
+);
+
+/// The open incidents of one source, the same SQL on both stores: `$1` the source.
+pub(super) const OPEN_FROM: &str = concat!(
+    "SELECT ",
+    super::rows::incident_columns!(),
+    " FROM incidents WHERE source = $1 AND status IN ('triggered', 'acknowledged')
+     ORDER BY target, dedup_key"
+);
+
 /// Reading and expiring incident state (`Outbox::accept` writes it).
 #[async_trait]
 pub trait Incidents: Send + Sync + 'static {

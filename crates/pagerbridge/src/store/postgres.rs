@@ -131,15 +131,11 @@ impl PostgresStore {
         target: &str,
         dedup_key: &str,
     ) -> Result<Option<IncidentState>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            super::rows::incident_columns!(),
-            " FROM incidents WHERE target = $1 AND dedup_key = $2"
-        ))
-        .bind(target)
-        .bind(dedup_key)
-        .fetch_optional(conn)
-        .await?;
+        let row = sqlx::query(super::incidents::ONE)
+            .bind(target)
+            .bind(dedup_key)
+            .fetch_optional(conn)
+            .await?;
         row.as_ref().map(incident_from_row).transpose()
     }
 
@@ -592,15 +588,10 @@ impl Incidents for PostgresStore {
         &self,
         source: IncidentSource,
     ) -> Result<Vec<IncidentState>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            super::rows::incident_columns!(),
-            " FROM incidents WHERE source = $1 AND status IN ('triggered', 'acknowledged')
-             ORDER BY target, dedup_key"
-        ))
-        .bind(source.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(super::incidents::OPEN_FROM)
+            .bind(source.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(incident_from_row).collect()
     }
 

@@ -153,15 +153,11 @@ impl SqliteStore {
         target: &str,
         dedup_key: &str,
     ) -> Result<Option<IncidentState>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            super::rows::incident_columns!(),
-            " FROM incidents WHERE target = ? AND dedup_key = ?"
-        ))
-        .bind(target)
-        .bind(dedup_key)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let row = sqlx::query(super::incidents::ONE)
+            .bind(target)
+            .bind(dedup_key)
+            .fetch_optional(&mut **tx)
+            .await?;
         row.as_ref().map(incident_from_row).transpose()
     }
 
@@ -575,15 +571,10 @@ impl Incidents for SqliteStore {
         &self,
         source: IncidentSource,
     ) -> Result<Vec<IncidentState>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            super::rows::incident_columns!(),
-            " FROM incidents WHERE source = ? AND status IN ('triggered', 'acknowledged')
-             ORDER BY target, dedup_key"
-        ))
-        .bind(source.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(super::incidents::OPEN_FROM)
+            .bind(source.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(incident_from_row).collect()
     }
 
@@ -807,7 +798,7 @@ mod tests {
         drop(conn);
         assert_eq!(synchronous(&store).await, 2, "FULL again once released");
         let key =
-            pagerduty_events::RoutingKey::new("0123456789abcdef0123456789abfake").expect("key");
+            pagerduty_events::RoutingKey::new("0123456789abcdef0123456789abfake").expect("key"); // fake test key
         let budget = BudgetId::new(&key, &store.budget_secret().await.expect("secret"));
         let now = Timestamp::now();
         let decision = store
