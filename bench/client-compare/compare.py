@@ -18,7 +18,10 @@ import sys
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CLIENTS = ["ours", "pagerduty-rs", "pagerduty (python)", "raw"]
+PYTHON = "pagerduty (python)"
+# `reqwest` is a diagnostic: reqwest 0.13 set up as ours sets it up, posting a body built once,
+# so that ours minus it is what our crate adds to its HTTP client.
+DEFAULT_CLIENTS = "ours,pagerduty-rs,python,raw,reqwest"
 
 
 def loadavg():
@@ -63,7 +66,7 @@ class Server:
 
 
 def send(args, client, url, concurrency, seconds, warmup):
-    if client == "pagerduty (python)":
+    if client == PYTHON:
         command = [args.python, os.path.join(HERE, "pd_python.py")]
     else:
         command = [args.bin, "send", "--client", client]
@@ -98,11 +101,11 @@ def measure(args, server, client, concurrency):
     return result
 
 
-def check_valid_events(args):
+def check_valid_events(args, clients):
     """Every client's events must be ones PagerDuty accepts: the simulator validates them."""
     server = Server(args.bin, "simulator")
     try:
-        for client in CLIENTS:
+        for client in clients:
             send(args, client, server.url, 1, 0.05, 5)
         stats = server.get("/_simulator/stats")
     finally:
@@ -146,12 +149,17 @@ def main():
     parser.add_argument("--seconds", type=float, default=2.0, help="timed phase per measurement")
     parser.add_argument("--warmup", type=int, default=100, help="untimed events per sender")
     parser.add_argument("--concurrency", default="1,8", help="in flight at once, e.g. 1,8")
+    parser.add_argument("--clients", default=DEFAULT_CLIENTS,
+                        help="of ours, pagerduty-rs, python, raw, reqwest; ours first")
     parser.add_argument("--skip-server-alone", action="store_true")
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
+    clients = [PYTHON if c == "python" else c for c in args.clients.split(",")]
+    if clients[0] != "ours":
+        raise SystemExit("--clients must start with ours: ratios are to ours")
 
     print(f"{os.cpu_count()} CPUs, load average {open('/proc/loadavg').read().strip()}")
-    check_valid_events(args)
+    check_valid_events(args, clients)
     if not args.skip_server_alone:
         server_alone(args, concurrencies)
 
@@ -160,7 +168,7 @@ def main():
     try:
         print(f"\n{args.runs} runs against the {args.server} server, {args.seconds} s each:")
         for run in range(args.runs):
-            order = CLIENTS[run % len(CLIENTS):] + CLIENTS[: run % len(CLIENTS)]
+            order = clients[run % len(clients):] + clients[: run % len(clients)]
             for concurrency in concurrencies:
                 for client in order:
                     r = measure(args, server, client, concurrency)
@@ -173,11 +181,11 @@ def main():
     print(f"\nmedians of {args.runs} runs ({args.server} server; ratio = events/s ÷ ours, "
           "median of the per-run ratios):")
     header = (f"| {'client':<19} | in flight | events/s | p50 µs | p99 µs "
-              "| client CPU µs/event | ratio to ours |")
+              "| client CPU µs/event | server CPU µs/event | ratio to ours |")
     print(header)
     print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
     for concurrency in concurrencies:
-        for client in CLIENTS:
+        for client in clients:
             mine = [r for r in results if r["client"] == client and r["concurrency"] == concurrency]
             ours = {r["run"]: r for r in results
                     if r["client"] == "ours" and r["concurrency"] == concurrency}
@@ -186,10 +194,12 @@ def main():
             def med(key):
                 return statistics.median(r[key] for r in mine)
 
-            name = client if client != "raw" else "raw (server alone)"
+            name = {"raw": "raw (server alone)", "reqwest": "reqwest 0.13 alone"}.get(client, client)
             print(f"| {name:<19} | {concurrency:>9} | {med('events_per_s'):>8,.0f} "
                   f"| {med('p50_us'):>6.0f} | {med('p99_us'):>6.0f} "
-                  f"| {med('cpu_us_per_event'):>19.1f} | {statistics.median(ratios):>13.2f} |")
+                  f"| {med('cpu_us_per_event'):>19.1f} "
+                  f"| {med('server_cpu_us_per_event'):>19.1f} "
+                  f"| {statistics.median(ratios):>13.2f} |")
     loads = [r["load"] for r in results]
     print(f"\nload average (1 min) while measuring: min {min(loads):.1f}, "
           f"median {statistics.median(loads):.1f}, max {max(loads):.1f} on {os.cpu_count()} CPUs")
