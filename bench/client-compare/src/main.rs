@@ -227,6 +227,7 @@ trait Sender: Send + Sized + 'static {
     fn send(&mut self, dedup_key: String) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+#[derive(Clone)]
 struct Ours {
     client: pagerduty_events::Client,
     key: pagerduty_events::RoutingKey,
@@ -257,29 +258,31 @@ impl Sender for Ours {
     const NAME: &'static str = "ours";
 
     async fn fork(&self) -> anyhow::Result<Self> {
-        Ok(Self {
-            client: self.client.clone(),
-            key: self.key.clone(),
-        })
+        Ok(self.clone())
     }
 
     async fn send(&mut self, dedup_key: String) -> anyhow::Result<()> {
-        use pagerduty_events::{AlertEvent, DedupKey, Severity, Source, Summary, Trigger};
-        let mut trigger = Trigger::new(
-            Summary::new(SUMMARY)?,
-            Source::new(SOURCE)?,
-            Severity::Critical,
-        );
-        trigger.dedup_key = Some(DedupKey::new(dedup_key)?);
-        trigger.payload.component = Some(COMPONENT.to_owned());
-        trigger.payload.group = Some(GROUP.to_owned());
-        trigger.payload.class = Some(CLASS.to_owned());
-        trigger.payload.custom_details = Some(custom_details());
         self.client
-            .send_alert(&self.key, &AlertEvent::Trigger(trigger))
+            .send_alert(&self.key, &our_trigger(dedup_key)?)
             .await?;
         Ok(())
     }
+}
+
+/// The benchmark's event, built with our types from the constants above.
+fn our_trigger(dedup_key: String) -> anyhow::Result<pagerduty_events::AlertEvent> {
+    use pagerduty_events::{AlertEvent, DedupKey, Severity, Source, Summary, Trigger};
+    let mut trigger = Trigger::new(
+        Summary::new(SUMMARY)?,
+        Source::new(SOURCE)?,
+        Severity::Critical,
+    );
+    trigger.dedup_key = Some(DedupKey::new(dedup_key)?);
+    trigger.payload.component = Some(COMPONENT.to_owned());
+    trigger.payload.group = Some(GROUP.to_owned());
+    trigger.payload.class = Some(CLASS.to_owned());
+    trigger.payload.custom_details = Some(custom_details());
+    Ok(AlertEvent::Trigger(trigger))
 }
 
 struct PagerdutyRs {
@@ -337,6 +340,7 @@ impl Sender for PagerdutyRs {
 
 /// reqwest with the settings `pagerduty_events::ClientBuilder` gives it, and the body built
 /// once: everything ours does per event but build the event, its body and classify the answer.
+#[derive(Clone)]
 struct Reqwest {
     client: reqwest::Client,
     url: reqwest::Url,
@@ -363,11 +367,7 @@ impl Sender for Reqwest {
     const NAME: &'static str = "reqwest";
 
     async fn fork(&self) -> anyhow::Result<Self> {
-        Ok(Self {
-            client: self.client.clone(),
-            url: self.url.clone(),
-            body: self.body.clone(),
-        })
+        Ok(self.clone())
     }
 
     async fn send(&mut self, _dedup_key: String) -> anyhow::Result<()> {
@@ -389,17 +389,7 @@ impl Sender for Reqwest {
 
 /// The same JSON as ours sends, built once: the event's wire form with the routing key.
 fn prebuilt_body() -> anyhow::Result<Bytes> {
-    let mut trigger = pagerduty_events::Trigger::new(
-        pagerduty_events::Summary::new(SUMMARY)?,
-        pagerduty_events::Source::new(SOURCE)?,
-        pagerduty_events::Severity::Critical,
-    );
-    trigger.dedup_key = Some(pagerduty_events::DedupKey::new("bench/prebuilt")?);
-    trigger.payload.component = Some(COMPONENT.to_owned());
-    trigger.payload.group = Some(GROUP.to_owned());
-    trigger.payload.class = Some(CLASS.to_owned());
-    trigger.payload.custom_details = Some(custom_details());
-    let mut body = serde_json::to_value(pagerduty_events::AlertEvent::Trigger(trigger))?;
+    let mut body = serde_json::to_value(our_trigger("bench/prebuilt".to_owned())?)?;
     body.as_object_mut()
         .context("an event is a JSON object")?
         .insert("routing_key".to_owned(), json!(ROUTING_KEY));
