@@ -85,6 +85,46 @@ fn trigger(key: &str) -> NewEvent {
     }
 }
 
+/// Requests accepted together share a transaction (group commit); one that PostgreSQL refuses
+/// (a NUL in a dedup key: `TEXT` cannot hold it) fails alone, and the others are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs postgres"]
+async fn a_refused_request_fails_alone_among_concurrent_ones() {
+    let (store, _database) = fresh_store().await;
+    let policy = SuppressionPolicy::default();
+    let requests = (0..8).map(|r| {
+        let key = if r == 3 {
+            "bad\0key".to_owned()
+        } else {
+            format!("good-{r}")
+        };
+        store.accept(vec![trigger(&key)], &policy, at(0))
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    for (r, answer) in answers.iter().enumerate() {
+        if r == 3 {
+            assert!(answer.is_err(), "the NUL is refused: {answer:?}");
+        } else {
+            let answer = answer.as_ref().expect("the others are accepted");
+            assert!(
+                matches!(answer[..], [Acceptance::Queued { .. }]),
+                "{answer:?}"
+            );
+        }
+    }
+    let pending = store.pending(Some("t"), 20).await.expect("pending");
+    let keys: Vec<&str> = pending
+        .iter()
+        .filter_map(|e| e.dedup_key.as_deref())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "good-0", "good-1", "good-2", "good-4", "good-5", "good-6", "good-7"
+        ]
+    );
+}
+
 /// The two replicas of a test: two pools on one database.
 async fn two_replicas() -> (PostgresStore, PostgresStore, TestDatabase) {
     let (one, database) = fresh_store().await;

@@ -5,8 +5,9 @@
 //! commits a batch.
 
 use std::future::Future;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// The most jobs one commit takes: bounds a batch's transaction, and the wait of the first
 /// caller in it.
@@ -31,22 +32,42 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
     /// result per job, in the same order. The writer stops when every handle is dropped.
     pub(super) fn spawn<F, Fut>(commit: F) -> Self
     where
-        F: Fn(Vec<J>) -> Fut + Send + 'static,
+        F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send,
     {
-        let (queue, mut jobs) = mpsc::unbounded_channel::<(J, oneshot::Sender<R>)>();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_JOBS);
-            while jobs.recv_many(&mut batch, MAX_JOBS).await > 0 {
-                let (work, replies): (Vec<J>, Vec<oneshot::Sender<R>>) = batch.drain(..).unzip();
-                let results = commit(work).await;
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // A caller that gave up (its request was cancelled) is not waiting; its
-                    // job is committed all the same, as it would be without grouping.
-                    let _ = reply.send(result);
+        Self::spawn_writers(1, commit)
+    }
+
+    /// Starts `writers` writers on one queue: each takes what has queued up when it is free, so
+    /// up to `writers` batches commit at once. For a database that runs transactions in
+    /// parallel (PostgreSQL), where one writer would leave it idle during each round trip;
+    /// with a single writer (SQLite), batches are also committed in arrival order.
+    pub(super) fn spawn_writers<F, Fut>(writers: usize, commit: F) -> Self
+    where
+        F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send,
+    {
+        let (queue, jobs) = mpsc::unbounded_channel::<(J, oneshot::Sender<R>)>();
+        let jobs = Arc::new(Mutex::new(jobs));
+        let commit = Arc::new(commit);
+        for _ in 0..writers.max(1) {
+            let jobs = jobs.clone();
+            let commit = commit.clone();
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MAX_JOBS);
+                // The queue is held only while taking a batch, not while committing it.
+                while jobs.lock().await.recv_many(&mut batch, MAX_JOBS).await > 0 {
+                    let (work, replies): (Vec<J>, Vec<oneshot::Sender<R>>) =
+                        batch.drain(..).unzip();
+                    let results = commit(work).await;
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        // A caller that gave up (its request was cancelled) is not waiting;
+                        // its job is committed all the same, as it would be without grouping.
+                        let _ = reply.send(result);
+                    }
                 }
-            }
-        });
+            });
+        }
         Self { queue }
     }
 
@@ -61,7 +82,6 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;

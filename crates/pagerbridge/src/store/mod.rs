@@ -15,6 +15,7 @@
 //! Storage never holds a routing key: events name their target, and the key is looked up when
 //! the request is written.
 
+mod accept_jobs;
 mod budget;
 mod budget_id;
 mod dead_letters;

@@ -127,8 +127,9 @@ pub(super) use incident_columns;
 pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// Inserts `(event, accepted_at)` pairs into the outbox, in order, a few statements for the
-/// lot, and evaluates to their ids in the same order. A macro over both stores' query
-/// builders (`$db`: `Sqlite` or `Postgres`): the SQL is the same, the placeholders differ.
+/// lot, and evaluates to their ids in the same order. A macro over the stores' query builders
+/// (`$db`); SQLite uses it, PostgreSQL writes with arrays instead (`WRITE_ACCEPTED` in
+/// `postgres.rs`: one statement text for any number of rows).
 macro_rules! insert_outbox_rows {
     ($db:ty, $tx:expr, $events:expr) => {{
         let events: &[(&NewEvent, Timestamp)] = $events;

@@ -23,12 +23,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
+use super::accept_jobs::{self, AcceptJob, AcceptResult};
 use super::budget;
 use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
-    ReplayCandidate, SettledRow, acceptances, dead_letter_from_row, dedup_keys_by_target,
-    incident_from_row, insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
+    ReplayCandidate, SettledRow, dead_letter_from_row, dedup_keys_by_target, incident_from_row,
+    insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
     upsert_incident_rows,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
@@ -50,15 +51,7 @@ pub struct SqliteStore {
     /// released, however its user ended.
     relaxed: Arc<AtomicBool>,
     /// `accept`s go through one writer, so that requests arriving together share a commit.
-    accepts: GroupCommit<AcceptJob, Result<Vec<Acceptance>, StoreError>>,
-}
-
-/// One `accept` call, waiting for the group commit.
-#[derive(Debug)]
-struct AcceptJob {
-    events: Vec<NewEvent>,
-    policy: SuppressionPolicy,
-    now: Timestamp,
+    accepts: GroupCommit<AcceptJob, AcceptResult>,
 }
 
 impl SqliteStore {
@@ -123,7 +116,12 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         let accepts = GroupCommit::spawn({
             let pool = pool.clone();
-            move |jobs| Self::commit_accepts(pool.clone(), jobs)
+            move |jobs| {
+                let pool = pool.clone();
+                async move {
+                    accept_jobs::together_or_alone!(jobs, |batch| Self::accept_batch(&pool, batch))
+                }
+            }
         });
         Ok(Self {
             pool,
@@ -161,30 +159,6 @@ impl SqliteStore {
         row.as_ref().map(incident_from_row).transpose()
     }
 
-    /// Commits the `accept`s that queued up together in one transaction (one fsync). If that
-    /// fails, each is committed alone, so that one bad request cannot fail the others.
-    async fn commit_accepts(
-        pool: SqlitePool,
-        jobs: Vec<AcceptJob>,
-    ) -> Vec<Result<Vec<Acceptance>, StoreError>> {
-        if jobs.len() > 1 {
-            match Self::accept_batch(&pool, &jobs).await {
-                Ok(results) => return results.into_iter().map(Ok).collect(),
-                Err(error) => {
-                    tracing::debug!(%error, requests = jobs.len(), "a group commit failed; committing its requests one by one");
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            let result = Self::accept_batch(&pool, std::slice::from_ref(job))
-                .await
-                .map(|mut one| one.pop().unwrap_or_default());
-            results.push(result);
-        }
-        results
-    }
-
     /// The events of `jobs` in one transaction, in a handful of statements whatever their
     /// number (each statement is a round trip to SQLite's thread): the answer of each job.
     async fn accept_batch(
@@ -192,31 +166,13 @@ impl SqliteStore {
         jobs: &[AcceptJob],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
         let mut tx = pool.begin().await?;
-        let loaded = Self::load_incidents(&mut tx, jobs.iter().flat_map(|job| &job.events)).await?;
+        let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
         let mut decider = suppress::Decider::new(loaded);
-        let verdicts: Vec<Vec<Option<&'static str>>> = jobs
-            .iter()
-            .map(|job| decider.decide(&job.events, &job.policy, job.now))
-            .collect();
-        let queued: Vec<(&NewEvent, Timestamp)> = jobs
-            .iter()
-            .zip(&verdicts)
-            .flat_map(|(job, verdicts)| {
-                job.events
-                    .iter()
-                    .zip(verdicts)
-                    .filter_map(move |(event, verdict)| {
-                        verdict.is_none().then_some((event, job.now))
-                    })
-            })
-            .collect();
-        let mut ids = insert_outbox_rows!(Sqlite, &mut tx, &queued).into_iter();
+        let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
+        let ids = insert_outbox_rows!(Sqlite, &mut tx, &queued);
         upsert_incident_rows!(Sqlite, &mut tx, &decider.into_changed());
         tx.commit().await?;
-        verdicts
-            .into_iter()
-            .map(|verdicts| acceptances(verdicts, &mut ids))
-            .collect()
+        accept_jobs::answers(verdicts, ids)
     }
 
     /// The stored states of the incidents `events` name, by (target, dedup key): one query
@@ -303,15 +259,7 @@ impl Outbox for SqliteStore {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        let job = AcceptJob {
-            events,
-            policy: *policy,
-            now,
-        };
-        self.accepts
-            .submit(job)
-            .await
-            .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
+        accept_jobs::submit(&self.accepts, events, policy, now).await
     }
 
     async fn dedup_keys_for_fingerprints(

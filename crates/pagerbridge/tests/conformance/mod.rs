@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             a_conditional_resolve_acts_only_on_open_incidents,
             incidents_remember_their_source_and_first_event,
             one_request_decides_its_events_in_order,
+            concurrent_requests_each_get_their_own_answers,
             a_lease_is_renewed_by_its_owner_and_taken_over_after_expiry,
             a_stale_owner_cannot_renew_after_a_takeover,
             a_released_lease_is_free_at_once_with_a_new_epoch,
@@ -1694,6 +1695,56 @@ pub async fn one_request_decides_its_events_in_order<S: Store>(store: &S) {
         .expect("incident")
         .expect("u");
     assert_eq!(other.status, Status::Triggered);
+}
+
+/// Requests accepted at the same time (which a store may commit together, group commit) each
+/// get their own answers, in their own order, and see each other as if one after the other:
+/// of the same trigger sent by all of them, exactly one is queued.
+pub async fn concurrent_requests_each_get_their_own_answers<S: Store>(store: &S) {
+    const REQUESTS: usize = 12;
+    let policy = SuppressionPolicy::default();
+    let requests = (0..REQUESTS).map(|r| {
+        let events = vec![
+            trigger(&format!("own-{r}-a"), Severity::Error),
+            trigger("shared", Severity::Critical),
+            trigger(&format!("own-{r}-b"), Severity::Info),
+        ];
+        store.accept(events, &policy, at(0))
+    });
+    let answers: Vec<Vec<Acceptance>> = futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("accept"))
+        .collect();
+    let mut all_ids = Vec::new();
+    let mut shared_queued = 0;
+    for answer in &answers {
+        assert_eq!(answer.len(), 3, "{answer:?}");
+        let (own_a, own_b) = (queued_id(&answer[0]), queued_id(&answer[2]));
+        match answer[1] {
+            Acceptance::Queued { id } => {
+                shared_queued += 1;
+                assert!(own_a < id && id < own_b, "{answer:?}");
+                all_ids.push(id);
+            }
+            Acceptance::Suppressed { reason } => {
+                assert_eq!(reason, "unchanged_retrigger", "{answer:?}");
+                assert!(own_a < own_b, "{answer:?}");
+            }
+        }
+        all_ids.extend([own_a, own_b]);
+    }
+    assert_eq!(shared_queued, 1, "{answers:?}");
+    all_ids.sort_unstable();
+    all_ids.dedup();
+    assert_eq!(
+        all_ids.len(),
+        2 * REQUESTS + 1,
+        "every queued event has an id of its own"
+    );
+    let pending = store.pending(None, 100).await.expect("pending");
+    let pending_ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
+    assert_eq!(pending_ids, all_ids);
 }
 
 /// Every incident the filter selects, as (target, dedup key, status).
