@@ -39,7 +39,7 @@ use pagerduty_simulator::{Config as SimConfig, SpawnedSimulator, spawn_on_loopba
 use serde_json::{Value, json};
 
 use bench_support::{
-    Bridge, ROUTING_KEY, bridge_config, build_webhooks, median, nearest_rank, per_second,
+    BridgeProcess, Budget, ROUTING_KEY, build_webhooks, median, nearest_rank, per_second,
     percentiles_row, post_concurrently, signed_ms,
 };
 
@@ -86,6 +86,10 @@ struct Args {
     /// PATH, as the tests find it].
     #[arg(long)]
     alertmanager: Option<PathBuf>,
+    /// The pagerbridge binary [default: `pagerbridge` in the target directory of this
+    /// example, e.g. target/release/pagerbridge; build it first].
+    #[arg(long)]
+    pagerbridge: Option<PathBuf>,
 }
 
 /// The two sides of the comparison.
@@ -150,6 +154,16 @@ async fn main() -> anyhow::Result<()> {
                 "no Alertmanager binary (install prometheus-alertmanager or pass --alertmanager)",
             )?,
     };
+    let bridge_binary = BridgeProcess::binary(args.pagerbridge.as_deref())?;
+    eprintln!(
+        "Alertmanager: {}; pagerbridge: {}",
+        binary.display(),
+        bridge_binary.display()
+    );
+    let binaries = Binaries {
+        alertmanager: binary,
+        pagerbridge: bridge_binary,
+    };
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
@@ -166,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
                     run + 1,
                     args.runs
                 );
-                let rate = ingest(&args, &http, &binary, side, concurrency)
+                let rate = ingest(&args, &http, &binaries, side, concurrency)
                     .await
                     .with_context(|| format!("run {}: {side:?} ingest", run + 1))?;
                 match side {
@@ -177,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             figures.ingest.push(rates);
         }
         eprintln!("run {}/{}: latency", run + 1, args.runs);
-        let (native, bridged) = latency(&args, &http, &binary, run)
+        let (native, bridged) = latency(&args, &http, &binaries, run)
             .await
             .with_context(|| format!("run {}: latency", run + 1))?;
         figures.native = native;
@@ -188,11 +202,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The two programs compared.
+struct Binaries {
+    alertmanager: PathBuf,
+    pagerbridge: PathBuf,
+}
+
 /// One ingest measurement on a fresh Alertmanager or a fresh bridge: alerts/s.
+///
+/// The bridge runs its default configuration, budget included (PagerDuty's 120 requests a
+/// minute), as a new user would: like Alertmanager here, which holds the alerts and sends
+/// nothing, it spends its time on ingest, not on delivering the backlog.
 async fn ingest(
     args: &Args,
     http: &reqwest::Client,
-    binary: &Path,
+    binaries: &Binaries,
     side: Side,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
@@ -200,12 +224,19 @@ async fn ingest(
     let expected = args.requests * args.alerts_per_request;
     let sim = simulator().await?;
     let dir = tempfile::tempdir().context("temp dir")?;
-    let bridge = Bridge::start(bridge_config(dir.path(), &sim.base_url(), None)?, http).await?;
+    let bridge = BridgeProcess::start(
+        &binaries.pagerbridge,
+        dir.path(),
+        &sim.base_url(),
+        Budget::Default,
+        http,
+    )
+    .await?;
     // The bridge's Alertmanager sends nothing here: the ingest alerts have no `path` label,
     // so they go to its receiver without integrations.
     let (url, bodies, am) = match side {
         Side::Alertmanager => {
-            let am = Alertmanager::start(binary, &sim, bridge.addr, http).await?;
+            let am = Alertmanager::start(&binaries.alertmanager, &sim, bridge.addr, http).await?;
             let bodies = webhooks
                 .iter()
                 .map(|w| postable_alerts(&w.body))
@@ -229,7 +260,7 @@ async fn ingest(
             "Alertmanager holds {held} alerts, {expected} were posted"
         );
     }
-    bridge.stop().await;
+    drop(bridge);
     drop(am);
     for failure in phase.failures.iter().take(10) {
         eprintln!("failed: {failure}");
@@ -270,16 +301,26 @@ fn postable_alerts(webhook: &[u8]) -> anyhow::Result<Vec<u8>> {
 
 /// One latency measurement of both paths, alternating: the p50 and p99 (ms) of the native
 /// notifier, then of the path through the bridge.
+///
+/// The bridge's budget is off here (the native notifier has none): a run sends more alerts
+/// than PagerDuty's 120 a minute, and waiting for the budget is not the latency measured.
 async fn latency(
     args: &Args,
     http: &reqwest::Client,
-    binary: &Path,
+    binaries: &Binaries,
     run: usize,
 ) -> anyhow::Result<((f64, f64), (f64, f64))> {
     let sim = simulator().await?;
     let dir = tempfile::tempdir().context("temp dir")?;
-    let bridge = Bridge::start(bridge_config(dir.path(), &sim.base_url(), None)?, http).await?;
-    let am = Alertmanager::start(binary, &sim, bridge.addr, http).await?;
+    let bridge = BridgeProcess::start(
+        &binaries.pagerbridge,
+        dir.path(),
+        &sim.base_url(),
+        Budget::Unlimited,
+        http,
+    )
+    .await?;
+    let am = Alertmanager::start(&binaries.alertmanager, &sim, bridge.addr, http).await?;
     let mut native = Vec::with_capacity(args.latency_alerts);
     let mut bridged = Vec::with_capacity(args.latency_alerts);
     for i in 0..WARMUP_ALERTS + args.latency_alerts {
@@ -297,7 +338,7 @@ async fn latency(
         }
     }
     drop(am);
-    bridge.stop().await;
+    drop(bridge);
     println!();
     println!(
         "run {}: one alert at a time, Alertmanager → PagerDuty (ms)",

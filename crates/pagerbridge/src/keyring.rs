@@ -110,14 +110,15 @@ impl Keyring {
     /// Directories rather than files are watched because Kubernetes updates a mounted
     /// Secret by swapping a symlink in the directory, which a watch on the file would miss.
     pub fn watch(&self) -> anyhow::Result<KeyringWatcher> {
-        // Directory → the slots whose key file is in it.
-        let mut dirs: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
+        // Directory → the slots whose key file is in it, with the file's absolute path.
+        let mut dirs: Dirs = BTreeMap::new();
         for (index, slot) in self.slots.iter().enumerate() {
             if let KeySource::File(path) = &slot.source {
-                let dir = parent_dir(path).with_context(|| {
+                let absolute = std::path::absolute(path).with_context(|| {
                     format!("could not resolve the directory of {}", path.display())
                 })?;
-                dirs.entry(dir).or_default().push(index);
+                let dir = parent_dir(&absolute);
+                dirs.entry(dir).or_default().push((index, absolute));
             }
         }
         let watched: Vec<PathBuf> = dirs.keys().cloned().collect();
@@ -132,7 +133,7 @@ impl Keyring {
         Ok(KeyringWatcher { _watcher: watcher })
     }
 
-    fn on_event(&self, dirs: &BTreeMap<PathBuf, Vec<usize>>, event: notify::Result<notify::Event>) {
+    fn on_event(&self, dirs: &Dirs, event: notify::Result<notify::Event>) {
         let event = match event {
             Ok(event) => event,
             Err(error) => {
@@ -147,20 +148,39 @@ impl Keyring {
             return;
         }
         for (dir, slots) in dirs {
-            // An event without paths (e.g. a queue overflow) could be about anything.
-            let touched = event.paths.is_empty()
-                || event
-                    .paths
-                    .iter()
-                    .any(|path| path == dir || path.parent() == Some(dir.as_path()));
-            if touched {
-                for &index in slots {
+            for (index, key_file) in slots {
+                // An event without paths (e.g. a queue overflow) could be about anything.
+                let touched = event.paths.is_empty()
+                    || event
+                        .paths
+                        .iter()
+                        .any(|path| may_change_key(path, dir, key_file));
+                if touched {
                     // Failures are logged by `reload`; the previous key stays in use.
-                    let _ = self.slots[index].reload();
+                    let _ = self.slots[*index].reload();
                 }
             }
         }
     }
+}
+
+/// Watched directory → (slot index, absolute key file path) of the keys in it.
+type Dirs = BTreeMap<PathBuf, Vec<(usize, PathBuf)>>;
+
+/// Whether a change at `path` may have changed the key in `key_file` (in `dir`): the file
+/// itself (rewritten, or renamed into place), the directory, or one of the `..`-prefixed
+/// entries through which Kubernetes swaps a mounted Secret (`..data`, `..2024_…`). Anything
+/// else in the directory, such as a database kept beside the key with its journal written
+/// thousands of times a second, is no reason to read the key again.
+fn may_change_key(path: &Path, dir: &Path, key_file: &Path) -> bool {
+    if path == dir || path == key_file {
+        return true;
+    }
+    path.parent() == Some(dir)
+        && path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(".."))
 }
 
 impl Slot {
@@ -206,11 +226,13 @@ impl Slot {
     }
 }
 
-/// The absolute directory holding `path`, symlinks left as they are (the directory to watch
-/// is the one holding the link, not the one it points into).
-fn parent_dir(path: &Path) -> std::io::Result<PathBuf> {
-    let absolute = std::path::absolute(path)?;
-    Ok(absolute.parent().map(Path::to_path_buf).unwrap_or(absolute))
+/// The directory holding the absolute `path`, symlinks left as they are (the directory to
+/// watch is the one holding the link, not the one it points into).
+fn parent_dir(absolute: &Path) -> PathBuf {
+    absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| absolute.to_path_buf())
 }
 
 #[cfg(test)]
@@ -263,6 +285,31 @@ mod tests {
         let path = dir.path().join("pd-key");
         std::fs::write(&path, content).expect("write key");
         KeyFile { _dir: dir, path }
+    }
+
+    #[test]
+    fn only_the_key_file_its_directory_and_kubernetes_entries_may_change_a_key() {
+        let dir = Path::new("/etc/pagerbridge");
+        let key_file = Path::new("/etc/pagerbridge/pd-key");
+        for path in [
+            "/etc/pagerbridge/pd-key",
+            "/etc/pagerbridge",
+            "/etc/pagerbridge/..data",
+            "/etc/pagerbridge/..data_tmp",
+            "/etc/pagerbridge/..2026_12_01_04_00_00.123",
+        ] {
+            assert!(may_change_key(Path::new(path), dir, key_file), "{path}");
+        }
+        for path in [
+            "/etc/pagerbridge/pagerbridge.db",
+            "/etc/pagerbridge/pagerbridge.db-wal",
+            "/etc/pagerbridge/pd-key.swp",
+            "/etc/pagerbridge/other-key",
+            "/etc/pagerbridge/sub/..data",
+            "/etc/..data",
+        ] {
+            assert!(!may_change_key(Path::new(path), dir, key_file), "{path}");
+        }
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! What the benchmark examples (`load`, `vs_alertmanager`) share: the bridge as an operator
-//! would configure it, started in-process on loopback; the batches of distinct firing alerts
+//! would configure it, started in-process on loopback or as its own `pagerbridge serve`
+//! process; the batches of distinct firing alerts
 //! they send; and the arithmetic of their reports (rates, nearest-rank percentiles, medians).
 //! An example includes it with `mod bench_support;`.
 #![allow(dead_code)] // each example uses a different part
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use jiff::Timestamp;
 use pagerbridge::alert::Labels;
 use pagerbridge::{config, format, service};
@@ -162,6 +164,28 @@ pub fn bridge_config(
     pagerduty_url: &str,
     postgres_url: Option<&str>,
 ) -> anyhow::Result<config::Config> {
+    let path = write_bridge_config(dir, pagerduty_url, postgres_url, Budget::Unlimited, 0)?;
+    config::load(Some(&path))
+}
+
+/// The budget a benchmark's bridge sends under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// The default configuration's: PagerDuty's documented 120 requests a minute per key.
+    Default,
+    /// A million a minute: it never throttles, so deliveries measure the bridge alone.
+    Unlimited,
+}
+
+/// Writes `pagerbridge.yaml` in `dir` (and the routing key file beside it) for a bridge on
+/// `127.0.0.1:port` (0: any), storing in `dir` or on `postgres_url`; returns its path.
+pub fn write_bridge_config(
+    dir: &Path,
+    pagerduty_url: &str,
+    postgres_url: Option<&str>,
+    budget: Budget,
+    port: u16,
+) -> anyhow::Result<PathBuf> {
     let key = dir.join("routing-key");
     std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
     #[cfg(unix)]
@@ -171,17 +195,23 @@ pub fn bridge_config(
     }
     let storage = match postgres_url {
         Some(url) => format!("storage:\n  backend: postgres\n  url: \"{url}\"\n"),
-        None => format!(
-            "storage:\n  path: \"{}\"\n",
-            dir.join("bridge.db").display()
-        ),
+        None => {
+            // Its own directory, as in a deployment (/var/lib/pagerbridge beside
+            // /etc/pagerbridge), not beside the key file, whose directory the bridge watches.
+            let data = dir.join("data");
+            std::fs::create_dir_all(&data)?;
+            format!("storage:\n  path: \"{}\"\n", data.join("bridge.db").display())
+        }
+    };
+    let rate_limit = match budget {
+        Budget::Default => String::new(),
+        Budget::Unlimited => "  rate_limit: { requests: 1000000, window: \"60s\" }\n".to_owned(),
     };
     let yaml = format!(
-        r#"listen: "127.0.0.1:0"
+        r#"listen: "127.0.0.1:{port}"
 {storage}pagerduty:
   url: "{pagerduty_url}"
-  rate_limit: {{ requests: 1000000, window: "60s" }}
-  timeout: "10s"
+{rate_limit}  timeout: "10s"
 delivery:
   shutdown_drain: "1s"
 targets:
@@ -192,17 +222,112 @@ targets:
     );
     let path = dir.join("pagerbridge.yaml");
     std::fs::write(&path, yaml)?;
-    config::load(Some(&path))
+    Ok(path)
+}
+
+/// `pagerbridge serve` as its own process, as an operator runs it (release binary, default
+/// log level, logs to a file in its directory); killed on drop.
+pub struct BridgeProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl BridgeProcess {
+    /// The `pagerbridge` binary beside the running example (`target/release/pagerbridge` for
+    /// `target/release/examples/NAME`), unless `explicit` names one.
+    pub fn binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+        if let Some(path) = explicit {
+            return Ok(path.to_owned());
+        }
+        let exe = std::env::current_exe().context("the example's own path")?;
+        let beside = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("pagerbridge"))
+            .context("the example is not in a target directory")?;
+        ensure!(
+            beside.is_file(),
+            "no pagerbridge binary at {}: build it first (cargo build --release -p pagerbridge \
+             --bin pagerbridge) or pass --pagerbridge",
+            beside.display()
+        );
+        Ok(beside)
+    }
+
+    /// Starts `binary serve` with a config written to `dir` (see [`write_bridge_config`]) and
+    /// waits until it answers `/healthz`.
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        pagerduty_url: &str,
+        budget: Budget,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Self> {
+        // A port free a moment ago may be taken before the bridge binds it: try another.
+        for attempt in 1..=5 {
+            let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+                .local_addr()?
+                .port();
+            let config = write_bridge_config(dir, pagerduty_url, None, budget, port)?;
+            let log = dir.join(format!("pagerbridge-{attempt}.log"));
+            let out = std::fs::File::create(&log)?;
+            let mut child = Command::new(binary)
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env_remove("PAGERBRIDGE_LOG")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if child.try_wait()?.is_some() {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    ensure!(
+                        text.contains("in use"),
+                        "pagerbridge exited:\n{text}"
+                    );
+                    break;
+                }
+                if healthy(http, addr).await {
+                    return Ok(BridgeProcess { addr, child });
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("pagerbridge did not become ready within 10s");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        bail!("pagerbridge found no free port in 5 attempts")
+    }
+
+    /// The process id, for a profiler.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for BridgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn healthy(http: &reqwest::Client, addr: SocketAddr) -> bool {
+    let url = format!("http://{addr}/healthz");
+    matches!(http.get(&url).send().await, Ok(response) if response.status().is_success())
 }
 
 /// Waits (at most 10 s) for `/healthz` to answer 200.
 async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let url = format!("http://{addr}/healthz");
     loop {
-        if let Ok(response) = http.get(&url).send().await
-            && response.status().is_success()
-        {
+        if healthy(http, addr).await {
             return Ok(());
         }
         ensure!(
