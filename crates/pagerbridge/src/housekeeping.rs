@@ -97,7 +97,7 @@ mod tests {
             dedup_key: Some(key.to_owned()),
             action: Action::Trigger,
             severity: Some(pagerduty_events::Severity::Error),
-            event: serde_json::json!({}),
+            event: serde_json::json!({}).into(),
             alert: None,
             fingerprint: None,
             payload_hash: None,

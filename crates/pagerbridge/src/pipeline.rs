@@ -17,7 +17,8 @@ use crate::delivery::LaneWaker;
 use crate::format::{FormatError, FormatNote, Formatted, Outbound};
 use crate::metrics::{Metrics, SourceLabel};
 use crate::store::{
-    Acceptance, Action, Condition, IncidentSource, NewEvent, Store, StoreError, SuppressionPolicy,
+    Acceptance, Action, Condition, IncidentSource, JsonText, NewEvent, Store, StoreError,
+    SuppressionPolicy,
 };
 use crate::targets::{Snapshot, Targets};
 
@@ -364,9 +365,9 @@ pub fn new_event(plan: &Planned) -> NewEvent {
                 pagerduty_events::AlertEvent::Acknowledge { .. } => Action::Acknowledge,
                 pagerduty_events::AlertEvent::Resolve { .. } => Action::Resolve,
             };
-            (action, serde_json::to_value(event))
+            (action, JsonText::of(event))
         }
-        Outbound::Change(event) => (Action::Change, serde_json::to_value(event)),
+        Outbound::Change(event) => (Action::Change, JsonText::of(event)),
     };
     NewEvent {
         target: plan.target.clone(),
@@ -374,11 +375,8 @@ pub fn new_event(plan: &Planned) -> NewEvent {
         action,
         severity: formatted.severity,
         // Our own types always serialize; an empty object would be dead-lettered visibly.
-        event: event.unwrap_or_default(),
-        alert: plan
-            .alert
-            .as_ref()
-            .and_then(|a| serde_json::to_value(a).ok()),
+        event: event.unwrap_or_else(|_| JsonText::empty_object()),
+        alert: plan.alert.as_ref().and_then(|a| JsonText::of(a).ok()),
         fingerprint: plan.alert.as_ref().and_then(|a| a.fingerprint.clone()),
         payload_hash: formatted.payload_hash.clone(),
         condition: Condition::Always,

@@ -76,7 +76,7 @@ fn trigger(key: &str) -> NewEvent {
         dedup_key: Some(key.to_owned()),
         action: Action::Trigger,
         severity: Some(Severity::Error),
-        event: serde_json::json!({"event_action": "trigger", "dedup_key": key}),
+        event: serde_json::json!({"event_action": "trigger", "dedup_key": key}).into(),
         alert: None,
         fingerprint: Some(format!("fp-{key}")),
         payload_hash: Some("unchanged".to_owned()),

@@ -200,7 +200,10 @@ pub fn write_bridge_config(
             // /etc/pagerbridge), not beside the key file, whose directory the bridge watches.
             let data = dir.join("data");
             std::fs::create_dir_all(&data)?;
-            format!("storage:\n  path: \"{}\"\n", data.join("bridge.db").display())
+            format!(
+                "storage:\n  path: \"{}\"\n",
+                data.join("bridge.db").display()
+            )
         }
     };
     let rate_limit = match budget {
@@ -285,10 +288,7 @@ impl BridgeProcess {
             loop {
                 if child.try_wait()?.is_some() {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    ensure!(
-                        text.contains("in use"),
-                        "pagerbridge exited:\n{text}"
-                    );
+                    ensure!(text.contains("in use"), "pagerbridge exited:\n{text}");
                     break;
                 }
                 if healthy(http, addr).await {

@@ -44,7 +44,7 @@ use crate::internal_events::{
 use crate::lease_keeper::{StopSignal, stopped};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::store::{Acceptance, Action, Condition, IncidentSource, NewEvent, Store};
+use crate::store::{Acceptance, Action, Condition, IncidentSource, JsonText, NewEvent, Store};
 
 /// What the sync needs to run.
 #[derive(Clone, Debug)]
@@ -259,7 +259,7 @@ fn new_event(decision: &Decision) -> Option<NewEvent> {
         dedup_key: Some(incident.dedup_key.clone()),
         action: action(decision.act),
         severity: None,
-        event: serde_json::to_value(&event).ok()?,
+        event: JsonText::of(&event).ok()?,
         alert: None,
         fingerprint: incident.fingerprint.clone(),
         payload_hash: None,

@@ -210,8 +210,8 @@ impl Formatter {
                 let mut trigger =
                     self.trigger(alert, group, classification.as_ref(), severity, &mut notes);
                 trigger.dedup_key = Some(dedup_key.clone());
-                let event = AlertEvent::Trigger(trigger);
-                let hash = payload_hash(&event);
+                let mut event = AlertEvent::Trigger(trigger);
+                let hash = payload_hash(&mut event);
                 (event, Some(hash))
             }
             AlertStatus::Acknowledged | AlertStatus::Silenced => (
@@ -365,19 +365,26 @@ struct Texts {
 /// maps in key order, so equal events hash equal on every replica. The silence link is left
 /// out: each peer of an Alertmanager HA set sends the same alert with its own, and the same
 /// alert from two peers must not count as a change (it would be triggered again).
-fn payload_hash(event: &AlertEvent) -> String {
+///
+/// The links are set aside while the event is serialized, then put back, rather than hashing
+/// a copy of the trigger: a copy per alert (custom details and all) costs more than the hash.
+fn payload_hash(event: &mut AlertEvent) -> String {
     let is_silence =
         |link: &pagerduty_events::Link| link.text.as_deref() == Some(links::SILENCE_LINK_TEXT);
-    // Serializing an event cannot fail: all its map keys are strings.
-    let json = match event {
+    let all_links = match event {
         AlertEvent::Trigger(trigger) if trigger.links.iter().any(is_silence) => {
-            let mut trigger = trigger.clone();
+            let all = trigger.links.clone();
             trigger.links.retain(|link| !is_silence(link));
-            serde_json::to_vec(&AlertEvent::Trigger(trigger))
+            Some(all)
         }
-        other => serde_json::to_vec(other),
+        _ => None,
     };
-    dedup::sha256_hex(json.unwrap_or_default())
+    // Serializing an event cannot fail: all its map keys are strings.
+    let hash = dedup::sha256_hex(serde_json::to_vec(&*event).unwrap_or_default());
+    if let (Some(all), AlertEvent::Trigger(trigger)) = (all_links, event) {
+        trigger.links = all;
+    }
+    hash
 }
 
 /// Only reached for an alert without `alertname` and without summary text, which ingest

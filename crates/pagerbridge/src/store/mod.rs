@@ -22,6 +22,7 @@ mod dead_letters;
 mod fallback;
 mod group_commit;
 mod incidents;
+mod json_text;
 mod leases;
 mod outbox;
 pub mod postgres;
@@ -41,6 +42,7 @@ pub use dead_letters::{
 };
 pub use fallback::{FallbackNotices, Notice, NoticeKind};
 pub use incidents::{IncidentFilter, Incidents, StatusFilter};
+pub use json_text::JsonText;
 pub use leases::{Fence, LaneState, LaneStates, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
 pub use outbox::{Acceptance, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
 pub use suppress::{IncidentSource, IncidentState, SuppressionPolicy};

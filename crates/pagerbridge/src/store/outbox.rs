@@ -9,7 +9,7 @@ use pagerduty_events::Severity;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Action, IncidentSource, StoreError, SuppressionPolicy};
+use super::{Action, IncidentSource, JsonText, StoreError, SuppressionPolicy};
 
 /// An event to put in the outbox.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,9 +20,9 @@ pub struct NewEvent {
     pub action: Action,
     pub severity: Option<Severity>,
     /// The PagerDuty event without routing key (an `AlertEvent` or `ChangeEvent` as JSON).
-    pub event: Value,
+    pub event: JsonText,
     /// The alert it came from, for dead letters and the fallback (optional).
-    pub alert: Option<Value>,
+    pub alert: Option<JsonText>,
     pub fingerprint: Option<String>,
     /// For triggers: hash of what the trigger shows, to suppress unchanged re-triggers.
     pub payload_hash: Option<String>,

@@ -58,9 +58,9 @@ use super::rows::{
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, LaneStats, NewEvent,
-    Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget,
-    StoreError, severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, JsonText, LaneStats,
+    NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT,
+    SendBudget, StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -194,10 +194,10 @@ impl PostgresStore {
                     .map(|e| severity_rank(e.severity))
                     .collect::<Vec<_>>(),
             )
-            .bind(events().map(|e| e.event.to_string()).collect::<Vec<_>>())
+            .bind(events().map(|e| e.event.as_str()).collect::<Vec<_>>())
             .bind(
                 events()
-                    .map(|e| e.alert.as_ref().map(|a| a.to_string()))
+                    .map(|e| e.alert.as_ref().map(JsonText::as_str))
                     .collect::<Vec<_>>(),
             )
             .bind(
@@ -997,7 +997,7 @@ mod tests {
                     dedup_key: Some(format!("k{i}")),
                     action: Action::Trigger,
                     severity: None,
-                    event: serde_json::Value::Null,
+                    event: serde_json::Value::Null.into(),
                     alert: None,
                     fingerprint: None,
                     payload_hash: None,

@@ -144,8 +144,8 @@ macro_rules! insert_outbox_rows {
                     .push_bind(event.dedup_key.clone())
                     .push_bind(event.action.as_str())
                     .push_bind(severity_rank(event.severity))
-                    .push_bind(event.event.to_string())
-                    .push_bind(event.alert.as_ref().map(|a| a.to_string()))
+                    .push_bind(event.event.as_str())
+                    .push_bind(event.alert.as_ref().map($crate::store::JsonText::as_str))
                     .push_bind(event.fingerprint.clone())
                     .push_bind(to_millis(*accepted_at));
             });

@@ -258,7 +258,7 @@ mod tests {
             dedup_key: Some("k".into()),
             action,
             severity: None,
-            event: json!({}),
+            event: json!({}).into(),
             alert: None,
             fingerprint: Some("fp".into()),
             payload_hash: hash.map(str::to_owned),
