@@ -162,13 +162,23 @@ pub fn bridge_config(
     pagerduty_url: &str,
     postgres_url: Option<&str>,
 ) -> anyhow::Result<config::Config> {
+    let path = write_bridge_yaml(dir, pagerduty_url, postgres_url, (1_000_000, "60s"), "")?;
+    config::load(Some(&path))
+}
+
+/// Writes `dir/pagerbridge.yaml` for `pagerbridge serve` (or [`config::load`]) and the key
+/// file it names: one target, PagerDuty at `pagerduty_url` with a budget of `budget`
+/// (requests, window), storage at `postgres_url` or in a SQLite file in `dir`; `extra` is
+/// added at the top level (YAML). Returns the file's path.
+pub fn write_bridge_yaml(
+    dir: &Path,
+    pagerduty_url: &str,
+    postgres_url: Option<&str>,
+    budget: (u32, &str),
+    extra: &str,
+) -> anyhow::Result<std::path::PathBuf> {
     let key = dir.join("routing-key");
-    std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-    }
+    write_secret(&key, ROUTING_KEY)?;
     let storage = match postgres_url {
         Some(url) => format!("storage:\n  backend: postgres\n  url: \"{url}\"\n"),
         None => format!(
@@ -180,19 +190,32 @@ pub fn bridge_config(
         r#"listen: "127.0.0.1:0"
 {storage}pagerduty:
   url: "{pagerduty_url}"
-  rate_limit: {{ requests: 1000000, window: "60s" }}
+  rate_limit: {{ requests: {requests}, window: "{window}" }}
   timeout: "10s"
 delivery:
   shutdown_drain: "1s"
-targets:
+{extra}targets:
   - name: "default"
     routing_key_file: "{key}"
 "#,
+        requests = budget.0,
+        window = budget.1,
         key = key.display(),
     );
     let path = dir.join("pagerbridge.yaml");
     std::fs::write(&path, yaml)?;
-    config::load(Some(&path))
+    Ok(path)
+}
+
+/// Writes `secret` and a newline to `path`, readable by its owner only.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{secret}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// Waits (at most 10 s) for `/healthz` to answer 200.
