@@ -346,14 +346,19 @@ impl Outbox for SqliteStore {
     }
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        // Eligible: the oldest pending event of its incident. Asked as a MIN, which is read
+        // from the first entry of `outbox_incident` whatever the planner knows; as a NOT
+        // EXISTS, PostgreSQL planned a scan of the whole lane per candidate on a table not yet
+        // analyzed (77 ms at 100,000 queued, see docs/performance.md, "Backlog").
         let sql = concat!(
             "SELECT ",
             queued_columns!(),
             " FROM outbox o
              WHERE o.target = ? AND o.status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM outbox p
+               AND (o.dedup_key IS NULL
+                    OR o.id = (SELECT MIN(p.id) FROM outbox p
                                WHERE p.target = o.target AND p.dedup_key = o.dedup_key
-                                 AND p.status = 'pending' AND p.id < o.id)
+                                 AND p.status = 'pending'))
              ORDER BY o.severity_rank DESC, o.id ASC
              LIMIT 1"
         );
