@@ -39,8 +39,8 @@ use pagerduty_simulator::{Config as SimConfig, SpawnedSimulator, spawn_on_loopba
 use serde_json::{Value, json};
 
 use bench_support::{
-    BridgeProcess, Budget, ROUTING_KEY, build_webhooks, median, nearest_rank, per_second,
-    percentiles_row, post_concurrently, signed_ms,
+    BridgeProcess, Budget, ROUTING_KEY, bridge_binary, build_webhooks, median, nearest_rank,
+    per_second, percentiles_row, post_concurrently, signed_ms, write_bridge_yaml,
 };
 
 /// How long one ingest measurement may take at most.
@@ -154,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 "no Alertmanager binary (install prometheus-alertmanager or pass --alertmanager)",
             )?,
     };
-    let bridge_binary = BridgeProcess::binary(args.pagerbridge.as_deref())?;
+    let bridge_binary = bridge_binary(args.pagerbridge.as_deref())?;
     eprintln!(
         "Alertmanager: {}; pagerbridge: {}",
         binary.display(),
@@ -224,14 +224,8 @@ async fn ingest(
     let expected = args.requests * args.alerts_per_request;
     let sim = simulator().await?;
     let dir = tempfile::tempdir().context("temp dir")?;
-    let bridge = BridgeProcess::start(
-        &binaries.pagerbridge,
-        dir.path(),
-        &sim.base_url(),
-        Budget::Default,
-        http,
-    )
-    .await?;
+    let config = write_bridge_yaml(dir.path(), &sim.base_url(), None, Budget::Default, "")?;
+    let bridge = BridgeProcess::start(&binaries.pagerbridge, &config).await?;
     // The bridge's Alertmanager sends nothing here: the ingest alerts have no `path` label,
     // so they go to its receiver without integrations.
     let (url, bodies, am) = match side {
@@ -312,14 +306,8 @@ async fn latency(
 ) -> anyhow::Result<((f64, f64), (f64, f64))> {
     let sim = simulator().await?;
     let dir = tempfile::tempdir().context("temp dir")?;
-    let bridge = BridgeProcess::start(
-        &binaries.pagerbridge,
-        dir.path(),
-        &sim.base_url(),
-        Budget::Unlimited,
-        http,
-    )
-    .await?;
+    let config = write_bridge_yaml(dir.path(), &sim.base_url(), None, Budget::Unlimited, "")?;
+    let bridge = BridgeProcess::start(&binaries.pagerbridge, &config).await?;
     let am = Alertmanager::start(&binaries.alertmanager, &sim, bridge.addr, http).await?;
     let mut native = Vec::with_capacity(args.latency_alerts);
     let mut bridged = Vec::with_capacity(args.latency_alerts);

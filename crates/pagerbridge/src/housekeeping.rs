@@ -1,5 +1,6 @@
 //! Housekeeping: events older than `delivery.max_event_age` are dead-lettered (counted by
-//! target, reason `expired`) and incident state older than `delivery.incident_ttl` is forgotten,
+//! target, reason `expired`), incident state older than `delivery.incident_ttl` is forgotten
+//! and the store's maintained counts are folded ([`crate::store::Outbox::fold_counts`]),
 //! every minute. It runs on one replica at a time, the holder of the `housekeeping` lease
 //! ([`crate::lease_keeper`]); a replica that takes the lease over runs a round at once.
 
@@ -40,7 +41,7 @@ pub(crate) async fn run(
 }
 
 /// Dead-letters events past `max_event_age` (counted by target, reason `expired`) and forgets
-/// incident state past `incident_ttl`.
+/// incident state past `incident_ttl`, then folds the maintained counts.
 async fn housekeeping(
     store: &dyn Store,
     metrics: &Metrics,
@@ -78,6 +79,15 @@ async fn housekeeping(
         StorageFailed {
             operation: StorageOperation::Housekeeping,
             what: "expiring incident state failed",
+            target: None,
+            error: &error,
+        }
+        .emit(metrics);
+    }
+    if let Err(error) = store.fold_counts().await {
+        StorageFailed {
+            operation: StorageOperation::Housekeeping,
+            what: "folding the queue counts failed",
             target: None,
             error: &error,
         }

@@ -5,6 +5,7 @@
 //! An example includes it with `mod bench_support;`.
 #![allow(dead_code)] // each example uses a different part
 
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -164,7 +165,7 @@ pub fn bridge_config(
     pagerduty_url: &str,
     postgres_url: Option<&str>,
 ) -> anyhow::Result<config::Config> {
-    let path = write_bridge_config(dir, pagerduty_url, postgres_url, Budget::Unlimited, 0)?;
+    let path = write_bridge_yaml(dir, pagerduty_url, postgres_url, Budget::Unlimited, "")?;
     config::load(Some(&path))
 }
 
@@ -175,24 +176,23 @@ pub enum Budget {
     Default,
     /// A million a minute: it never throttles, so deliveries measure the bridge alone.
     Unlimited,
+    /// `requests` per `window` (a duration as the config writes it, e.g. `"2s"`).
+    Custom { requests: u32, window: &'static str },
 }
 
-/// Writes `pagerbridge.yaml` in `dir` (and the routing key file beside it) for a bridge on
-/// `127.0.0.1:port` (0: any), storing in `dir` or on `postgres_url`; returns its path.
-pub fn write_bridge_config(
+/// Writes `dir/pagerbridge.yaml` for `pagerbridge serve` (or [`config::load`]) and the key
+/// file it names: listening on any loopback port, one target, PagerDuty at `pagerduty_url`
+/// with `budget`, storage at `postgres_url` or in a SQLite file in `dir/data`; `extra` is
+/// added at the top level (YAML). Returns the file's path.
+pub fn write_bridge_yaml(
     dir: &Path,
     pagerduty_url: &str,
     postgres_url: Option<&str>,
     budget: Budget,
-    port: u16,
+    extra: &str,
 ) -> anyhow::Result<PathBuf> {
     let key = dir.join("routing-key");
-    std::fs::write(&key, format!("{ROUTING_KEY}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-    }
+    write_secret(&key, ROUTING_KEY)?;
     let storage = match postgres_url {
         Some(url) => format!("storage:\n  backend: postgres\n  url: \"{url}\"\n"),
         None => {
@@ -209,15 +209,18 @@ pub fn write_bridge_config(
     let rate_limit = match budget {
         Budget::Default => String::new(),
         Budget::Unlimited => "  rate_limit: { requests: 1000000, window: \"60s\" }\n".to_owned(),
+        Budget::Custom { requests, window } => {
+            format!("  rate_limit: {{ requests: {requests}, window: \"{window}\" }}\n")
+        }
     };
     let yaml = format!(
-        r#"listen: "127.0.0.1:{port}"
+        r#"listen: "127.0.0.1:0"
 {storage}pagerduty:
   url: "{pagerduty_url}"
 {rate_limit}  timeout: "10s"
 delivery:
   shutdown_drain: "1s"
-targets:
+{extra}targets:
   - name: "default"
     routing_key_file: "{key}"
 "#,
@@ -228,106 +231,152 @@ targets:
     Ok(path)
 }
 
-/// `pagerbridge serve` as its own process, as an operator runs it (release binary, default
-/// log level, logs to a file in its directory); killed on drop.
-pub struct BridgeProcess {
-    pub addr: SocketAddr,
-    child: Child,
+/// Writes `secret` and a newline to `path`, readable by its owner only.
+pub fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    std::fs::write(path, format!("{secret}\n"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
-impl BridgeProcess {
-    /// The `pagerbridge` binary beside the running example (`target/release/pagerbridge` for
-    /// `target/release/examples/NAME`), unless `explicit` names one.
-    pub fn binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-        if let Some(path) = explicit {
-            return Ok(path.to_owned());
-        }
-        let exe = std::env::current_exe().context("the example's own path")?;
-        let beside = exe
+/// The `pagerbridge` binary beside the running example (`target/release/pagerbridge` for
+/// `target/release/examples/NAME`), unless `explicit` names one.
+pub fn bridge_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let binary = match explicit {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe()
+            .context("the example's own path")?
             .parent()
             .and_then(Path::parent)
             .map(|dir| dir.join("pagerbridge"))
-            .context("the example is not in a target directory")?;
-        ensure!(
-            beside.is_file(),
-            "no pagerbridge binary at {}: build it first (cargo build --release -p pagerbridge \
-             --bin pagerbridge) or pass --pagerbridge",
-            beside.display()
-        );
-        Ok(beside)
-    }
+            .context("the example is not in a target directory")?,
+    };
+    ensure!(
+        binary.is_file(),
+        "no pagerbridge binary at {}: build it first (cargo build --release -p pagerbridge \
+         --bin pagerbridge) or name one",
+        binary.display()
+    );
+    Ok(binary)
+}
 
-    /// Starts `binary serve` with a config written to `dir` (see [`write_bridge_config`]) and
-    /// waits until it answers `/healthz`.
-    pub async fn start(
-        binary: &Path,
-        dir: &Path,
-        pagerduty_url: &str,
-        budget: Budget,
-        http: &reqwest::Client,
-    ) -> anyhow::Result<Self> {
-        // A port free a moment ago may be taken before the bridge binds it: try another.
-        for attempt in 1..=5 {
-            let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-                .local_addr()?
-                .port();
-            let config = write_bridge_config(dir, pagerduty_url, None, budget, port)?;
-            let log = dir.join(format!("pagerbridge-{attempt}.log"));
-            let out = std::fs::File::create(&log)?;
-            let mut child = Command::new(binary)
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env_remove("PAGERBRIDGE_LOG")
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if child.try_wait()?.is_some() {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    ensure!(text.contains("in use"), "pagerbridge exited:\n{text}");
-                    break;
+/// `pagerbridge serve` as its own process, as an operator runs it; killed if dropped without
+/// [`BridgeProcess::stop`].
+pub struct BridgeProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BridgeProcess {
+    /// Starts `binary serve --config config` and waits until it listens (its address read
+    /// from its log line `pagerbridge listening`).
+    pub async fn start(binary: &Path, config: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .args(["--log-level", "info", "serve", "--config"])
+            .arg(config)
+            .env_remove("PAGERBRIDGE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let addr: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        let found = addr.clone();
+        // Reads the logs to the end (so the pipe never fills), noting the listening address.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(listening) = listening_addr(&line)
+                    && let Ok(mut slot) = found.lock()
+                {
+                    *slot = Some(listening);
                 }
-                if healthy(http, addr).await {
-                    return Ok(BridgeProcess { addr, child });
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    bail!("pagerbridge did not become ready within 10s");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        });
+        let mut running = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while running.is_none() {
+            if let Some(status) = child.try_wait()? {
+                bail!("pagerbridge exited before listening: {status}");
+            }
+            ensure!(Instant::now() < deadline, "pagerbridge did not listen");
+            running = *addr.lock().map_err(|_| anyhow::anyhow!("log reader"))?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        bail!("pagerbridge found no free port in 5 attempts")
+        let addr = running.context("no address")?;
+        Ok(BridgeProcess { child, addr })
     }
 
-    /// The process id, for a profiler.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// VmRSS and VmHWM (peak RSS) of the process, in KiB.
+    pub fn memory(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("no {name} in /proc/<pid>/status"))?;
+            line.trim_start_matches(name)
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .with_context(|| format!("{line:?}"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 15 s).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                eprintln!("pagerbridge did not stop within 15 s; killing it");
+                self.child.kill()?;
+                self.child.wait()?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 }
 
 impl Drop for BridgeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
-async fn healthy(http: &reqwest::Client, addr: SocketAddr) -> bool {
-    let url = format!("http://{addr}/healthz");
-    matches!(http.get(&url).send().await, Ok(response) if response.status().is_success())
+/// The `addr` of the JSON log line `pagerbridge listening`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    let fields = value.get("fields")?;
+    if fields.get("message")?.as_str()? != "pagerbridge listening" {
+        return None;
+    }
+    fields.get("addr")?.as_str()?.parse().ok()
 }
 
 /// Waits (at most 10 s) for `/healthz` to answer 200.
 async fn wait_ready(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let url = format!("http://{addr}/healthz");
     loop {
-        if healthy(http, addr).await {
+        if let Ok(response) = http.get(&url).send().await
+            && response.status().is_success()
+        {
             return Ok(());
         }
         ensure!(

@@ -7,6 +7,24 @@ use serde::Serialize;
 
 use super::{QueuedEvent, StoreError};
 
+/// The outbox rows [`FallbackNotices::fallback_due`] selects, the same SQL on both stores
+/// (`$1` failing since): dead letters not yet reported, and pending events accepted before
+/// `$1` on a lane with an event failing since before `$1`, not yet reported as failing. Each
+/// half is read from a partial index (migration 0008) holding only such rows (dead and
+/// unreported, pending and failed), so a healthy lane's backlog is never read; a macro so that
+/// queries stay `&'static str`.
+macro_rules! fallback_due_ids {
+    () => {
+        "SELECT id FROM outbox WHERE status = 'dead' AND dead_notified_at IS NULL
+         UNION ALL
+         SELECT id FROM outbox
+         WHERE status = 'pending' AND failing_notified_at IS NULL AND accepted_at < $1
+           AND target IN (SELECT target FROM outbox
+                          WHERE status = 'pending' AND first_failed_at < $1)"
+    };
+}
+pub(super) use fallback_due_ids;
+
 /// Why the fallback webhook is told about an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

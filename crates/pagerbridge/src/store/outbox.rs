@@ -130,9 +130,55 @@ pub trait Outbox: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueuedEvent>, StoreError>;
 
-    /// Per-lane numbers (every target with pending or dead events).
+    /// Per-lane numbers (every target with events in the outbox). From maintained counts and
+    /// an index, never by counting the outbox: a scrape costs the same whatever the backlog.
     async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError>;
+
+    /// Tidies the maintained counts behind [`Outbox::lane_stats`] and
+    /// [`Incidents::open_incidents`](super::Incidents::open_incidents), so that reading them
+    /// stays cheap; housekeeping calls it every round. The counts are right without it.
+    async fn fold_counts(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether storage answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// [`Outbox::lane_stats`], the same SQL on both stores: the counts from `outbox_counts`
+/// (migration 0008, kept by triggers in the transaction of every change to the outbox), the
+/// oldest pending event from the first entry of the index `outbox_pending_age`. A target is
+/// listed while it has rows of any status, as when the outbox itself was counted.
+pub(super) const LANE_STATS: &str = "
+    SELECT c.target,
+           CAST(SUM(CASE WHEN c.status = 'pending' THEN c.n ELSE 0 END) AS BIGINT) AS pending,
+           CAST(SUM(CASE WHEN c.status = 'dead' THEN c.n ELSE 0 END) AS BIGINT) AS dead,
+           (SELECT MIN(o.accepted_at) FROM outbox o
+            WHERE o.target = c.target AND o.status = 'pending') AS oldest
+    FROM outbox_counts c
+    GROUP BY c.target
+    HAVING SUM(c.n) > 0
+    ORDER BY c.target";
+
+/// [`Incidents::open_incidents`](super::Incidents::open_incidents), the same SQL on both
+/// stores, from the maintained `incident_counts`.
+pub(super) const OPEN_INCIDENTS: &str = "
+    SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM incident_counts
+    WHERE status IN ('triggered', 'acknowledged')";
+
+/// [`DeadLetters::expire_events`](super::DeadLetters::expire_events), the same SQL on both
+/// stores: `$1` now, `$2` the cutoff. An event expires from its replay if it was replayed,
+/// else from its acceptance; each half is read from an index of pending events
+/// (`outbox_pending_age` per target, `outbox_pending_replayed`), so a round costs what it
+/// expires, not the size of the backlog.
+pub(super) const EXPIRE_EVENTS: &str = "
+    UPDATE outbox SET status = 'dead', dead_at = $1,
+           dead_reason = 'expired: older than max_event_age without being delivered'
+    WHERE id IN (
+        SELECT id FROM outbox
+        WHERE status = 'pending' AND accepted_at < $2 AND replayed_at IS NULL
+          AND target IN (SELECT DISTINCT target FROM outbox_counts)
+        UNION ALL
+        SELECT id FROM outbox
+        WHERE status = 'pending' AND replayed_at IS NOT NULL AND replayed_at < $2)
+    RETURNING target";

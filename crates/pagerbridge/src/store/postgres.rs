@@ -65,6 +65,19 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// [`Outbox::fold_counts`]: the maintained counts are rows of changes here (see migration
+/// 0008), which this sums into one row per (target, status), dropping those at zero. A
+/// transaction adding changes meanwhile is not disturbed: the delete takes only the rows it
+/// sees, and the sum of all rows stays the same at every commit.
+const FOLD_COUNTS: [&str; 2] = [
+    "WITH gone AS (DELETE FROM outbox_counts RETURNING target, status, n)
+     INSERT INTO outbox_counts (target, status, n)
+         SELECT target, status, SUM(n) FROM gone GROUP BY target, status HAVING SUM(n) <> 0",
+    "WITH gone AS (DELETE FROM incident_counts RETURNING status, n)
+     INSERT INTO incident_counts (status, n)
+         SELECT status, SUM(n) FROM gone GROUP BY status HAVING SUM(n) <> 0",
+];
+
 /// How long the server lets a session sit idle inside a transaction before it ends it (see the
 /// module documentation). Our transactions send their statements back to back, so a second
 /// of silence means the replica stopped; it is below the shortest `delivery.lease_ttl` (2 s),
@@ -523,14 +536,19 @@ impl Outbox for PostgresStore {
     }
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
+        // Eligible: the oldest pending event of its incident. Asked as a MIN, which is read
+        // from the first entry of `outbox_incident` whatever the planner knows; as a NOT
+        // EXISTS, PostgreSQL planned a scan of the whole lane per candidate on a table not yet
+        // analyzed (77 ms at 100,000 queued, see docs/performance.md, "Backlog").
         let sql = concat!(
             "SELECT ",
             queued_columns!(),
             " FROM outbox o
              WHERE o.target = $1 AND o.status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM outbox p
+               AND (o.dedup_key IS NULL
+                    OR o.id = (SELECT MIN(p.id) FROM outbox p
                                WHERE p.target = o.target AND p.dedup_key = o.dedup_key
-                                 AND p.status = 'pending' AND p.id < o.id)
+                                 AND p.status = 'pending'))
              ORDER BY o.severity_rank DESC, o.id ASC
              LIMIT 1"
         );
@@ -643,16 +661,17 @@ impl Outbox for PostgresStore {
     }
 
     async fn lane_stats(&self) -> Result<Vec<LaneStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT target,
-                    COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-                    COUNT(*) FILTER (WHERE status = 'dead') AS dead,
-                    MIN(accepted_at) FILTER (WHERE status = 'pending') AS oldest
-             FROM outbox GROUP BY target ORDER BY target",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(super::outbox::LANE_STATS)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(lane_stats_from_row).collect()
+    }
+
+    async fn fold_counts(&self) -> Result<(), StoreError> {
+        for fold in FOLD_COUNTS {
+            sqlx::query(fold).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -761,11 +780,9 @@ impl Incidents for PostgresStore {
     }
 
     async fn open_incidents(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM incidents WHERE status IN ('triggered', 'acknowledged')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let count: i64 = sqlx::query_scalar(super::outbox::OPEN_INCIDENTS)
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
@@ -919,16 +936,11 @@ impl DeadLetters for PostgresStore {
         cutoff: Timestamp,
         now: Timestamp,
     ) -> Result<Expired, StoreError> {
-        let targets: Vec<String> = sqlx::query_scalar(
-            "UPDATE outbox SET status = 'dead', dead_at = $1,
-                    dead_reason = 'expired: older than max_event_age without being delivered'
-             WHERE status = 'pending' AND COALESCE(replayed_at, accepted_at) < $2
-             RETURNING target",
-        )
-        .bind(to_millis(now))
-        .bind(to_millis(cutoff))
-        .fetch_all(&self.pool)
-        .await?;
+        let targets: Vec<String> = sqlx::query_scalar(super::outbox::EXPIRE_EVENTS)
+            .bind(to_millis(now))
+            .bind(to_millis(cutoff))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(Expired::from_targets(targets))
     }
 }
@@ -943,14 +955,9 @@ impl FallbackNotices for PostgresStore {
         let sql = concat!(
             "SELECT ",
             queued_columns!(),
-            ", status, dead_reason FROM outbox o
-             WHERE (o.status = 'dead' AND o.dead_notified_at IS NULL)
-                OR (o.status = 'pending' AND o.failing_notified_at IS NULL
-                    AND o.accepted_at < $1
-                    AND EXISTS (SELECT 1 FROM outbox f
-                                WHERE f.target = o.target AND f.status = 'pending'
-                                  AND f.first_failed_at < $1))
-             ORDER BY o.id LIMIT $2"
+            ", status, dead_reason FROM outbox WHERE id IN (",
+            super::fallback::fallback_due_ids!(),
+            ") ORDER BY id LIMIT $2"
         );
         let rows = sqlx::query(sql)
             .bind(to_millis(failing_since))

@@ -62,6 +62,7 @@ macro_rules! conformance_tests {
             a_lane_state_is_reported_by_its_owner_and_cleared_by_a_takeover,
             budget_use_counts_the_window_and_slots_in_flight,
             incidents_are_listed_by_filter_in_key_order_a_page_at_a_time,
+            counts_stay_right_across_every_change,
         );
     };
     // The attributes travel as one token tree, so that they can be repeated per check.
@@ -1874,4 +1875,122 @@ pub async fn incidents_are_listed_by_filter_in_key_order_a_page_at_a_time<S: Sto
         ..every.clone()
     };
     assert_eq!(listed(store, &after_missing).await, pick(&[2, 3, 5]));
+}
+
+/// What `lane_stats` and `open_incidents` must say, worked out from the store's listings
+/// (pending events, dead letters, open incidents), which read the rows themselves.
+async fn assert_counts_match_the_rows<S: Store>(store: &S, step: &str) {
+    use std::collections::BTreeMap;
+    let mut expected: BTreeMap<String, (u64, u64, Option<Timestamp>)> = BTreeMap::new();
+    for event in store.pending(None, 1000).await.expect("pending") {
+        let lane = expected.entry(event.target.clone()).or_default();
+        lane.0 += 1;
+        lane.2 = Some(
+            lane.2
+                .map_or(event.accepted_at, |t| t.min(event.accepted_at)),
+        );
+    }
+    for dead in store.dead_letters(None, 1000).await.expect("dead letters") {
+        expected.entry(dead.target.clone()).or_default().1 += 1;
+    }
+    let stats = store.lane_stats().await.expect("stats");
+    let mut counted: BTreeMap<String, (u64, u64, Option<Timestamp>)> = BTreeMap::new();
+    for lane in stats {
+        // A target with only dropped records is listed with nothing to count.
+        if (lane.pending, lane.dead) != (0, 0) || lane.oldest_pending_accepted_at.is_some() {
+            counted.insert(
+                lane.target,
+                (lane.pending, lane.dead, lane.oldest_pending_accepted_at),
+            );
+        }
+    }
+    assert_eq!(counted, expected, "lane stats after {step}");
+    let open = store
+        .list_incidents(&IncidentFilter {
+            target: None,
+            status: Some(StatusFilter::Open),
+            dedup_key: None,
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .expect("incidents")
+        .len();
+    assert_eq!(
+        store.open_incidents().await.expect("open"),
+        open as u64,
+        "open incidents after {step}"
+    );
+}
+
+/// The counts behind `lane_stats` and `open_incidents` are maintained as rows change, not
+/// counted at each read: they must follow every kind of change, and folding them changes
+/// nothing.
+pub async fn counts_stay_right_across_every_change<S: Store>(store: &S) {
+    let check = |step: &'static str| assert_counts_match_the_rows(store, step);
+    check("nothing").await;
+    let policy = SuppressionPolicy::default();
+    let accepted = store
+        .accept(
+            vec![
+                trigger("k1", Severity::Error),
+                trigger("k2", Severity::Warning),
+                trigger("k3", Severity::Info),
+                event("u", Some("k4"), Action::Trigger, Some(Severity::Critical)),
+                event("u", None, Action::Change, None),
+            ],
+            &policy,
+            at(0),
+        )
+        .await
+        .expect("accept");
+    let ids: Vec<i64> = accepted.iter().map(queued_id).collect();
+    check("an accept of two targets").await;
+    // Suppressed: nothing queued, nothing counted.
+    accept_one(store, trigger("k1", Severity::Error), at(1)).await;
+    check("a suppressed repeat").await;
+    store
+        .mark_delivered(ids[0], at(2))
+        .await
+        .expect("delivered");
+    check("a delivery").await;
+    store
+        .record_failure(ids[2], "HTTP 500", at(2))
+        .await
+        .expect("failure");
+    check("a failure").await;
+    store
+        .dead_letter(ids[1], "HTTP 400", at(3))
+        .await
+        .expect("dead");
+    check("a dead letter").await;
+    store
+        .replay(&DeadLetterFilter::ids([ids[1]]), at(4))
+        .await
+        .expect("replay");
+    check("a replay").await;
+    store
+        .dead_letter(ids[1], "HTTP 400", at(5))
+        .await
+        .expect("dead");
+    store
+        .drop_dead(&DeadLetterFilter::ids([ids[1]]), "by hand", at(6))
+        .await
+        .expect("drop");
+    check("a drop").await;
+    accept_one(store, event("u", Some("k4"), Action::Resolve, None), at(7)).await;
+    check("a resolve").await;
+    store.fold_counts().await.expect("fold");
+    check("a fold").await;
+    let expired = store.expire_events(at(100), at(100)).await.expect("expire");
+    assert_eq!(
+        expired.per_target.values().sum::<u64>(),
+        4,
+        "k3, k4 ×2, the change"
+    );
+    check("an expiry").await;
+    store.expire_incidents(at(100)).await.expect("forget");
+    check("incidents forgotten").await;
+    store.fold_counts().await.expect("fold");
+    check("a second fold").await;
 }
