@@ -286,7 +286,10 @@ impl BridgeProcess {
         let stderr = child.stderr.take().context("stderr")?;
         let addr: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
         let found = addr.clone();
-        // Reads the logs to the end (so the pipe never fills), noting the listening address.
+        let early: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let kept = early.clone();
+        // Reads the logs to the end (so the pipe never fills), noting the listening address
+        // and keeping the first lines, which say why it stopped if it did.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(listening) = listening_addr(&line)
@@ -294,13 +297,21 @@ impl BridgeProcess {
                 {
                     *slot = Some(listening);
                 }
+                if let Ok(mut kept) = kept.lock()
+                    && kept.len() < 50
+                {
+                    kept.push(line);
+                }
             }
         });
         let mut running = None;
         let deadline = Instant::now() + Duration::from_secs(30);
         while running.is_none() {
             if let Some(status) = child.try_wait()? {
-                bail!("pagerbridge exited before listening: {status}");
+                // Give the reader a moment to drain what the process wrote before it exited.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let logs = early.lock().map(|l| l.join("\n")).unwrap_or_default();
+                bail!("pagerbridge exited before listening: {status}\n{logs}");
             }
             ensure!(Instant::now() < deadline, "pagerbridge did not listen");
             running = *addr.lock().map_err(|_| anyhow::anyhow!("log reader"))?;

@@ -18,6 +18,7 @@
 mod accept_jobs;
 mod budget;
 mod budget_id;
+mod checkpointer;
 mod dead_letters;
 mod fallback;
 mod group_commit;

@@ -25,6 +25,7 @@ use sqlx::{Connection, FromRow, Sqlite, Transaction};
 
 use super::accept_jobs::{self, AcceptJob, AcceptResult};
 use super::budget;
+use super::checkpointer::{self, Checkpointer};
 use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
@@ -60,6 +61,8 @@ pub struct SqliteStore {
     relaxed: Arc<AtomicBool>,
     /// `accept`s go through one writer, so that requests arriving together share a commit.
     accepts: GroupCommit<AcceptJob, AcceptResult>,
+    /// WAL checkpoints on a connection of their own, until the last clone is dropped.
+    _checkpointer: Arc<Checkpointer>,
 }
 
 impl SqliteStore {
@@ -79,11 +82,23 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Statement journals (a multi-row insert's undo) in memory, not in temp files.
+            .pragma("temp_store", "memory")
+            // 16 MiB of page cache, not 2: an accept touches pages of several indexes keyed
+            // by hashes, all over the file; each miss is a read.
+            .pragma("cache_size", "-16384");
         Self::connect(options).await
     }
 
     async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        // The checkpointer's connection is opened once the file exists in WAL mode and is
+        // migrated: two connections creating it at once could collide.
+        let checkpointer_options = options.clone().create_if_missing(false);
+        let options = options.pragma(
+            "wal_autocheckpoint",
+            checkpointer::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+        );
         let relaxed = Arc::new(AtomicBool::new(false));
         let released = relaxed.clone();
         let pool = SqlitePoolOptions::new()
@@ -122,6 +137,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let checkpointer = Checkpointer::spawn(checkpointer_options);
         let accepts = GroupCommit::spawn({
             let pool = pool.clone();
             move |jobs| {
@@ -135,6 +151,7 @@ impl SqliteStore {
             pool,
             relaxed,
             accepts,
+            _checkpointer: Arc::new(checkpointer),
         })
     }
 
@@ -766,5 +783,69 @@ mod tests {
         let cancelled = store.settle_budget(slot, now).now_or_never();
         assert!(cancelled.is_none(), "cancelled before it could finish");
         assert_eq!(synchronous(&store).await, 2);
+    }
+
+    async fn pragma(store: &SqliteStore, name: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {name}")))
+            .fetch_one(&store.pool)
+            .await
+            .expect("pragma")
+    }
+
+    /// The writer's connection: statement journals in memory, a 16 MiB page cache, and its
+    /// automatic checkpoint only as a backstop, the checkpointer doing the work.
+    #[tokio::test]
+    async fn the_connection_is_tuned_for_a_single_writer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(&dir.path().join("db"))
+            .await
+            .expect("open");
+        assert_eq!(pragma(&store, "temp_store").await, 2, "memory");
+        assert_eq!(pragma(&store, "cache_size").await, -16384);
+        assert_eq!(
+            pragma(&store, "wal_autocheckpoint").await,
+            i64::from(checkpointer::WRITER_AUTOCHECKPOINT_PAGES)
+        );
+    }
+
+    /// Commits reach the database file without any commit checkpointing: about 2 MiB of
+    /// events stay far below the writer's own threshold (16 MiB), so only the checkpointer can
+    /// have copied them out of the WAL.
+    #[tokio::test]
+    async fn the_checkpointer_copies_commits_into_the_database_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let filler = "x".repeat(20_000);
+        let events: Vec<NewEvent> = (0..100)
+            .map(|i| NewEvent {
+                target: "default".to_owned(),
+                dedup_key: Some(format!("key-{i}")),
+                action: Action::Trigger,
+                severity: None,
+                event: serde_json::json!({"event_action": "trigger", "filler": filler}).into(),
+                alert: None,
+                fingerprint: None,
+                payload_hash: None,
+                condition: super::super::Condition::Always,
+                source: None,
+            })
+            .collect();
+        store
+            .accept(events, &SuppressionPolicy::default(), Timestamp::now())
+            .await
+            .expect("accept");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let size = std::fs::metadata(&path).expect("database file").len();
+            if size > 2_000_000 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file is still {size} bytes: nothing was checkpointed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
