@@ -1,11 +1,17 @@
 //! Side-by-side benchmark of pagerbridge and a real Alertmanager 0.25 (Debian's
-//! `prometheus-alertmanager`), on loopback only, against the same in-process PagerDuty
-//! simulator (rate limit off):
+//! `prometheus-alertmanager`), each its own process, on loopback only, against the same
+//! in-process PagerDuty simulator (rate limit off):
 //!
 //! ```text
-//! cargo run --release -p pagerbridge --example vs_alertmanager -- [--runs 3] \
-//!     [--requests 50] [--alerts-per-request 100] [--concurrency 1,4] [--latency-alerts 200]
+//! cargo build --release -p pagerbridge --bin pagerbridge --example vs_alertmanager
+//! target/release/examples/vs_alertmanager [--runs 3] [--requests 50] \
+//!     [--alerts-per-request 100] [--concurrency 1,4] [--latency-alerts 200]
 //! ```
+//!
+//! The bridge is `pagerbridge serve` (the release binary beside the example, or
+//! `--pagerbridge`) on its default SQLite store, with PagerDuty's default budget during
+//! ingest (Alertmanager sends nothing there either) and a budget that never throttles for
+//! the latency runs (the native notifier has none).
 //!
 //! - **Ingest**: the same batches of distinct firing alerts are POSTed to Alertmanager's
 //!   `POST /api/v2/alerts` (as Prometheus sends them; it keeps them in memory) and, as
