@@ -290,7 +290,7 @@ impl BridgeProcess {
         let kept = early.clone();
         // Reads the logs to the end (so the pipe never fills), noting the listening address
         // and keeping the first lines, which say why it stopped if it did.
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(listening) = listening_addr(&line)
                     && let Ok(mut slot) = found.lock()
@@ -308,8 +308,8 @@ impl BridgeProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         while running.is_none() {
             if let Some(status) = child.try_wait()? {
-                // Give the reader a moment to drain what the process wrote before it exited.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // The process is gone, so its stderr ends: the reader finishes what it wrote.
+                let _ = reader.join();
                 let logs = early.lock().map(|l| l.join("\n")).unwrap_or_default();
                 bail!("pagerbridge exited before listening: {status}\n{logs}");
             }

@@ -30,18 +30,20 @@ use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, dedup_keys_by_target, incident_from_row,
-    insert_outbox_rows, lane_stats_from_row, notice_from_row, queued_from_row,
-    upsert_incident_rows,
+    lane_stats_from_row, notice_from_row, queued_from_row,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, LaneStats, NewEvent,
-    Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget,
-    StoreError, severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, JsonText, LaneStats,
+    NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT,
+    SendBudget, StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Rows per multi-row statement of `accept`: well under SQLite's 32,766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// [`Outbox::fold_counts`]: the maintained counts are one row per (target, status) here (one
 /// writer at a time, so no one waits on them); only rows that came back to zero go, e.g. of a
@@ -194,10 +196,78 @@ impl SqliteStore {
         let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
-        let ids = insert_outbox_rows!(Sqlite, &mut tx, &queued);
-        upsert_incident_rows!(Sqlite, &mut tx, &decider.into_changed());
+        let ids = Self::insert_outbox_rows(&mut tx, &queued).await?;
+        Self::upsert_incident_rows(&mut tx, &decider.into_changed()).await?;
         tx.commit().await?;
         accept_jobs::answers(verdicts, ids)
+    }
+
+    /// Inserts `(event, accepted_at)` pairs into the outbox, in order, a few statements for
+    /// the lot: their ids in the same order.
+    async fn insert_outbox_rows(
+        tx: &mut Transaction<'_, Sqlite>,
+        events: &[(&NewEvent, Timestamp)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut ids: Vec<i64> = Vec::with_capacity(events.len());
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
+                                     fingerprint, accepted_at) ",
+            );
+            insert.push_values(chunk, |mut row, (event, accepted_at)| {
+                row.push_bind(event.target.as_str())
+                    .push_bind(event.dedup_key.as_deref())
+                    .push_bind(event.action.as_str())
+                    .push_bind(severity_rank(event.severity))
+                    .push_bind(event.event.as_str())
+                    .push_bind(event.alert.as_ref().map(JsonText::as_str))
+                    .push_bind(event.fingerprint.as_deref())
+                    .push_bind(to_millis(*accepted_at));
+            });
+            insert.push(" RETURNING id");
+            let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
+            // Rows are inserted in the order of VALUES and ids only grow, whatever order
+            // RETURNING lists them in.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        Ok(ids)
+    }
+
+    /// Writes incidents' new states (each incident once), a few statements for the lot.
+    async fn upsert_incident_rows(
+        tx: &mut Transaction<'_, Sqlite>,
+        states: &[IncidentState],
+    ) -> Result<(), StoreError> {
+        for chunk in states.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
+                                        last_trigger_at, last_sent_at, updated_at, source,
+                                        first_event_at) ",
+            );
+            upsert.push_values(chunk, |mut row, state| {
+                row.push_bind(state.target.as_str())
+                    .push_bind(state.dedup_key.as_str())
+                    .push_bind(state.fingerprint.as_deref())
+                    .push_bind(state.status.as_str())
+                    .push_bind(state.last_payload_hash.as_deref())
+                    .push_bind(state.last_trigger_at.map(to_millis))
+                    .push_bind(state.last_sent_at.map(to_millis))
+                    .push_bind(to_millis(state.updated_at))
+                    .push_bind(state.source.map(IncidentSource::as_str))
+                    .push_bind(state.first_event_at.map(to_millis));
+            });
+            upsert.push(
+                " ON CONFLICT (target, dedup_key) DO UPDATE SET
+                    fingerprint = excluded.fingerprint, status = excluded.status,
+                    last_payload_hash = excluded.last_payload_hash,
+                    last_trigger_at = excluded.last_trigger_at,
+                    last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
+                    source = excluded.source, first_event_at = excluded.first_event_at",
+            );
+            upsert.build().execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// The stored states of the incidents `events` name, by (target, dedup key): one query
