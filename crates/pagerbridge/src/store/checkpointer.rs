@@ -4,7 +4,7 @@
 //! back into the database file (and fsyncs it). Left to SQLite, the checkpoint runs inside
 //! whichever commit pushes the WAL past `wal_autocheckpoint` pages: with one connection
 //! serving every accept, that commit (and every request waiting on it) pays for copying
-//! megabytes — a tenth of the writer's time under a storm, measured with `perf`.
+//! megabytes — a fifth of the writer thread's time under a storm, measured with `perf`.
 //!
 //! Here a task with a connection of its own runs a `PASSIVE` checkpoint every
 //! [`INTERVAL`]: it copies what it can without blocking the writer or any reader, on
