@@ -4,10 +4,13 @@
 //! that returned is on disk and survives `kill -9` or power loss. The bookkeeping of sends
 //! (budget slots, delivered and failed events) alone commits without an fsync, which still
 //! survives `kill -9` (see [`SqliteStore::relaxed_connection`]): no fsync stands between an
-//! accepted alert's commit and its request to PagerDuty. One connection serves everything:
+//! accepted alert's commit and its request to PagerDuty. One connection does every write:
 //! SQLite admits one writer at a time anyway, and a single connection rules out `SQLITE_BUSY`
 //! between our own transactions. Accepts that arrive together share one commit
-//! ([`super::group_commit`]).
+//! ([`super::group_commit`]). The reads on the path of an alert (an ingest's fingerprint
+//! lookup, a lane's next event) go to a small pool of read-only connections instead: in WAL
+//! mode a reader sees every commit made before it starts and waits for no writer, so a
+//! request formats while another's commit is under way instead of queuing behind its fsync.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -53,10 +56,17 @@ const FOLD_COUNTS: [&str; 2] = [
     "DELETE FROM incident_counts WHERE n = 0",
 ];
 
+/// Read-only connections for the reads on the path of an alert: one per core of the
+/// machine this was sized on (the handlers that ask run on that many threads).
+const READERS: u32 = 2;
+
 /// The SQLite-backed [`Store`].
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// The one connection that writes (and serves the reads off the hot path).
     pool: SqlitePool,
+    /// Read-only connections ([`READERS`]), opened once the file is migrated.
+    readers: SqlitePool,
     /// Whether the connection runs with `synchronous = NORMAL` (see
     /// [`SqliteStore::relaxed_connection`]); it is set back to FULL when the connection is
     /// released, however its user ended.
@@ -97,6 +107,8 @@ impl SqliteStore {
         // The checkpointer's connection is opened once the file exists in WAL mode and is
         // migrated: two connections creating it at once could collide.
         let checkpointer_options = options.clone().create_if_missing(false);
+        // `query_only`: a reader that tried to write would fail, not take the write lock.
+        let reader_options = checkpointer_options.clone().pragma("query_only", "true");
         let options = options.pragma(
             "wal_autocheckpoint",
             checkpointer::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
@@ -139,6 +151,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(reader_options);
         let checkpointer = Checkpointer::spawn(checkpointer_options);
         let accepts = GroupCommit::spawn({
             let pool = pool.clone();
@@ -151,6 +168,7 @@ impl SqliteStore {
         });
         Ok(Self {
             pool,
+            readers,
             relaxed,
             accepts,
             _checkpointer: Arc::new(checkpointer),
@@ -375,7 +393,7 @@ impl Outbox for SqliteStore {
         )
         .bind(target)
         .bind(fingerprints)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         Ok(rows.into_iter().collect())
     }
@@ -399,7 +417,7 @@ impl Outbox for SqliteStore {
         );
         let row = sqlx::query(sql)
             .bind(target)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?;
         row.as_ref().map(queued_from_row).transpose()
     }
@@ -810,6 +828,31 @@ impl FallbackNotices for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A store on a file in a temporary directory, which lives as long as the first half.
+    async fn open_temporary() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(&dir.path().join("db"))
+            .await
+            .expect("open");
+        (dir, store)
+    }
+
+    /// A trigger of the target "default" for the incident `key`, with `event` as its JSON.
+    fn trigger(key: &str, event: serde_json::Value) -> NewEvent {
+        NewEvent {
+            target: "default".to_owned(),
+            dedup_key: Some(key.to_owned()),
+            action: Action::Trigger,
+            severity: None,
+            event: event.into(),
+            alert: None,
+            fingerprint: None,
+            payload_hash: None,
+            condition: super::super::Condition::Always,
+            source: None,
+        }
+    }
+
     async fn synchronous(store: &SqliteStore) -> i64 {
         sqlx::query_scalar("PRAGMA synchronous")
             .fetch_one(&store.pool)
@@ -821,10 +864,7 @@ mod tests {
     /// runs, so every other commit (an accept above all) is fsync'd.
     #[tokio::test]
     async fn only_the_bookkeeping_of_sends_skips_the_fsync() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = SqliteStore::open(&dir.path().join("db"))
-            .await
-            .expect("open");
+        let (_dir, store) = open_temporary().await;
         assert_eq!(synchronous(&store).await, 2);
         let mut conn = store.relaxed_connection().await.expect("relaxed");
         let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
@@ -866,10 +906,7 @@ mod tests {
     /// automatic checkpoint only as a backstop, the checkpointer doing the work.
     #[tokio::test]
     async fn the_connection_is_tuned_for_a_single_writer() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = SqliteStore::open(&dir.path().join("db"))
-            .await
-            .expect("open");
+        let (_dir, store) = open_temporary().await;
         assert_eq!(pragma(&store, "temp_store").await, 2, "memory");
         assert_eq!(pragma(&store, "cache_size").await, -16384);
         assert_eq!(
@@ -888,17 +925,11 @@ mod tests {
         let store = SqliteStore::open(&path).await.expect("open");
         let filler = "x".repeat(20_000);
         let events: Vec<NewEvent> = (0..100)
-            .map(|i| NewEvent {
-                target: "default".to_owned(),
-                dedup_key: Some(format!("key-{i}")),
-                action: Action::Trigger,
-                severity: None,
-                event: serde_json::json!({"event_action": "trigger", "filler": filler}).into(),
-                alert: None,
-                fingerprint: None,
-                payload_hash: None,
-                condition: super::super::Condition::Always,
-                source: None,
+            .map(|i| {
+                trigger(
+                    &format!("key-{i}"),
+                    serde_json::json!({"event_action": "trigger", "filler": filler}),
+                )
             })
             .collect();
         store
@@ -917,5 +948,56 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The reads on the path of an alert are not queued behind the writer: with a write
+    /// transaction open on the writer's connection (as during an accept's commit and fsync),
+    /// a lane still gets its next event and an ingest its fingerprints, as last committed.
+    #[tokio::test]
+    async fn the_hot_reads_do_not_wait_for_the_writer() {
+        let (_dir, store) = open_temporary().await;
+        let committed = NewEvent {
+            fingerprint: Some("fp-1".to_owned()),
+            ..trigger("committed", serde_json::json!({"event_action": "trigger"}))
+        };
+        store
+            .accept(
+                vec![committed],
+                &SuppressionPolicy::default(),
+                Timestamp::now(),
+            )
+            .await
+            .expect("accept");
+        // The writer's one connection, inside a write transaction not yet committed.
+        let mut writing = store.pool.begin().await.expect("begin");
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1")
+            .execute(&mut *writing)
+            .await
+            .expect("write");
+        let within = Duration::from_secs(5);
+        let next = tokio::time::timeout(within, store.next_eligible("default"))
+            .await
+            .expect("next_eligible waited for the writer")
+            .expect("next_eligible");
+        let next = next.expect("the committed event");
+        assert_eq!(next.dedup_key.as_deref(), Some("committed"));
+        assert_eq!(next.attempts, 0, "the uncommitted write is not seen");
+        let known = tokio::time::timeout(
+            within,
+            store.dedup_keys_for_fingerprints("default", &["fp-1", "fp-2"]),
+        )
+        .await
+        .expect("the fingerprint lookup waited for the writer")
+        .expect("lookup");
+        assert_eq!(
+            known,
+            HashMap::from([("fp-1".to_owned(), "committed".to_owned())])
+        );
+        writing.rollback().await.expect("rollback");
+        // The readers cannot write, so they can never take the write lock from the writer.
+        let refused = sqlx::query("DELETE FROM outbox")
+            .execute(&store.readers)
+            .await;
+        assert!(refused.is_err(), "a reader wrote: {refused:?}");
     }
 }
