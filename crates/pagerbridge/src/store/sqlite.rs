@@ -60,6 +60,9 @@ const FOLD_COUNTS: [&str; 2] = [
 /// machine this was sized on (the handlers that ask run on that many threads).
 const READERS: u32 = 2;
 
+/// Page cache of each reader, as SQLite's `cache_size` takes it (negative: in KiB).
+const READER_CACHE_KIB: i32 = -2048;
+
 /// The SQLite-backed [`Store`].
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -107,8 +110,13 @@ impl SqliteStore {
         // The checkpointer's connection is opened once the file exists in WAL mode and is
         // migrated: two connections creating it at once could collide.
         let checkpointer_options = options.clone().create_if_missing(false);
-        // `query_only`: a reader that tried to write would fail, not take the write lock.
-        let reader_options = checkpointer_options.clone().pragma("query_only", "true");
+        // `query_only`: a reader that tried to write would fail, not take the write lock. A
+        // 2 MiB page cache each, not the writer's 16: their reads are point lookups, and
+        // memory must stay flat under a backlog of a million events.
+        let reader_options = checkpointer_options
+            .clone()
+            .pragma("query_only", "true")
+            .pragma("cache_size", READER_CACHE_KIB.to_string());
         let options = options.pragma(
             "wal_autocheckpoint",
             checkpointer::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
@@ -994,6 +1002,11 @@ mod tests {
             HashMap::from([("fp-1".to_owned(), "committed".to_owned())])
         );
         writing.rollback().await.expect("rollback");
+        let reader_cache: i64 = sqlx::query_scalar("PRAGMA cache_size")
+            .fetch_one(&store.readers)
+            .await
+            .expect("pragma");
+        assert_eq!(reader_cache, i64::from(READER_CACHE_KIB));
         // The readers cannot write, so they can never take the write lock from the writer.
         let refused = sqlx::query("DELETE FROM outbox")
             .execute(&store.readers)
