@@ -161,7 +161,6 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .min_connections(0)
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(reader_options);
         let checkpointer = Checkpointer::spawn(checkpointer_options);
