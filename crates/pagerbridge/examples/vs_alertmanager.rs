@@ -17,8 +17,11 @@
 //!   `POST /api/v2/alerts` (as Prometheus sends them; it keeps them in memory) and, as
 //!   Alertmanager webhook bodies, to pagerbridge's `POST /api/v1/alertmanager` (which stores
 //!   them durably in SQLite before answering), with each number of concurrent connections;
-//!   alerts/s for each and the ratio pagerbridge/Alertmanager. Every measurement starts a
-//!   fresh Alertmanager or a fresh bridge on a fresh store.
+//!   alerts/s for each and the ratio pagerbridge/Alertmanager; also the CPU time the process
+//!   under test spent per request (all its threads, read from Linux's `/proc`), which the
+//!   machine's noise moves less than the wall-clock rates, and for the bridge that time split
+//!   between its HTTP handlers and SQLite's threads, with the bytes it wrote per request.
+//!   Every measurement starts a fresh Alertmanager or a fresh bridge on a fresh store.
 //! - **Latency**: one Alertmanager with two routes, `path="native"` to its own
 //!   `pagerduty_configs` receiver whose `url` is the simulator, and `path="bridge"` to a
 //!   webhook receiver pointing at pagerbridge, which sends to the same simulator. Alerts are
@@ -45,7 +48,7 @@ use pagerduty_simulator::{Config as SimConfig, SpawnedSimulator, spawn_on_loopba
 use serde_json::{Value, json};
 
 use bench_support::{
-    BridgeProcess, Budget, ROUTING_KEY, bridge_binary, build_webhooks, median, nearest_rank,
+    BridgeProcess, Budget, ROUTING_KEY, Usage, bridge_binary, build_webhooks, median, nearest_rank,
     per_second, percentiles_row, post_concurrently, signed_ms, write_bridge_yaml,
 };
 
@@ -131,6 +134,9 @@ impl Side {
 struct Run {
     /// Per concurrency (in `--concurrency` order): (Alertmanager, pagerbridge) alerts/s.
     ingest: Vec<(f64, f64)>,
+    /// Per concurrency: (Alertmanager, pagerbridge) CPU time of the process under test per
+    /// request (ms), all its threads.
+    cpu: Vec<(f64, f64)>,
     /// Alertmanager → PagerDuty p50 and p99 (ms), by the native notifier.
     native: (f64, f64),
     /// The same through pagerbridge.
@@ -180,21 +186,23 @@ async fn main() -> anyhow::Result<()> {
         let mut figures = Run::default();
         for &concurrency in &args.concurrency {
             let mut rates = (0.0, 0.0);
+            let mut cpu = (0.0, 0.0);
             for side in Side::order(run) {
                 eprintln!(
                     "run {}/{}: ingest, {side:?}, {concurrency} connection(s)",
                     run + 1,
                     args.runs
                 );
-                let rate = ingest(&args, &http, &binaries, side, concurrency)
+                let (rate, cpu_ms) = ingest(&args, &http, &binaries, side, concurrency)
                     .await
                     .with_context(|| format!("run {}: {side:?} ingest", run + 1))?;
                 match side {
-                    Side::Alertmanager => rates.0 = rate,
-                    Side::Bridge => rates.1 = rate,
+                    Side::Alertmanager => (rates.0, cpu.0) = (rate, cpu_ms),
+                    Side::Bridge => (rates.1, cpu.1) = (rate, cpu_ms),
                 }
             }
             figures.ingest.push(rates);
+            figures.cpu.push(cpu);
         }
         eprintln!("run {}/{}: latency", run + 1, args.runs);
         let (native, bridged) = latency(&args, &http, &binaries, run)
@@ -214,7 +222,11 @@ struct Binaries {
     pagerbridge: PathBuf,
 }
 
-/// One ingest measurement on a fresh Alertmanager or a fresh bridge: alerts/s.
+/// One ingest measurement on a fresh Alertmanager or a fresh bridge: alerts/s, and the CPU
+/// time the process under test spent per request (ms), read from `/proc` before the first
+/// request and after the last answer. For the bridge it also prints that CPU time split
+/// between its HTTP handlers (tokio's workers: parsing, formatting) and SQLite's threads,
+/// and the bytes it wrote per request.
 ///
 /// The bridge runs its default configuration, budget included (PagerDuty's 120 requests a
 /// minute), as a new user would: like Alertmanager here, which holds the alerts and sends
@@ -225,7 +237,7 @@ async fn ingest(
     binaries: &Binaries,
     side: Side,
     concurrency: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let webhooks = build_webhooks(args.requests, args.alerts_per_request)?;
     let expected = args.requests * args.alerts_per_request;
     let sim = simulator().await?;
@@ -249,7 +261,13 @@ async fn ingest(
             None,
         ),
     };
+    let pid = match &am {
+        Some(am) => am.child.id(),
+        None => bridge.pid(),
+    };
+    let before = Usage::of(pid)?;
     let phase = post_concurrently(http, &url, bodies, concurrency, POST_PHASE_LIMIT).await?;
+    let used = Usage::of(pid)?.since(&before);
     let accepted = phase.results.iter().flatten().count() * args.alerts_per_request;
     // Check that Alertmanager holds them all, so that its figure counts work done, as the
     // bridge's 2xx does.
@@ -272,11 +290,21 @@ async fn ingest(
         );
     }
     let rate = per_second(accepted, phase.wall.as_secs_f64());
+    let per_request = |time: Duration| time.as_secs_f64() * 1000.0 / args.requests as f64;
+    let cpu_ms = per_request(used.cpu());
     eprintln!(
-        "  {expected} alerts in {:.3} s: {rate:.0} alerts/s",
+        "  {expected} alerts in {:.3} s: {rate:.0} alerts/s; CPU {cpu_ms:.2} ms per request",
         phase.wall.as_secs_f64()
     );
-    Ok(rate)
+    if side == Side::Bridge {
+        eprintln!(
+            "  pagerbridge per request: handlers {:.2} ms, SQLite {:.2} ms of CPU; {:.2} MiB written",
+            per_request(used.cpu_of("tokio-rt-worker")),
+            per_request(used.cpu_of("sqlx-sqlite")),
+            used.written as f64 / args.requests as f64 / f64::from(1 << 20)
+        );
+    }
+    Ok((rate, cpu_ms))
 }
 
 /// An Alertmanager webhook body's alerts as Prometheus posts them to `/api/v2/alerts`:
@@ -604,6 +632,10 @@ fn print_summary(args: &Args, runs: &[Run]) {
         ratio_row(
             &format!("ingest, {concurrency} conn (alerts/s)"),
             runs.iter().map(|r| r.ingest[i]).collect(),
+        );
+        ratio_row(
+            &format!("  CPU per request, {concurrency} conn (ms)"),
+            runs.iter().map(|r| r.cpu[i]).collect(),
         );
     }
     println!(

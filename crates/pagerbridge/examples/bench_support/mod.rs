@@ -325,6 +325,15 @@ impl BridgeProcess {
         format!("http://{}{}", self.addr, path)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process has used so far (see [`Usage`]).
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        Usage::of(self.child.id())
+    }
+
     /// VmRSS and VmHWM (peak RSS) of the process, in KiB.
     pub fn memory(&self) -> anyhow::Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
@@ -368,6 +377,89 @@ impl Drop for BridgeProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// What a process has used so far, read from Linux's `/proc`: CPU time (user and system) by
+/// thread name, and the bytes it passed to `write` calls (`wchar`: for the bridge, mostly
+/// SQLite's WAL and database writes; the answers to the benchmark's requests are a few hundred
+/// bytes each). Two readings apart give what happened in between ([`Usage::since`]).
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    /// CPU time by thread name (`tokio-rt-worker`, `sqlx-sqlite-wor`…: Linux keeps the first
+    /// 15 bytes of a name); threads of the same name are added up.
+    pub cpu_by_thread: std::collections::BTreeMap<String, Duration>,
+    pub written: u64,
+}
+
+impl Usage {
+    /// Linux's `USER_HZ`, the unit of `/proc`'s CPU times: 100 on every architecture it runs
+    /// on.
+    const TICKS_PER_SECOND: u64 = 100;
+
+    pub fn of(pid: u32) -> anyhow::Result<Self> {
+        let mut usage = Usage::default();
+        let tasks = format!("/proc/{pid}/task");
+        for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+            // A thread may end between the listing and the read: it is left out.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("stat")) else {
+                continue;
+            };
+            let (name, ticks) = thread_cpu(&stat).with_context(|| format!("{stat:?}"))?;
+            let time = Duration::from_millis(ticks * 1000 / Self::TICKS_PER_SECOND);
+            *usage.cpu_by_thread.entry(name).or_default() += time;
+        }
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+        usage.written = io
+            .lines()
+            .find_map(|line| line.strip_prefix("wchar:"))
+            .context("no wchar in /proc/<pid>/io")?
+            .trim()
+            .parse()?;
+        Ok(usage)
+    }
+
+    /// What was used between `earlier` and this reading.
+    pub fn since(&self, earlier: &Usage) -> Usage {
+        let cpu_by_thread = self
+            .cpu_by_thread
+            .iter()
+            .map(|(name, &time)| {
+                let before = earlier.cpu_by_thread.get(name).copied().unwrap_or_default();
+                (name.clone(), time.saturating_sub(before))
+            })
+            .collect();
+        Usage {
+            cpu_by_thread,
+            written: self.written.saturating_sub(earlier.written),
+        }
+    }
+
+    /// CPU time of every thread.
+    pub fn cpu(&self) -> Duration {
+        self.cpu_by_thread.values().sum()
+    }
+
+    /// CPU time of the threads whose name starts with `prefix`.
+    pub fn cpu_of(&self, prefix: &str) -> Duration {
+        self.cpu_by_thread
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, &time)| time)
+            .sum()
+    }
+}
+
+/// A thread's name and CPU ticks (utime + stime) from its `/proc/<pid>/task/<tid>/stat`:
+/// `tid (name) state ppid … utime stime …`, where the name may hold spaces and parentheses.
+fn thread_cpu(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.to_owned();
+    let mut fields = stat.get(close + 1..)?.split_whitespace();
+    // After the name: state is field 3, utime field 14 and stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((name, utime + stime))
 }
 
 /// The `addr` of the JSON log line `pagerbridge listening`.

@@ -6,6 +6,8 @@
 //! URLs are kept: anything else would be refused by PagerDuty or be unsafe to click.
 //! Images: `grafana_snapshot_url` and `image_url`, only over https (PagerDuty shows no other).
 
+use std::cell::RefCell;
+
 use pagerduty_events::{Image, Link};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use url::Url;
@@ -29,28 +31,34 @@ pub const SILENCE_LINK_TEXT: &str = "Silence in Alertmanager";
 /// `externalURL` (give `None` for no silence link).
 pub fn links(alert: &Alert, external_url: Option<&str>, notes: &mut Vec<FormatNote>) -> Vec<Link> {
     let annotation = |name: &str| alert.annotations.get(name).map(String::as_str);
-    let silence = external_url.map(|base| silence_url(base, &alert.labels));
     let candidates = [
         (alert.generator_url.as_deref(), "Source"),
         (annotation("runbook_url"), "Runbook"),
         (annotation("dashboard_url"), "Dashboard"),
         (annotation("grafana_url"), "Dashboard"),
-        (silence.as_deref(), SILENCE_LINK_TEXT),
     ];
     let mut links: Vec<Link> = Vec::new();
-    for (url, text) in candidates {
-        let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
-            continue;
-        };
-        let Some(href) = web_url(url) else {
-            notes.push(FormatNote::LinkDropped { url: clip(url) });
-            continue;
-        };
+    let mut add = |href: Url, text: &str| {
         if !links.iter().any(|known| known.href == href) {
             links.push(Link {
                 href,
                 text: Some(text.to_owned()),
             });
+        }
+    };
+    for (url, text) in candidates {
+        let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
+            continue;
+        };
+        match web_url(url) {
+            Some(href) => add(href, text),
+            None => notes.push(FormatNote::LinkDropped { url: clip(url) }),
+        }
+    }
+    if let Some(base) = external_url {
+        match silence_link(base, &alert.labels) {
+            Ok(href) => add(href, SILENCE_LINK_TEXT),
+            Err(url) => notes.push(FormatNote::LinkDropped { url: clip(&url) }),
         }
     }
     links
@@ -86,10 +94,60 @@ pub fn images(alert: &Alert, notes: &mut Vec<FormatNote>) -> Vec<Image> {
 /// Alertmanager's new-silence page, pre-filled with matchers for every label of the alert:
 /// `{externalURL}/#/silences/new?filter=%7Balertname%3D%22X%22%2C…%7D`.
 pub fn silence_url(external_url: &str, labels: &Labels) -> String {
+    format!(
+        "{}/{}",
+        silence_base(external_url),
+        silence_fragment(labels)
+    )
+}
+
+/// [`silence_url`] as a link, or the URL that is not one. The `externalURL` is the same for
+/// every alert of a webhook, so it is parsed once per thread and webhook, not once per alert
+/// (the silence link was the longest URL each alert parsed); only the fragment, already
+/// percent-encoded, is added per alert. `Url::set_fragment` encodes it as parsing the whole
+/// URL would, so the link is the same as `web_url(&silence_url(…))`.
+fn silence_link(external_url: &str, labels: &Labels) -> Result<Url, String> {
+    thread_local! {
+        /// The last `externalURL` seen on this thread, and its base parsed.
+        static LAST_BASE: RefCell<Option<(String, Option<Url>)>> = const { RefCell::new(None) };
+    }
+    let base = LAST_BASE.with_borrow_mut(|last| {
+        match last {
+            Some((text, base)) if text == external_url => base.clone(),
+            _ => {
+                let base = web_url(&format!("{}/", silence_base(external_url)))
+                    // A base with a fragment of its own would lose it to the silence page's.
+                    .filter(|base| base.fragment().is_none());
+                *last = Some((external_url.to_owned(), base.clone()));
+                base
+            }
+        }
+    });
+    let fragment = silence_fragment(labels);
+    match base {
+        Some(mut url) => {
+            // `silence_fragment` starts with '#', which `set_fragment` adds itself.
+            url.set_fragment(Some(&fragment[1..]));
+            Ok(url)
+        }
+        None => {
+            let url = silence_url(external_url, labels);
+            web_url(&url).ok_or(url)
+        }
+    }
+}
+
+/// The `externalURL` as the silence link starts it: without surrounding blanks or trailing
+/// slashes.
+fn silence_base(external_url: &str) -> &str {
+    external_url.trim().trim_end_matches('/')
+}
+
+/// `#/silences/new?filter=…`: the alert's labels as matchers, percent-encoded.
+fn silence_fragment(labels: &Labels) -> String {
     let filter = prometheus_text(labels);
     format!(
-        "{}/#/silences/new?filter={}",
-        external_url.trim().trim_end_matches('/'),
+        "#/silences/new?filter={}",
         utf8_percent_encode(&filter, COMPONENT)
     )
 }
@@ -193,6 +251,43 @@ mod tests {
             .decode_utf8()
             .expect("utf-8");
         assert_eq!(decoded, r#"{alertname="DiskFull",instance="db-1:9100"}"#);
+    }
+
+    #[test]
+    fn the_silence_link_is_the_silence_url_parsed_whatever_the_base() {
+        let bases = [
+            "https://am.example",
+            "https://am.example/",
+            "  http://am.example:9093/alertmanager//  ",
+            "http://am.example/path?team=db",
+            "http://am.example/#/alerts",
+            "http://am.example/a b",
+            "",
+            "am.example",
+            "ftp://am.example",
+            "http://[::1]:9093",
+        ];
+        let labels = [
+            alert(&[], None).labels,
+            Labels::from([
+                ("alertname".into(), "Odd \"quoted\" #hash".into()),
+                ("path".into(), "/var/lib/ünïcode\n?&=".into()),
+            ]),
+        ];
+        // Twice over, alternating bases, so both the first parse of a base and its reuse
+        // (and the switch from one base to another) are compared.
+        for _ in 0..2 {
+            for base in bases {
+                for labels in &labels {
+                    let expected = silence_url(base, labels);
+                    let link = silence_link(base, labels);
+                    match web_url(&expected) {
+                        Some(url) => assert_eq!(link, Ok(url), "base {base:?}"),
+                        None => assert_eq!(link, Err(expected), "base {base:?}"),
+                    }
+                }
+            }
+        }
     }
 
     #[test]

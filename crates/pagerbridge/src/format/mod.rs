@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 
 use pagerduty_events::{AlertEvent, ChangeEvent, DedupKey, Severity, Source, Summary, Trigger};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::alert::{Alert, AlertStatus, Classification, GroupContext};
@@ -379,12 +380,29 @@ fn payload_hash(event: &mut AlertEvent) -> String {
         }
         _ => None,
     };
-    // Serializing an event cannot fail: all its map keys are strings.
-    let hash = dedup::sha256_hex(serde_json::to_vec(&*event).unwrap_or_default());
+    // Serialized straight into the hash: no copy of the JSON is kept. Serializing an event
+    // cannot fail (all its map keys are strings), nor can writing into a hash.
+    let mut hasher = Hashing(Sha256::new());
+    let _ = serde_json::to_writer(&mut hasher, &*event);
+    let hash = hex::encode(hasher.0.finalize());
     if let (Some(all), AlertEvent::Trigger(trigger)) = (all_links, event) {
         trigger.links = all;
     }
     hash
+}
+
+/// A SHA-256 that JSON is written into.
+struct Hashing(Sha256);
+
+impl std::io::Write for Hashing {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Only reached for an alert without `alertname` and without summary text, which ingest
