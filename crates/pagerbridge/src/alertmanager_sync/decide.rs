@@ -175,6 +175,7 @@ mod tests {
             updated_at: at(last_event),
             source: Some(IncidentSource::Alertmanager),
             first_event_at: Some(at(last_event)),
+            chain: 0,
         }
     }
 

@@ -239,7 +239,8 @@ pub struct DeliveryConfig {
     /// Undelivered events older than this go to dead letters.
     #[serde(with = "humantime_serde")]
     pub max_event_age: Duration,
-    /// Incident state expires this long after its last event.
+    /// Incident state expires this long after its last event, once none of its events is
+    /// queued or dead-lettered.
     #[serde(with = "humantime_serde")]
     pub incident_ttl: Duration,
     /// Cap of a lane's backoff after 5xx and 429.

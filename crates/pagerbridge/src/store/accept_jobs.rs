@@ -46,17 +46,22 @@ pub(super) fn events(jobs: &[AcceptJob]) -> impl Iterator<Item = &NewEvent> {
     jobs.iter().flat_map(|job| &job.events)
 }
 
+/// An event to queue: the event, its acceptance time, and its incident's chain (`None` for
+/// change events, which have no incident).
+pub(super) type Queued<'a> = (&'a NewEvent, Timestamp, Option<i64>);
+
 /// The suppression rules applied to each job in turn, so that a later request sees what an
-/// earlier one of the batch did: each job's verdicts, and the events to queue (with their
-/// acceptance time) in order.
+/// earlier one of the batch did: each job's verdicts, and the events to queue in order.
 pub(super) fn decide<'a>(
     decider: &mut Decider,
     jobs: &'a [AcceptJob],
-) -> (Verdicts, Vec<(&'a NewEvent, Timestamp)>) {
+) -> (Verdicts, Vec<Queued<'a>>) {
     let verdicts: Verdicts = jobs
         .iter()
         .map(|job| decider.decide(&job.events, &job.policy, job.now))
         .collect();
+    // An incident's chain never changes, so the one decided last is every event's.
+    let decider = &*decider;
     let queued = jobs
         .iter()
         .zip(&verdicts)
@@ -64,7 +69,14 @@ pub(super) fn decide<'a>(
             job.events
                 .iter()
                 .zip(verdicts)
-                .filter_map(move |(event, verdict)| verdict.is_none().then_some((event, job.now)))
+                .filter(|(_, verdict)| verdict.is_none())
+                .map(move |(event, _)| {
+                    let chain = event
+                        .dedup_key
+                        .as_deref()
+                        .and_then(|key| decider.chain(&event.target, key));
+                    (event, job.now, chain)
+                })
         })
         .collect();
     (verdicts, queued)

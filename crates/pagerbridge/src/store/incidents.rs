@@ -107,6 +107,21 @@ pub(super) const OPEN_FROM: &str = concat!(
      ORDER BY target, dedup_key"
 );
 
+/// The condition under which an incident (`incidents` unaliased) may be forgotten, the same
+/// SQL on both stores: `$1` the cutoff. Not while it has events queued or dead-lettered: those
+/// carry its chain (migration 0009), and a new event of the key must join them rather than
+/// start an incident, and a chain, of its own.
+macro_rules! expirable {
+    () => {
+        "updated_at < $1
+         AND NOT EXISTS (SELECT 1 FROM outbox o
+                         WHERE o.target = incidents.target AND o.chain = incidents.chain
+                           AND o.dedup_key = incidents.dedup_key
+                           AND o.status IN ('pending', 'dead'))"
+    };
+}
+pub(super) use expirable;
+
 /// Reading and expiring incident state (`Outbox::accept` writes it).
 #[async_trait]
 pub trait Incidents: Send + Sync + 'static {
@@ -133,6 +148,7 @@ pub trait Incidents: Send + Sync + 'static {
         filter: &IncidentFilter,
     ) -> Result<Vec<IncidentState>, StoreError>;
 
-    /// Forgets incident state last touched before `cutoff`; returns how many.
+    /// Forgets incident state last touched before `cutoff`, but not while the incident has
+    /// events queued or dead-lettered; returns how many.
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
 }

@@ -102,24 +102,26 @@ const LOCK_INCIDENTS: &str = "SELECT pg_advisory_xact_lock(hashtext('pagerbridge
      ORDER BY h";
 
 /// Writes what an `accept` batch decided in one statement (one round trip): the queued events
-/// (`$1`…`$8`) into the outbox and the changed incidents (`$9`…`$18`, each once) over their
-/// rows, and returns the new outbox ids in ascending order, which is the events' order (rows
+/// (`$1`…`$8` and their chains `$19`) into the outbox and the changed incidents (`$9`…`$18`
+/// and `$20`, each once) over their rows (an incident's chain is written once, when it is
+/// first stored), and returns the new outbox ids in ascending order, which is the events' order (rows
 /// are inserted in the order UNNEST yields them, and ids only grow). The rows travel as one
 /// array per column, so the text is the same for any number of rows and each connection
 /// prepares it once; a multi-row `VALUES` list is a new statement for every row count, parsed
 /// and planned again.
 const WRITE_ACCEPTED: &str = "WITH queued AS (
          INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert, fingerprint,
-                             accepted_at)
+                             accepted_at, chain)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                              $6::text[], $7::text[], $8::bigint[])
+                              $6::text[], $7::text[], $8::bigint[], $19::bigint[])
          RETURNING id),
      changed AS (
          INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
-                                last_trigger_at, last_sent_at, updated_at, source, first_event_at)
+                                last_trigger_at, last_sent_at, updated_at, source, first_event_at,
+                                chain)
          SELECT * FROM UNNEST($9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
                               $14::bigint[], $15::bigint[], $16::bigint[], $17::text[],
-                              $18::bigint[])
+                              $18::bigint[], $20::bigint[])
          ON CONFLICT (target, dedup_key) DO UPDATE SET
              fingerprint = excluded.fingerprint, status = excluded.status,
              last_payload_hash = excluded.last_payload_hash,
@@ -191,13 +193,13 @@ impl PostgresStore {
     /// Runs [`WRITE_ACCEPTED`]: the ids of the queued events, in order.
     async fn write_accepted(
         tx: &mut Transaction<'_, Postgres>,
-        queued: &[(&NewEvent, Timestamp)],
+        queued: &[accept_jobs::Queued<'_>],
         changed: &[IncidentState],
     ) -> Result<Vec<i64>, StoreError> {
         if queued.is_empty() && changed.is_empty() {
             return Ok(Vec::new());
         }
-        let events = || queued.iter().map(|(event, _)| *event);
+        let events = || queued.iter().map(|(event, _, _)| *event);
         let ids = sqlx::query_scalar(WRITE_ACCEPTED)
             .bind(events().map(|e| e.target.as_str()).collect::<Vec<_>>())
             .bind(events().map(|e| e.dedup_key.as_deref()).collect::<Vec<_>>())
@@ -221,7 +223,7 @@ impl PostgresStore {
             .bind(
                 queued
                     .iter()
-                    .map(|(_, at)| to_millis(*at))
+                    .map(|(_, at, _)| to_millis(*at))
                     .collect::<Vec<_>>(),
             )
             .bind(
@@ -284,6 +286,13 @@ impl PostgresStore {
                     .map(|s| s.first_event_at.map(to_millis))
                     .collect::<Vec<_>>(),
             )
+            .bind(
+                queued
+                    .iter()
+                    .map(|(_, _, chain)| *chain)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(changed.iter().map(|s| s.chain).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await?;
         Ok(ids)
@@ -537,7 +546,7 @@ impl Outbox for PostgresStore {
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
         // Eligible: the oldest pending event of its incident. Asked as a MIN, which is read
-        // from the first entry of `outbox_incident` whatever the planner knows; as a NOT
+        // from the first entry of `outbox_chain` whatever the planner knows; as a NOT
         // EXISTS, PostgreSQL planned a scan of the whole lane per candidate on a table not yet
         // analyzed (77 ms at 100,000 queued, see docs/performance.md, "Backlog").
         let sql = concat!(
@@ -547,8 +556,8 @@ impl Outbox for PostgresStore {
              WHERE o.target = $1 AND o.status = 'pending'
                AND (o.dedup_key IS NULL
                     OR o.id = (SELECT MIN(p.id) FROM outbox p
-                               WHERE p.target = o.target AND p.dedup_key = o.dedup_key
-                                 AND p.status = 'pending'))
+                               WHERE p.target = o.target AND p.chain = o.chain
+                                 AND p.dedup_key = o.dedup_key AND p.status = 'pending'))
              ORDER BY o.severity_rank DESC, o.id ASC
              LIMIT 1"
         );
@@ -561,12 +570,12 @@ impl Outbox for PostgresStore {
 
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.begin_relaxed().await?;
-        let incident: Option<(String, Option<String>)> =
-            sqlx::query_as("DELETE FROM outbox WHERE id = $1 RETURNING target, dedup_key")
+        let incident: Option<(String, Option<String>, Option<i64>)> =
+            sqlx::query_as("DELETE FROM outbox WHERE id = $1 RETURNING target, dedup_key, chain")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some((target, Some(dedup_key))) = incident {
+        if let Some((target, Some(dedup_key), chain)) = incident {
             // Under the incident's lock, so a concurrent accept's rewrite of the row does not
             // put back the `last_sent_at` it read (see the module documentation).
             sqlx::query(
@@ -588,7 +597,8 @@ impl Outbox for PostgresStore {
             // flight: sending it now would regress PagerDuty, so it goes back to dead.
             sqlx::query(
                 "UPDATE outbox SET superseded_by = $1
-                 WHERE target = $2 AND dedup_key = $3 AND status = 'dead' AND id < $1",
+                 WHERE target = $2 AND dedup_key = $3 AND status = 'dead'
+                   AND status <> 'pending' AND id < $1",
             )
             .bind(id)
             .bind(&target)
@@ -598,13 +608,15 @@ impl Outbox for PostgresStore {
             sqlx::query(
                 "UPDATE outbox SET status = 'dead', superseded_by = $1, dead_at = $4,
                         dead_reason = $5, dead_notified_at = $4
-                 WHERE target = $2 AND dedup_key = $3 AND status = 'pending' AND id < $1",
+                 WHERE target = $2 AND chain = $6 AND dedup_key = $3 AND status = 'pending'
+                   AND id < $1",
             )
             .bind(id)
             .bind(&target)
             .bind(&dedup_key)
             .bind(to_millis(now))
             .bind(SUPERSEDED_IN_FLIGHT)
+            .bind(chain)
             .execute(&mut *tx)
             .await?;
         }
@@ -808,11 +820,12 @@ impl Incidents for PostgresStore {
         // Rows locked right now belong to an `accept` or `mark_delivered` touching them, so they
         // are about to be fresh: skipping them, instead of waiting, also rules out a deadlock
         // with an `accept` that writes several incidents in another order than this scan.
-        let done = sqlx::query(
+        let done = sqlx::query(concat!(
             "DELETE FROM incidents WHERE (target, dedup_key) IN (
-                 SELECT target, dedup_key FROM incidents WHERE updated_at < $1
-                 FOR UPDATE SKIP LOCKED)",
-        )
+                 SELECT target, dedup_key FROM incidents WHERE ",
+            super::incidents::expirable!(),
+            " FOR UPDATE SKIP LOCKED)"
+        ))
         .bind(to_millis(cutoff))
         .execute(&self.pool)
         .await?;
@@ -890,6 +903,7 @@ impl DeadLetters for PostgresStore {
              FROM (SELECT DISTINCT target, dedup_key FROM outbox
                    WHERE id = ANY($1) AND dedup_key IS NOT NULL) s
              JOIN outbox o ON o.target = s.target AND o.dedup_key = s.dedup_key
+                           AND o.status <> 'pending'
              WHERE o.status IN ('dead', 'dropped')",
         )
         .bind(&ids)

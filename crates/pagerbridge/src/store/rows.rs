@@ -117,7 +117,7 @@ impl TryFrom<DeadLetterRow> for DeadLetter {
 macro_rules! incident_columns {
     () => {
         "target, dedup_key, fingerprint, status, last_payload_hash, last_trigger_at, \
-         last_sent_at, updated_at, source, first_event_at"
+         last_sent_at, updated_at, source, first_event_at, chain"
     };
 }
 pub(super) use incident_columns;
@@ -168,6 +168,7 @@ pub(super) struct IncidentRow {
     updated_at: i64,
     source: Option<String>,
     first_event_at: Option<i64>,
+    chain: i64,
 }
 
 impl TryFrom<IncidentRow> for IncidentState {
@@ -192,6 +193,7 @@ impl TryFrom<IncidentRow> for IncidentState {
                 })
                 .transpose()?,
             first_event_at: row.first_event_at.map(from_millis).transpose()?,
+            chain: row.chain,
         })
     }
 }

@@ -227,19 +227,19 @@ impl SqliteStore {
         accept_jobs::answers(verdicts, ids)
     }
 
-    /// Inserts `(event, accepted_at)` pairs into the outbox, in order, a few statements for
-    /// the lot: their ids in the same order.
+    /// Inserts the queued events into the outbox, in order, a few statements for the lot:
+    /// their ids in the same order.
     async fn insert_outbox_rows(
         tx: &mut Transaction<'_, Sqlite>,
-        events: &[(&NewEvent, Timestamp)],
+        events: &[accept_jobs::Queued<'_>],
     ) -> Result<Vec<i64>, StoreError> {
         let mut ids: Vec<i64> = Vec::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
-                                     fingerprint, accepted_at) ",
+                                     fingerprint, accepted_at, chain) ",
             );
-            insert.push_values(chunk, |mut row, (event, accepted_at)| {
+            insert.push_values(chunk, |mut row, (event, accepted_at, chain)| {
                 row.push_bind(event.target.as_str())
                     .push_bind(event.dedup_key.as_deref())
                     .push_bind(event.action.as_str())
@@ -247,7 +247,8 @@ impl SqliteStore {
                     .push_bind(event.event.as_str())
                     .push_bind(event.alert.as_ref().map(JsonText::as_str))
                     .push_bind(event.fingerprint.as_deref())
-                    .push_bind(to_millis(*accepted_at));
+                    .push_bind(to_millis(*accepted_at))
+                    .push_bind(*chain);
             });
             insert.push(" RETURNING id");
             let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
@@ -268,7 +269,7 @@ impl SqliteStore {
             let mut upsert = sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
                                         last_trigger_at, last_sent_at, updated_at, source,
-                                        first_event_at) ",
+                                        first_event_at, chain) ",
             );
             upsert.push_values(chunk, |mut row, state| {
                 row.push_bind(state.target.as_str())
@@ -280,7 +281,8 @@ impl SqliteStore {
                     .push_bind(state.last_sent_at.map(to_millis))
                     .push_bind(to_millis(state.updated_at))
                     .push_bind(state.source.map(IncidentSource::as_str))
-                    .push_bind(state.first_event_at.map(to_millis));
+                    .push_bind(state.first_event_at.map(to_millis))
+                    .push_bind(state.chain);
             });
             upsert.push(
                 " ON CONFLICT (target, dedup_key) DO UPDATE SET
@@ -407,7 +409,7 @@ impl Outbox for SqliteStore {
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
         // Eligible: the oldest pending event of its incident. Asked as a MIN, which is read
-        // from the first entry of `outbox_incident` whatever the planner knows; as a NOT
+        // from the first entry of `outbox_chain` whatever the planner knows; as a NOT
         // EXISTS, PostgreSQL planned a scan of the whole lane per candidate on a table not yet
         // analyzed (77 ms at 100,000 queued, see docs/performance.md, "Backlog").
         let sql = concat!(
@@ -417,8 +419,8 @@ impl Outbox for SqliteStore {
              WHERE o.target = ? AND o.status = 'pending'
                AND (o.dedup_key IS NULL
                     OR o.id = (SELECT MIN(p.id) FROM outbox p
-                               WHERE p.target = o.target AND p.dedup_key = o.dedup_key
-                                 AND p.status = 'pending'))
+                               WHERE p.target = o.target AND p.chain = o.chain
+                                 AND p.dedup_key = o.dedup_key AND p.status = 'pending'))
              ORDER BY o.severity_rank DESC, o.id ASC
              LIMIT 1"
         );
@@ -432,12 +434,12 @@ impl Outbox for SqliteStore {
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         let mut conn = self.relaxed_connection().await?;
         let mut tx = conn.begin().await?;
-        let incident: Option<(String, Option<String>)> =
-            sqlx::query_as("DELETE FROM outbox WHERE id = ? RETURNING target, dedup_key")
+        let incident: Option<(String, Option<String>, Option<i64>)> =
+            sqlx::query_as("DELETE FROM outbox WHERE id = ? RETURNING target, dedup_key, chain")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some((target, Some(dedup_key))) = incident {
+        if let Some((target, Some(dedup_key), chain)) = incident {
             sqlx::query("UPDATE incidents SET last_sent_at = ? WHERE target = ? AND dedup_key = ?")
                 .bind(to_millis(now))
                 .bind(&target)
@@ -449,7 +451,8 @@ impl Outbox for SqliteStore {
             // flight: sending it now would regress PagerDuty, so it goes back to dead.
             sqlx::query(
                 "UPDATE outbox SET superseded_by = ?1
-                 WHERE target = ?2 AND dedup_key = ?3 AND status = 'dead' AND id < ?1",
+                 WHERE target = ?2 AND dedup_key = ?3 AND status = 'dead'
+                   AND status <> 'pending' AND id < ?1",
             )
             .bind(id)
             .bind(&target)
@@ -459,13 +462,15 @@ impl Outbox for SqliteStore {
             sqlx::query(
                 "UPDATE outbox SET status = 'dead', superseded_by = ?1, dead_at = ?4,
                         dead_reason = ?5, dead_notified_at = ?4
-                 WHERE target = ?2 AND dedup_key = ?3 AND status = 'pending' AND id < ?1",
+                 WHERE target = ?2 AND chain = ?6 AND dedup_key = ?3 AND status = 'pending'
+                   AND id < ?1",
             )
             .bind(id)
             .bind(&target)
             .bind(&dedup_key)
             .bind(to_millis(now))
             .bind(SUPERSEDED_IN_FLIGHT)
+            .bind(chain)
             .execute(&mut *tx)
             .await?;
         }
@@ -658,10 +663,13 @@ impl Incidents for SqliteStore {
     }
 
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM incidents WHERE updated_at < ?")
-            .bind(to_millis(cutoff))
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(concat!(
+            "DELETE FROM incidents WHERE ",
+            super::incidents::expirable!()
+        ))
+        .bind(to_millis(cutoff))
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }
@@ -736,8 +744,9 @@ impl DeadLetters for SqliteStore {
             "SELECT o.id, o.target, o.dedup_key, o.status = 'dead' AS dead
              FROM (SELECT DISTINCT target, dedup_key FROM outbox
                    WHERE id IN (SELECT value FROM json_each(?1)) AND dedup_key IS NOT NULL) s
-             JOIN outbox o ON o.target = s.target AND o.dedup_key = s.dedup_key
-             WHERE o.status IN ('dead', 'dropped')",
+             JOIN outbox o INDEXED BY outbox_settled
+                  ON o.target = s.target AND o.dedup_key = s.dedup_key
+             WHERE o.status IN ('dead', 'dropped') AND o.status <> 'pending'",
         )
         .bind(id_list(&ids))
         .fetch_all(&mut *tx)
@@ -858,6 +867,101 @@ mod tests {
             condition: super::super::Condition::Always,
             source: None,
         }
+    }
+
+    /// Migration 0009 on a store written before it: every row of a key shares its incident's
+    /// chain, and an incident forgotten while events of its were queued or dead is stored
+    /// again as its last such event left it, so the order of its events holds.
+    #[tokio::test]
+    async fn migration_0009_gives_queued_events_of_forgotten_incidents_an_incident() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("db");
+        {
+            let options = SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(options).await.expect("pool");
+            let before = sqlx::migrate::Migrator {
+                migrations: MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 9)
+                    .cloned()
+                    .collect(),
+                ..sqlx::migrate::Migrator::DEFAULT
+            };
+            before.run(&pool).await.expect("migrations 1 to 8");
+            // "kept": an incident with a queued trigger. "forgotten": its trigger (info) and
+            // resolve (critical) queued, its incident expired. "gone": only a dead ack,
+            // incident expired. "done": only a dropped event, incident expired.
+            sqlx::query(
+                "INSERT INTO incidents (target, dedup_key, status, updated_at)
+                 VALUES ('default', 'kept', 'triggered', 1)",
+            )
+            .execute(&pool)
+            .await
+            .expect("incident");
+            for (key, action, rank, status) in [
+                ("kept", "trigger", 1, "pending"),
+                ("forgotten", "trigger", 1, "pending"),
+                ("forgotten", "resolve", 5, "pending"),
+                ("gone", "acknowledge", 1, "dead"),
+                ("done", "trigger", 1, "dropped"),
+            ] {
+                sqlx::query(
+                    "INSERT INTO outbox (target, dedup_key, action, severity_rank, event,
+                                         accepted_at, status)
+                     VALUES ('default', ?, ?, ?, '{}', 7, ?)",
+                )
+                .bind(key)
+                .bind(action)
+                .bind(rank)
+                .bind(status)
+                .execute(&pool)
+                .await
+                .expect("event");
+            }
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("open and migrate");
+        let status = |key: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .incident("default", key)
+                    .await
+                    .expect("incident")
+                    .map(|state| (state.status, state.chain))
+            }
+        };
+        use super::super::suppress::Status;
+        assert_eq!(status("kept").await, Some((Status::Triggered, 0)));
+        assert_eq!(status("forgotten").await, Some((Status::Resolved, 0)));
+        assert_eq!(status("gone").await, Some((Status::Acknowledged, 0)));
+        assert_eq!(status("done").await, None, "dropped events hold nothing");
+        // The forgotten incident's critical resolve still waits for its trigger, also when a
+        // new event of the key comes (a trigger again: the incident is resolved as stored).
+        let next = trigger("forgotten", serde_json::json!({"n": 3}));
+        let new = store
+            .accept(vec![next], &SuppressionPolicy::default(), Timestamp::now())
+            .await
+            .expect("accept");
+        assert!(matches!(new[..], [Acceptance::Queued { .. }]), "{new:?}");
+        let mut sent = Vec::new();
+        while let Some(event) = store.next_eligible("default").await.expect("next") {
+            sent.push((event.dedup_key.clone().unwrap_or_default(), event.action));
+            store
+                .mark_delivered(event.id, Timestamp::now())
+                .await
+                .expect("delivered");
+        }
+        let expected = [
+            ("kept", Action::Trigger),
+            ("forgotten", Action::Trigger),
+            ("forgotten", Action::Resolve),
+            ("forgotten", Action::Trigger),
+        ];
+        assert_eq!(sent, expected.map(|(key, action)| (key.to_owned(), action)));
     }
 
     async fn synchronous(store: &SqliteStore) -> i64 {

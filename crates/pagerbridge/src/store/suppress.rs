@@ -101,6 +101,12 @@ pub struct IncidentState {
     pub source: Option<IncidentSource>,
     /// When its first event was queued; `None` for incidents stored before this was.
     pub first_event_at: Option<Timestamp>,
+    /// Set when the incident is first stored and never changed; its outbox rows carry it, so
+    /// that the index of an incident's events is keyed by it before the dedup key (a hash),
+    /// and a new incident's events append to that index (migration 0009). Storage's business
+    /// only: not shown.
+    #[serde(skip)]
+    pub chain: i64,
 }
 
 /// Every reason [`suppression`] gives, for metrics.
@@ -169,6 +175,7 @@ pub fn next_state(
         updated_at: now,
         source: None,
         first_event_at: Some(now),
+        chain: now.as_millisecond(),
     });
     if event.fingerprint.is_some() {
         next.fingerprint.clone_from(&event.fingerprint);
@@ -236,6 +243,14 @@ impl Decider {
                 None
             })
             .collect()
+    }
+
+    /// The chain of the incident (target, dedup key) as decided so far: the stored one, or a
+    /// new incident's.
+    pub fn chain(&self, target: &str, dedup_key: &str) -> Option<i64> {
+        self.states
+            .get(&(target.to_owned(), dedup_key.to_owned()))
+            .map(|state| state.chain)
     }
 
     /// The final state of every incident an event changed, once each.

@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             dead_letters_unblock_the_incident_and_are_listed,
             old_events_expire_to_dead_letters,
             incident_state_expires,
+            an_incident_is_not_forgotten_while_it_has_queued_or_dead_events,
             budget_is_a_sliding_window,
             settled_slots_count_from_the_answer,
             a_slot_in_flight_counts_until_it_is_settled,
@@ -344,11 +345,65 @@ pub async fn old_events_expire_to_dead_letters<S: Store>(store: &S) {
 }
 
 pub async fn incident_state_expires<S: Store>(store: &S) {
-    accept_one(store, trigger("old", Severity::Error), at(0)).await;
+    let old = queued_id(&accept_one(store, trigger("old", Severity::Error), at(0)).await);
     accept_one(store, trigger("new", Severity::Error), at(100)).await;
+    store.mark_delivered(old, at(1)).await.expect("delivered");
     assert_eq!(store.expire_incidents(at(50)).await.expect("expire"), 1);
     assert!(store.incident("t", "old").await.expect("get").is_none());
     assert!(store.incident("t", "new").await.expect("get").is_some());
+}
+
+/// An incident's queued and dead events carry its chain (the key of the index of its events,
+/// migration 0009): forgetting it under them would let a new event of the key start another
+/// incident, whose events would not wait for the older ones.
+pub async fn an_incident_is_not_forgotten_while_it_has_queued_or_dead_events<S: Store>(store: &S) {
+    let queued = queued_id(&accept_one(store, trigger("queued", Severity::Info), at(0)).await);
+    let dead = queued_id(&accept_one(store, trigger("dead", Severity::Info), at(0)).await);
+    let sent = queued_id(&accept_one(store, trigger("sent", Severity::Info), at(0)).await);
+    store
+        .dead_letter(dead, "HTTP 400", at(1))
+        .await
+        .expect("dead");
+    store.mark_delivered(sent, at(1)).await.expect("delivered");
+    assert_eq!(store.expire_incidents(at(50)).await.expect("expire"), 1);
+    assert!(store.incident("t", "sent").await.expect("get").is_none());
+    for key in ["queued", "dead"] {
+        assert!(
+            store.incident("t", key).await.expect("get").is_some(),
+            "{key}"
+        );
+    }
+    // A critical resolve of the queued incident, long after: it still waits for the trigger.
+    let resolve = queued_id(
+        &accept_one(
+            store,
+            event(
+                "t",
+                Some("queued"),
+                Action::Resolve,
+                Some(Severity::Critical),
+            ),
+            at(100),
+        )
+        .await,
+    );
+    assert_eq!(next_id(store, "t").await, Some(queued));
+    store
+        .mark_delivered(queued, at(101))
+        .await
+        .expect("delivered");
+    assert_eq!(next_id(store, "t").await, Some(resolve));
+    store
+        .mark_delivered(resolve, at(102))
+        .await
+        .expect("delivered");
+    // The dead letter, dropped, no longer holds its incident; nor does anything hold the other.
+    let dropped = store
+        .drop_dead(&DeadLetterFilter::everything(), "obsolete", at(103))
+        .await
+        .expect("drop");
+    assert_eq!(dropped, 1);
+    assert_eq!(store.expire_incidents(at(200)).await.expect("expire"), 2);
 }
 
 fn granted(decision: BudgetDecision) -> i64 {
