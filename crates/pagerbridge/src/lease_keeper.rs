@@ -491,6 +491,11 @@ pub(crate) mod tests {
     /// Two replicas: each singleton runs on exactly one; when that one stops, the other takes
     /// every singleton over at once (released, not expired), and the work never runs twice.
     async fn two_replicas_run_each_singleton_once(store: Arc<dyn Store>) {
+        // Longer than the other tests' leases: the takeover is checked to come before `a`'s
+        // leases would expire, and `a`'s shutdown plus `b`'s next try (every 500 ms) must fit
+        // in what is left of them (at least two thirds of a lease) on a loaded CI machine too;
+        // with 1.5 s leases they once did not under coverage instrumentation.
+        const TTL: Duration = Duration::from_secs(4);
         let runs = Arc::new(Runs::default());
         let a = Replica::start(&store, "a", TTL, &runs);
         wait_for("a to run every singleton", || a.runs_all()).await;
