@@ -12,7 +12,7 @@
 //! mode a reader sees every commit made before it starts and waits for no writer, so a
 //! request formats while another's commit is under way instead of queuing behind its fsync.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,13 +222,17 @@ impl SqliteStore {
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
         let ids = Self::insert_outbox_rows(&mut tx, &queued).await?;
+        Self::count_inserts(&mut tx, &queued, decider.created_by_status()).await?;
         Self::upsert_incident_rows(&mut tx, &decider.into_changed()).await?;
         tx.commit().await?;
         accept_jobs::answers(verdicts, ids)
     }
 
     /// Inserts the queued events into the outbox, in order, a few statements for the lot:
-    /// their ids in the same order.
+    /// their ids in the same order. No `RETURNING`: like a row trigger, it makes SQLite copy
+    /// every row into a temporary table before inserting it. One writer inserts, each row
+    /// gets the next id (AUTOINCREMENT: one more than the largest ever), so a statement's rows
+    /// hold the ids that end at the last one inserted.
     async fn insert_outbox_rows(
         tx: &mut Transaction<'_, Sqlite>,
         events: &[accept_jobs::Queued<'_>],
@@ -250,14 +254,53 @@ impl SqliteStore {
                     .push_bind(to_millis(*accepted_at))
                     .push_bind(*chain);
             });
-            insert.push(" RETURNING id");
-            let mut chunk_ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
-            // Rows are inserted in the order of VALUES and ids only grow, whatever order
-            // RETURNING lists them in.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
+            let done = insert.build().execute(&mut **tx).await?;
+            let rows = chunk.len() as i64;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(StoreError::Corrupt(format!(
+                    "the outbox took {} of {rows} events",
+                    done.rows_affected()
+                )));
+            }
+            let last = done.last_insert_rowid();
+            ids.extend(last - rows + 1..=last);
         }
         Ok(ids)
+    }
+
+    /// Counts what `accept` inserted into `outbox_counts` and `incident_counts` (updates and
+    /// deletes are counted by triggers; see migration 0010): the queued events, pending, per
+    /// target, and the new incidents per status.
+    async fn count_inserts(
+        tx: &mut Transaction<'_, Sqlite>,
+        queued: &[accept_jobs::Queued<'_>],
+        created: BTreeMap<&'static str, i64>,
+    ) -> Result<(), StoreError> {
+        let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
+        for (event, _, _) in queued {
+            *pending.entry(event.target.as_str()).or_insert(0) += 1;
+        }
+        for (target, n) in pending {
+            sqlx::query(
+                "INSERT INTO outbox_counts (target, status, n) VALUES (?, 'pending', ?)
+                 ON CONFLICT (target, status) DO UPDATE SET n = n + excluded.n",
+            )
+            .bind(target)
+            .bind(n)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (status, n) in created {
+            sqlx::query(
+                "INSERT INTO incident_counts (status, n) VALUES (?, ?)
+                 ON CONFLICT (status) DO UPDATE SET n = n + excluded.n",
+            )
+            .bind(status)
+            .bind(n)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Writes incidents' new states (each incident once), a few statements for the lot.
@@ -867,6 +910,55 @@ mod tests {
             condition: super::super::Condition::Always,
             source: None,
         }
+    }
+
+    /// The ids `accept` answers are those of the rows it inserted, in order, also across the
+    /// several statements of a large request (they are worked out, not returned by SQLite),
+    /// and after earlier rows were deleted (AUTOINCREMENT: never reused).
+    #[tokio::test]
+    async fn accepted_ids_are_the_rows_ids_across_statements() {
+        let (_dir, store) = open_temporary().await;
+        let first = store
+            .accept(
+                vec![trigger("first", serde_json::json!({"n": 0}))],
+                &SuppressionPolicy::default(),
+                Timestamp::now(),
+            )
+            .await
+            .expect("accept");
+        let [Acceptance::Queued { id: first }] = first[..] else {
+            panic!("{first:?}");
+        };
+        store
+            .mark_delivered(first, Timestamp::now())
+            .await
+            .expect("delivered");
+        let events: Vec<NewEvent> = (0..ROWS_PER_STATEMENT * 2 + 7)
+            .map(|n| trigger(&format!("k{n}"), serde_json::json!({ "n": n })))
+            .collect();
+        let answers = store
+            .accept(events, &SuppressionPolicy::default(), Timestamp::now())
+            .await
+            .expect("accept");
+        let answered: Vec<i64> = answers
+            .iter()
+            .map(|answer| match answer {
+                Acceptance::Queued { id } => *id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let stored: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, dedup_key FROM outbox WHERE id > ? ORDER BY id")
+                .bind(first)
+                .fetch_all(&store.pool)
+                .await
+                .expect("rows");
+        let expected: Vec<(i64, String)> = answered
+            .iter()
+            .enumerate()
+            .map(|(n, id)| (*id, format!("k{n}")))
+            .collect();
+        assert_eq!(stored, expected);
     }
 
     /// Migration 0009 on a store written before it: every row of a key shares its incident's

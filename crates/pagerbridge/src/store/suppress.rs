@@ -6,6 +6,7 @@
 //! for that incident, less than `retrigger_after` ago, is suppressed, and so is an acknowledge
 //! of an acknowledged incident or a resolve of a resolved one.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -205,18 +206,24 @@ pub fn next_state(
 /// Later events of an incident see the state the earlier ones left, so this is the same as
 /// deciding and saving one event after another.
 pub struct Decider {
-    states: std::collections::HashMap<(String, String), IncidentState>,
+    states: HashMap<(String, String), IncidentState>,
     /// The incidents changed, in the order first changed.
     changed: Vec<(String, String)>,
+    /// The same, to look up: a batch may change many incidents.
+    changed_set: HashSet<(String, String)>,
+    /// The incidents that were not stored: the rows `into_changed` gives that are inserted.
+    created: HashSet<(String, String)>,
 }
 
 impl Decider {
     /// `loaded` holds the stored state of the incidents the events name, keyed by (target,
     /// dedup key); incidents not in it are new.
-    pub fn new(loaded: std::collections::HashMap<(String, String), IncidentState>) -> Self {
+    pub fn new(loaded: HashMap<(String, String), IncidentState>) -> Self {
         Self {
             states: loaded,
             changed: Vec::new(),
+            changed_set: HashSet::new(),
+            created: HashSet::new(),
         }
     }
 
@@ -237,7 +244,10 @@ impl Decider {
                     return Some(reason);
                 }
                 let next = next_state(current, &event.target, key, event, now);
-                if self.states.insert(id.clone(), next).is_none() || !self.changed.contains(&id) {
+                if self.states.insert(id.clone(), next).is_none() {
+                    self.created.insert(id.clone());
+                }
+                if self.changed_set.insert(id.clone()) {
                     self.changed.push(id);
                 }
                 None
@@ -251,6 +261,18 @@ impl Decider {
         self.states
             .get(&(target.to_owned(), dedup_key.to_owned()))
             .map(|state| state.chain)
+    }
+
+    /// How many incidents not stored before are created, per status they are created in: for
+    /// a store that counts inserts itself.
+    pub fn created_by_status(&self) -> BTreeMap<&'static str, i64> {
+        let mut counts = BTreeMap::new();
+        for id in &self.created {
+            if let Some(state) = self.states.get(id) {
+                *counts.entry(state.status.as_str()).or_insert(0) += 1;
+            }
+        }
+        counts
     }
 
     /// The final state of every incident an event changed, once each.
