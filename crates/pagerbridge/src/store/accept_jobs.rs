@@ -1,6 +1,7 @@
 //! What both stores' group commits of `accept` share: the job a caller queues, deciding a
 //! batch of jobs in arrival order, and committing the batch together or, if that fails, each
-//! job alone. The SQL that writes a batch is each store's own.
+//! job alone. The SQL that writes a batch is each store's own, and so is what a store prepares
+//! of each event in the caller's task, off the writer (`P`: SQLite compresses the JSON).
 
 use jiff::Timestamp;
 
@@ -11,8 +12,11 @@ use super::{Acceptance, NewEvent, StoreError};
 
 /// One `accept` call, waiting for the group commit.
 #[derive(Debug)]
-pub(super) struct AcceptJob {
+pub(super) struct AcceptJob<P = ()> {
     pub(super) events: Vec<NewEvent>,
+    /// What the store prepared of each event, in the same order (one each: `submit` makes
+    /// them).
+    pub(super) prepared: Vec<P>,
     pub(super) policy: SuppressionPolicy,
     pub(super) now: Timestamp,
 }
@@ -24,13 +28,15 @@ pub(super) type AcceptResult = Result<Vec<Acceptance>, StoreError>;
 pub(super) type Verdicts = Vec<Vec<Option<&'static str>>>;
 
 /// An `accept` through a store's group commit: its events queued as one job, and its answer.
-pub(super) async fn submit(
-    accepts: &GroupCommit<AcceptJob, AcceptResult>,
+pub(super) async fn submit<P: Send + 'static>(
+    accepts: &GroupCommit<AcceptJob<P>, AcceptResult>,
     events: Vec<NewEvent>,
+    prepare: impl Fn(&NewEvent) -> P,
     policy: &SuppressionPolicy,
     now: Timestamp,
 ) -> AcceptResult {
     let job = AcceptJob {
+        prepared: events.iter().map(prepare).collect(),
         events,
         policy: *policy,
         now,
@@ -42,20 +48,27 @@ pub(super) async fn submit(
 }
 
 /// Every event of `jobs`, in arrival order.
-pub(super) fn events(jobs: &[AcceptJob]) -> impl Iterator<Item = &NewEvent> {
+pub(super) fn events<P>(jobs: &[AcceptJob<P>]) -> impl Iterator<Item = &NewEvent> {
     jobs.iter().flat_map(|job| &job.events)
 }
 
-/// An event to queue: the event, its acceptance time, and its incident's chain (`None` for
-/// change events, which have no incident).
-pub(super) type Queued<'a> = (&'a NewEvent, Timestamp, Option<i64>);
+/// An event to queue.
+#[derive(Debug)]
+pub(super) struct Queued<'a, P = ()> {
+    pub(super) event: &'a NewEvent,
+    /// What the store prepared of it.
+    pub(super) prepared: &'a P,
+    pub(super) accepted_at: Timestamp,
+    /// Its incident's chain; `None` for change events, which have no incident.
+    pub(super) chain: Option<i64>,
+}
 
 /// The suppression rules applied to each job in turn, so that a later request sees what an
 /// earlier one of the batch did: each job's verdicts, and the events to queue in order.
-pub(super) fn decide<'a>(
+pub(super) fn decide<'a, P>(
     decider: &mut Decider,
-    jobs: &'a [AcceptJob],
-) -> (Verdicts, Vec<Queued<'a>>) {
+    jobs: &'a [AcceptJob<P>],
+) -> (Verdicts, Vec<Queued<'a, P>>) {
     let verdicts: Verdicts = jobs
         .iter()
         .map(|job| decider.decide(&job.events, &job.policy, job.now))
@@ -68,14 +81,17 @@ pub(super) fn decide<'a>(
         .flat_map(|(job, verdicts)| {
             job.events
                 .iter()
+                .zip(&job.prepared)
                 .zip(verdicts)
                 .filter(|(_, verdict)| verdict.is_none())
-                .map(move |(event, _)| {
-                    let chain = event
+                .map(move |((event, prepared), _)| Queued {
+                    event,
+                    prepared,
+                    accepted_at: job.now,
+                    chain: event
                         .dedup_key
                         .as_deref()
-                        .and_then(|key| decider.chain(&event.target, key));
-                    (event, job.now, chain)
+                        .and_then(|key| decider.chain(&event.target, key)),
                 })
         })
         .collect();
@@ -102,7 +118,7 @@ pub(super) fn answers(
 /// slice's lifetime.
 macro_rules! together_or_alone {
     ($jobs:expr, $commit:expr) => {{
-        let jobs: Vec<$crate::store::accept_jobs::AcceptJob> = $jobs;
+        let jobs = $jobs;
         let mut results: Vec<$crate::store::accept_jobs::AcceptResult> = Vec::new();
         let mut grouped = false;
         if jobs.len() > 1 {

@@ -25,6 +25,7 @@ mod group_commit;
 mod incidents;
 mod json_text;
 mod leases;
+mod lz4_json;
 mod outbox;
 pub mod postgres;
 mod rows;

@@ -199,7 +199,7 @@ impl PostgresStore {
         if queued.is_empty() && changed.is_empty() {
             return Ok(Vec::new());
         }
-        let events = || queued.iter().map(|(event, _, _)| *event);
+        let events = || queued.iter().map(|queued| queued.event);
         let ids = sqlx::query_scalar(WRITE_ACCEPTED)
             .bind(events().map(|e| e.target.as_str()).collect::<Vec<_>>())
             .bind(events().map(|e| e.dedup_key.as_deref()).collect::<Vec<_>>())
@@ -223,7 +223,7 @@ impl PostgresStore {
             .bind(
                 queued
                     .iter()
-                    .map(|(_, at, _)| to_millis(*at))
+                    .map(|queued| to_millis(queued.accepted_at))
                     .collect::<Vec<_>>(),
             )
             .bind(
@@ -286,12 +286,7 @@ impl PostgresStore {
                     .map(|s| s.first_event_at.map(to_millis))
                     .collect::<Vec<_>>(),
             )
-            .bind(
-                queued
-                    .iter()
-                    .map(|(_, _, chain)| *chain)
-                    .collect::<Vec<_>>(),
-            )
+            .bind(queued.iter().map(|queued| queued.chain).collect::<Vec<_>>())
             .bind(changed.iter().map(|s| s.chain).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await?;
@@ -520,7 +515,7 @@ impl Outbox for PostgresStore {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        accept_jobs::submit(&self.accepts, events, policy, now).await
+        accept_jobs::submit(&self.accepts, events, |_| (), policy, now).await
     }
 
     async fn dedup_keys_for_fingerprints(
@@ -1026,6 +1021,7 @@ mod tests {
                     source: None,
                 })
                 .collect(),
+            prepared: vec![(); events],
             policy: SuppressionPolicy::default(),
             now: Timestamp::UNIX_EPOCH,
         };

@@ -6,11 +6,13 @@
 //! known action and status, valid JSON and timestamps — happen here, once.
 //!
 //! Integer widths follow PostgreSQL's schema (`INTEGER` is 32 bits there); SQLite decodes its
-//! 64-bit integers into them too.
+//! 64-bit integers into them too. The outbox's JSON is text on PostgreSQL and LZ4 blocks on
+//! SQLite ([`StoredJson`] reads both).
 
 use pagerduty_events::Severity;
 use serde_json::Value;
 
+use super::lz4_json::StoredJson;
 use super::suppress::Status;
 use super::{
     Acceptance, Action, DeadLetter, IncidentSource, IncidentState, LaneStats, NewEvent, Notice,
@@ -25,8 +27,8 @@ pub(super) struct QueuedRow {
     dedup_key: Option<String>,
     action: String,
     severity_rank: i32,
-    event: String,
-    alert: Option<String>,
+    event: StoredJson,
+    alert: Option<StoredJson>,
     fingerprint: Option<String>,
     accepted_at: i64,
     attempts: i32,
@@ -37,14 +39,18 @@ impl TryFrom<QueuedRow> for QueuedEvent {
     type Error = StoreError;
 
     fn try_from(row: QueuedRow) -> Result<Self, StoreError> {
+        let event = row.event.event()?;
         Ok(QueuedEvent {
             id: row.id,
             target: row.target,
             dedup_key: row.dedup_key,
             action: Action::parse(&row.action)?,
             severity: severity_from_rank(row.severity_rank),
-            event: json("event", &row.event)?,
-            alert: row.alert.map(|text| json("alert", &text)).transpose()?,
+            alert: row
+                .alert
+                .map(|alert| json("alert", &alert.alert(&event)?))
+                .transpose()?,
+            event: json("event", &event)?,
             fingerprint: row.fingerprint,
             accepted_at: from_millis(row.accepted_at)?,
             attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
@@ -81,7 +87,7 @@ pub(super) struct DeadLetterRow {
     target: String,
     dedup_key: Option<String>,
     action: String,
-    event: String,
+    event: StoredJson,
     accepted_at: i64,
     dead_at: Option<i64>,
     dead_reason: Option<String>,
@@ -100,7 +106,7 @@ impl TryFrom<DeadLetterRow> for DeadLetter {
             target: row.target,
             dedup_key: row.dedup_key,
             action: Action::parse(&row.action)?,
-            event: json("event", &row.event)?,
+            event: json("event", &row.event.event()?)?,
             accepted_at: from_millis(row.accepted_at)?,
             dead_at: from_millis(row.dead_at.unwrap_or(0))?,
             reason: row.dead_reason.unwrap_or_default(),

@@ -31,6 +31,7 @@ use super::budget;
 use super::checkpointer::{self, Checkpointer};
 use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
+use super::lz4_json::Packed;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, dedup_keys_by_target, incident_from_row,
     lane_stats_from_row, notice_from_row, queued_from_row,
@@ -38,9 +39,9 @@ use super::rows::{
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, JsonText, LaneStats,
-    NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT,
-    SendBudget, StoreError, severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, LaneStats, NewEvent,
+    Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget,
+    StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -75,7 +76,7 @@ pub struct SqliteStore {
     /// released, however its user ended.
     relaxed: Arc<AtomicBool>,
     /// `accept`s go through one writer, so that requests arriving together share a commit.
-    accepts: GroupCommit<AcceptJob, AcceptResult>,
+    accepts: GroupCommit<AcceptJob<Packed>, AcceptResult>,
     /// WAL checkpoints on a connection of their own, until the last clone is dropped.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -215,7 +216,7 @@ impl SqliteStore {
     /// number (each statement is a round trip to SQLite's thread): the answer of each job.
     async fn accept_batch(
         pool: &SqlitePool,
-        jobs: &[AcceptJob],
+        jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
         let mut tx = pool.begin().await?;
         let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
@@ -235,7 +236,7 @@ impl SqliteStore {
     /// hold the ids that end at the last one inserted.
     async fn insert_outbox_rows(
         tx: &mut Transaction<'_, Sqlite>,
-        events: &[accept_jobs::Queued<'_>],
+        events: &[accept_jobs::Queued<'_, Packed>],
     ) -> Result<Vec<i64>, StoreError> {
         let mut ids: Vec<i64> = Vec::with_capacity(events.len());
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
@@ -243,16 +244,17 @@ impl SqliteStore {
                 "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
                                      fingerprint, accepted_at, chain) ",
             );
-            insert.push_values(chunk, |mut row, (event, accepted_at, chain)| {
+            insert.push_values(chunk, |mut row, queued| {
+                let event = queued.event;
                 row.push_bind(event.target.as_str())
                     .push_bind(event.dedup_key.as_deref())
                     .push_bind(event.action.as_str())
                     .push_bind(severity_rank(event.severity))
-                    .push_bind(event.event.as_str())
-                    .push_bind(event.alert.as_ref().map(JsonText::as_str))
+                    .push_bind(queued.prepared.event.as_slice())
+                    .push_bind(queued.prepared.alert.as_deref())
                     .push_bind(event.fingerprint.as_deref())
-                    .push_bind(to_millis(*accepted_at))
-                    .push_bind(*chain);
+                    .push_bind(to_millis(queued.accepted_at))
+                    .push_bind(queued.chain);
             });
             let done = insert.build().execute(&mut **tx).await?;
             let rows = chunk.len() as i64;
@@ -273,12 +275,12 @@ impl SqliteStore {
     /// target, and the new incidents per status.
     async fn count_inserts(
         tx: &mut Transaction<'_, Sqlite>,
-        queued: &[accept_jobs::Queued<'_>],
+        queued: &[accept_jobs::Queued<'_, Packed>],
         created: BTreeMap<&'static str, i64>,
     ) -> Result<(), StoreError> {
         let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
-        for (event, _, _) in queued {
-            *pending.entry(event.target.as_str()).or_insert(0) += 1;
+        for queued in queued {
+            *pending.entry(queued.event.target.as_str()).or_insert(0) += 1;
         }
         for (target, n) in pending {
             sqlx::query(
@@ -424,7 +426,7 @@ impl Outbox for SqliteStore {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
-        accept_jobs::submit(&self.accepts, events, policy, now).await
+        accept_jobs::submit(&self.accepts, events, Packed::of, policy, now).await
     }
 
     async fn dedup_keys_for_fingerprints(
@@ -912,6 +914,50 @@ mod tests {
         }
     }
 
+    /// The outbox holds an event's JSON and its alert's as LZ4 blocks, smaller than the text,
+    /// and a lane reads them back whole.
+    #[tokio::test]
+    async fn events_are_stored_compressed_and_read_back_whole() {
+        let (_dir, store) = open_temporary().await;
+        let labels = serde_json::json!({"alertname": "DiskFull", "instance": "db-1:9100"});
+        let annotations = serde_json::json!({"summary": "Disk full on db-1", "runbook_url": "https://r.example/disk"});
+        let event = serde_json::json!({
+            "event_action": "trigger",
+            "payload": {"summary": "Disk full on db-1",
+                        "custom_details": {"labels": labels, "annotations": annotations}},
+        });
+        let alert =
+            serde_json::json!({"status": "firing", "labels": labels, "annotations": annotations});
+        let new = NewEvent {
+            alert: Some(alert.clone().into()),
+            ..trigger("disk", event.clone())
+        };
+        store
+            .accept(vec![new], &SuppressionPolicy::default(), Timestamp::now())
+            .await
+            .expect("accept");
+        let (kinds, stored, text): (String, i64, i64) = sqlx::query_as(
+            "SELECT typeof(event) || ',' || typeof(alert), length(event) + length(alert), ?
+             FROM outbox",
+        )
+        .bind((event.to_string().len() + alert.to_string().len()) as i64)
+        .fetch_one(&store.pool)
+        .await
+        .expect("row");
+        assert_eq!(kinds, "blob,blob");
+        assert!(
+            stored * 3 < text * 2,
+            "{stored} bytes stored for {text} of JSON"
+        );
+        let queued = store
+            .next_eligible("default")
+            .await
+            .expect("next")
+            .expect("queued");
+        assert_eq!(queued.event, event);
+        assert_eq!(queued.alert, Some(alert));
+    }
+
     /// The ids `accept` answers are those of the rows it inserted, in order, also across the
     /// several statements of a large request (they are worked out, not returned by SQLite),
     /// and after earlier rows were deleted (AUTOINCREMENT: never reused).
@@ -1126,12 +1172,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("db");
         let store = SqliteStore::open(&path).await.expect("open");
-        let filler = "x".repeat(20_000);
+        // Random hex: 20 KB per event that compression cannot shrink (the outbox's JSON is
+        // stored LZ4-compressed).
+        let filler = || -> String {
+            (0..1_250)
+                .map(|_| format!("{:016x}", rand::random::<u64>()))
+                .collect()
+        };
         let events: Vec<NewEvent> = (0..100)
             .map(|i| {
                 trigger(
                     &format!("key-{i}"),
-                    serde_json::json!({"event_action": "trigger", "filler": filler}),
+                    serde_json::json!({"event_action": "trigger", "filler": filler()}),
                 )
             })
             .collect();
