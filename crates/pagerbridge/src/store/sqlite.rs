@@ -212,8 +212,9 @@ impl SqliteStore {
         row.as_ref().map(incident_from_row).transpose()
     }
 
-    /// The events of `jobs` in one transaction, in a handful of statements whatever their
-    /// number (each statement is a round trip to SQLite's thread): the answer of each job.
+    /// The events of `jobs` in one transaction, in four round trips to SQLite's thread
+    /// whatever their number (begin, the incidents loaded, the rows written, commit): the
+    /// answer of each job.
     async fn accept_batch(
         pool: &SqlitePool,
         jobs: &[AcceptJob<Packed>],
@@ -222,101 +223,57 @@ impl SqliteStore {
         let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
-        let ids = Self::insert_outbox_rows(&mut tx, &queued).await?;
-        Self::count_inserts(&mut tx, &queued, decider.created_by_status()).await?;
-        Self::upsert_incident_rows(&mut tx, &decider.into_changed()).await?;
+        let created = decider.created_by_status();
+        let ids = Self::write_accepted(&mut tx, &queued, &decider.into_changed(), created).await?;
         tx.commit().await?;
         accept_jobs::answers(verdicts, ids)
     }
 
-    /// Inserts the queued events into the outbox, in order, a few statements for the lot:
-    /// their ids in the same order. No `RETURNING`: like a row trigger, it makes SQLite copy
-    /// every row into a temporary table before inserting it. One writer inserts, each row
-    /// gets the next id (AUTOINCREMENT: one more than the largest ever), so a statement's rows
-    /// hold the ids that end at the last one inserted.
-    async fn insert_outbox_rows(
-        tx: &mut Transaction<'_, Sqlite>,
-        events: &[accept_jobs::Queued<'_, Packed>],
-    ) -> Result<Vec<i64>, StoreError> {
-        let mut ids: Vec<i64> = Vec::with_capacity(events.len());
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
-                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
-                                     fingerprint, accepted_at, chain) ",
-            );
-            insert.push_values(chunk, |mut row, queued| {
-                let event = queued.event;
-                row.push_bind(event.target.as_str())
-                    .push_bind(event.dedup_key.as_deref())
-                    .push_bind(event.action.as_str())
-                    .push_bind(severity_rank(event.severity))
-                    .push_bind(queued.prepared.event.as_slice())
-                    .push_bind(queued.prepared.alert.as_deref())
-                    .push_bind(event.fingerprint.as_deref())
-                    .push_bind(to_millis(queued.accepted_at))
-                    .push_bind(queued.chain);
-            });
-            let done = insert.build().execute(&mut **tx).await?;
-            let rows = chunk.len() as i64;
-            if done.rows_affected() != chunk.len() as u64 {
-                return Err(StoreError::Corrupt(format!(
-                    "the outbox took {} of {rows} events",
-                    done.rows_affected()
-                )));
-            }
-            let last = done.last_insert_rowid();
-            ids.extend(last - rows + 1..=last);
-        }
-        Ok(ids)
-    }
-
-    /// Counts what `accept` inserted into `outbox_counts` and `incident_counts` (updates and
-    /// deletes are counted by triggers; see migration 0010): the queued events, pending, per
-    /// target, and the new incidents per status.
-    async fn count_inserts(
+    /// Writes what a batch decided in one round trip to SQLite's thread (a query of several
+    /// statements; each round trip costs two thread wake-ups): the counts of what it inserts,
+    /// the incidents' new states, then the queued events, in order. The ids of the events:
+    /// no `RETURNING` (like a row trigger, it makes SQLite copy every row into a temporary
+    /// table before inserting it); one writer inserts and each row gets the next id
+    /// (AUTOINCREMENT: one more than the largest ever), and the outbox's inserts come last, so
+    /// the events hold the ids that end at the last one inserted.
+    async fn write_accepted(
         tx: &mut Transaction<'_, Sqlite>,
         queued: &[accept_jobs::Queued<'_, Packed>],
+        changed: &[IncidentState],
         created: BTreeMap<&'static str, i64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut sql = sqlx::QueryBuilder::<Sqlite>::new("");
+        let mut statements: u64 = 0;
+        // Inserts are counted here, not by triggers (migration 0010): the queued events,
+        // pending, per target, and the new incidents per status. Updates of incidents that
+        // change their status are counted by a trigger.
         let mut pending: BTreeMap<&str, i64> = BTreeMap::new();
         for queued in queued {
             *pending.entry(queued.event.target.as_str()).or_insert(0) += 1;
         }
         for (target, n) in pending {
-            sqlx::query(
-                "INSERT INTO outbox_counts (target, status, n) VALUES (?, 'pending', ?)
-                 ON CONFLICT (target, status) DO UPDATE SET n = n + excluded.n",
-            )
-            .bind(target)
-            .bind(n)
-            .execute(&mut **tx)
-            .await?;
+            sql.push("INSERT INTO outbox_counts (target, status, n) VALUES (")
+                .push_bind(target)
+                .push(", 'pending', ")
+                .push_bind(n)
+                .push(") ON CONFLICT (target, status) DO UPDATE SET n = n + excluded.n;");
+            statements += 1;
         }
         for (status, n) in created {
-            sqlx::query(
-                "INSERT INTO incident_counts (status, n) VALUES (?, ?)
-                 ON CONFLICT (status) DO UPDATE SET n = n + excluded.n",
-            )
-            .bind(status)
-            .bind(n)
-            .execute(&mut **tx)
-            .await?;
+            sql.push("INSERT INTO incident_counts (status, n) VALUES (")
+                .push_bind(status)
+                .push(", ")
+                .push_bind(n)
+                .push(") ON CONFLICT (status) DO UPDATE SET n = n + excluded.n;");
+            statements += 1;
         }
-        Ok(())
-    }
-
-    /// Writes incidents' new states (each incident once), a few statements for the lot.
-    async fn upsert_incident_rows(
-        tx: &mut Transaction<'_, Sqlite>,
-        states: &[IncidentState],
-    ) -> Result<(), StoreError> {
-        for chunk in states.chunks(ROWS_PER_STATEMENT) {
-            let mut upsert = sqlx::QueryBuilder::<Sqlite>::new(
+        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+            sql.push(
                 "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
                                         last_trigger_at, last_sent_at, updated_at, source,
                                         first_event_at, chain) ",
             );
-            upsert.push_values(chunk, |mut row, state| {
+            sql.push_values(chunk, |mut row, state| {
                 row.push_bind(state.target.as_str())
                     .push_bind(state.dedup_key.as_str())
                     .push_bind(state.fingerprint.as_deref())
@@ -329,17 +286,50 @@ impl SqliteStore {
                     .push_bind(state.first_event_at.map(to_millis))
                     .push_bind(state.chain);
             });
-            upsert.push(
+            sql.push(
                 " ON CONFLICT (target, dedup_key) DO UPDATE SET
                     fingerprint = excluded.fingerprint, status = excluded.status,
                     last_payload_hash = excluded.last_payload_hash,
                     last_trigger_at = excluded.last_trigger_at,
                     last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
-                    source = excluded.source, first_event_at = excluded.first_event_at",
+                    source = excluded.source, first_event_at = excluded.first_event_at;",
             );
-            upsert.build().execute(&mut **tx).await?;
         }
-        Ok(())
+        for chunk in queued.chunks(ROWS_PER_STATEMENT) {
+            sql.push(
+                "INSERT INTO outbox (target, dedup_key, action, severity_rank, event, alert,
+                                     fingerprint, accepted_at, chain) ",
+            );
+            sql.push_values(chunk, |mut row, queued| {
+                let event = queued.event;
+                row.push_bind(event.target.as_str())
+                    .push_bind(event.dedup_key.as_deref())
+                    .push_bind(event.action.as_str())
+                    .push_bind(severity_rank(event.severity))
+                    .push_bind(queued.prepared.event.as_slice())
+                    .push_bind(queued.prepared.alert.as_deref())
+                    .push_bind(event.fingerprint.as_deref())
+                    .push_bind(to_millis(queued.accepted_at))
+                    .push_bind(queued.chain);
+            });
+            sql.push(";");
+        }
+        if statements == 0 && changed.is_empty() && queued.is_empty() {
+            return Ok(Vec::new());
+        }
+        let done = sql.build().execute(&mut **tx).await?;
+        // Each count and each incident row is one change (an upsert's update too; what
+        // triggers change is not counted), each event one.
+        let expected = statements + changed.len() as u64 + queued.len() as u64;
+        if done.rows_affected() != expected {
+            return Err(StoreError::Corrupt(format!(
+                "accept wrote {} rows, not {expected}",
+                done.rows_affected()
+            )));
+        }
+        let rows = queued.len() as i64;
+        let last = done.last_insert_rowid();
+        Ok((last - rows + 1..=last).collect())
     }
 
     /// The stored states of the incidents `events` name, by (target, dedup key): one query
