@@ -17,10 +17,11 @@ use sqlx::{Decode, Postgres, Sqlite, Type, TypeInfo, ValueRef};
 
 use super::{NewEvent, StoreError};
 
-/// Refuses a block that claims to hold more than this, rather than allocate for it: a
-/// damaged row must be an error, not an abort. PagerDuty refuses events over 512 KiB; alerts
-/// come through request bodies limited well below this.
-const MAX_UNCOMPRESSED: usize = 64 << 20;
+/// LZ4 cannot expand a byte of input into more than about 255 bytes of output (a match's
+/// length grows by at most 255 per byte that encodes it): a block that claims more than this
+/// many times its own size is damaged, and is refused rather than allocated for — a damaged
+/// row must be an error, not an abort.
+const MAX_RATIO: usize = 256;
 
 /// An event's JSON and its alert's, compressed for the row.
 #[derive(Debug)]
@@ -75,7 +76,7 @@ fn unpack(what: &str, block: &[u8], dict: Option<&str>) -> Result<String, StoreE
         .split_first_chunk::<4>()
         .ok_or_else(|| corrupt(&"a compressed block shorter than its size"))?;
     let size = u32::from_le_bytes(*size) as usize;
-    if size > MAX_UNCOMPRESSED {
+    if size > data.len().saturating_mul(MAX_RATIO).saturating_add(64) {
         return Err(corrupt(&format!("a compressed block claims {size} bytes")));
     }
     let bytes = match dict {
@@ -192,6 +193,13 @@ mod tests {
 
     #[test]
     fn a_damaged_block_is_an_error_not_a_panic_or_a_huge_allocation() {
+        // Highly compressible text compresses near LZ4's bound, and still reads back.
+        let zeros = new_event(serde_json::json!({"z": "0".repeat(1 << 20)}), None);
+        let packed = Packed::of(&zeros);
+        assert_eq!(
+            StoredJson::Lz4(packed.event).event().expect("event"),
+            zeros.event.as_str()
+        );
         let packed = Packed::of(&new_event(
             serde_json::json!({"summary": "x".repeat(300)}),
             None,
