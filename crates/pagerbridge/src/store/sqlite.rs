@@ -314,7 +314,8 @@ impl SqliteStore {
             });
             sql.push(";");
         }
-        if statements == 0 && changed.is_empty() && queued.is_empty() {
+        // Nothing queued and no incident changed: nothing counted either.
+        if changed.is_empty() && queued.is_empty() {
             return Ok(Vec::new());
         }
         let done = sql.build().execute(&mut **tx).await?;

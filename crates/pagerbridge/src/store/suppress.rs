@@ -6,7 +6,8 @@
 //! for that incident, less than `retrigger_after` ago, is suppressed, and so is an acknowledge
 //! of an acknowledged incident or a resolve of a resolved one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -209,10 +210,9 @@ pub struct Decider {
     states: HashMap<(String, String), IncidentState>,
     /// The incidents changed, in the order first changed.
     changed: Vec<(String, String)>,
-    /// The same, to look up: a batch may change many incidents.
-    changed_set: HashSet<(String, String)>,
-    /// The incidents that were not stored: the rows `into_changed` gives that are inserted.
-    created: HashSet<(String, String)>,
+    /// The same, to look up (a batch may change many incidents), each with whether it is
+    /// new: not stored before, so that `into_changed` gives it as a row to insert.
+    created: HashMap<(String, String), bool>,
 }
 
 impl Decider {
@@ -222,8 +222,7 @@ impl Decider {
         Self {
             states: loaded,
             changed: Vec::new(),
-            changed_set: HashSet::new(),
-            created: HashSet::new(),
+            created: HashMap::new(),
         }
     }
 
@@ -244,11 +243,11 @@ impl Decider {
                     return Some(reason);
                 }
                 let next = next_state(current, &event.target, key, event, now);
-                if self.states.insert(id.clone(), next).is_none() {
-                    self.created.insert(id.clone());
-                }
-                if self.changed_set.insert(id.clone()) {
-                    self.changed.push(id);
+                // On its first change, an incident is new if it was not loaded.
+                let new = self.states.insert(id.clone(), next).is_none();
+                if let Entry::Vacant(first) = self.created.entry(id) {
+                    self.changed.push(first.key().clone());
+                    first.insert(new);
                 }
                 None
             })
@@ -267,7 +266,7 @@ impl Decider {
     /// a store that counts inserts itself.
     pub fn created_by_status(&self) -> BTreeMap<&'static str, i64> {
         let mut counts = BTreeMap::new();
-        for id in &self.created {
+        for (id, _) in self.created.iter().filter(|(_, new)| **new) {
             if let Some(state) = self.states.get(id) {
                 *counts.entry(state.status.as_str()).or_insert(0) += 1;
             }
