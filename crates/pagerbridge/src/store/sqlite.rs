@@ -164,7 +164,14 @@ impl SqliteStore {
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(reader_options);
-        let checkpointer = Checkpointer::spawn(checkpointer_options);
+        let checkpointer = Checkpointer::spawn(checkpointer_options, {
+            let (pool, relaxed) = (pool.clone(), relaxed.clone());
+            // Relaxed: the new WAL header's fsync is SQLite's own; the row needs none.
+            move || {
+                let (pool, relaxed) = (pool.clone(), relaxed.clone());
+                async move { relax(&pool, &relaxed).await }
+            }
+        });
         let accepts = GroupCommit::spawn({
             let pool = pool.clone();
             move |jobs| {
@@ -191,12 +198,7 @@ impl SqliteStore {
     /// after a power loss: a request or two over the budget, an event sent again (PagerDuty
     /// dedups it). It keeps fsyncs off the page path: the send waits for none.
     async fn relaxed_connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        self.relaxed.store(true, Ordering::SeqCst);
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
-            .await?;
-        Ok(conn)
+        relax(&self.pool, &self.relaxed).await
     }
 
     async fn load_incident(
@@ -361,6 +363,34 @@ impl SqliteStore {
         Ok(loaded)
     }
 }
+
+/// The writer's connection with `synchronous = NORMAL` until released
+/// ([`SqliteStore::relaxed_connection`]); `relaxed` is the store's flag that has it set back.
+async fn relax(
+    pool: &SqlitePool,
+    relaxed: &AtomicBool,
+) -> Result<PoolConnection<Sqlite>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    relaxed.store(true, Ordering::SeqCst);
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut *conn)
+        .await?;
+    Ok(conn)
+}
+
+/// [`SendBudget::take_budget`] when the window has room and the fence holds, as one query:
+/// the slots that left the window deleted, then one taken, atomically with both checks (one
+/// statement). `?1` budget, `?2` the window's start, `?3` the new slot's time, `?4` the limit,
+/// `?5`–`?7` the fence's lease name, owner and epoch (all NULL without a fence), `?8` now.
+/// Returns the slot, or no row when either check failed.
+const TAKE_BUDGET_SLOT: &str = "DELETE FROM budget_sends WHERE budget = ?1 AND sent_at < ?2;
+     INSERT INTO budget_sends (budget, sent_at)
+     SELECT ?1, ?3
+      WHERE (SELECT COUNT(*) FROM budget_sends WHERE budget = ?1) < ?4
+        AND (?5 IS NULL
+             OR EXISTS (SELECT 1 FROM leases
+                         WHERE name = ?5 AND owner = ?6 AND epoch = ?7 AND expires_at > ?8))
+     RETURNING id";
 
 /// The columns of a [`QueuedEvent`], as a macro so queries stay `&'static str` (sqlx refuses
 /// SQL built at run time).
@@ -601,6 +631,30 @@ impl SendBudget for SqliteStore {
     ) -> Result<BudgetDecision, StoreError> {
         let since = budget::window_start(now, window);
         let mut conn = self.relaxed_connection().await?;
+        // The common case, a slot granted, in one round trip to SQLite's thread: a send waits
+        // for it. Anything else is decided again below, with the reason.
+        let (name, owner, epoch) = match fence {
+            Some(fence) => (
+                Some(fence.name.as_str()),
+                Some(fence.owner.as_str()),
+                Some(fence.epoch),
+            ),
+            None => (None, None, None),
+        };
+        let granted: Option<i64> = sqlx::query_scalar(TAKE_BUDGET_SLOT)
+            .bind(budget.as_str())
+            .bind(since)
+            .bind(budget::in_flight_until(now, window))
+            .bind(i64::from(limit))
+            .bind(name)
+            .bind(owner)
+            .bind(epoch)
+            .bind(to_millis(now))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(slot) = granted {
+            return Ok(BudgetDecision::Granted { slot });
+        }
         let mut tx = conn.begin().await?;
         // One writer at a time: nothing can take the lease over between this check and the
         // slot's insert.
