@@ -130,6 +130,10 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
+            // No ping at each acquire (sqlx's default): a round trip to SQLite's thread before
+            // every statement of the page path, for a connection that `after_release` below
+            // has just checked.
+            .test_before_acquire(false)
             // On some errors (SQLITE_FULL, SQLITE_IOERR…) SQLite rolls the transaction back by
             // itself; sqlx's ROLLBACK then fails and sqlx still counts a transaction as open,
             // so its next `begin` is a SAVEPOINT inside a transaction that nobody commits, and
@@ -140,13 +144,15 @@ impl SqliteStore {
                 Box::pin(async move {
                     // Every commit but the bookkeeping of sends is fsync'd: whatever the last
                     // user did, the connection goes back to FULL before anyone else uses it.
+                    // Either statement also runs a rollback queued by a dropped transaction
+                    // before the look below (one round trip to SQLite's thread, not two).
                     if relaxed.swap(false, Ordering::SeqCst) {
                         sqlx::query("PRAGMA synchronous = FULL")
                             .execute(&mut *conn)
                             .await?;
+                    } else {
+                        conn.ping().await?;
                     }
-                    // Runs a rollback queued by a dropped transaction before looking.
-                    conn.ping().await?;
                     let stuck = conn.is_in_transaction();
                     if stuck {
                         tracing::error!(
@@ -163,6 +169,9 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
+            // Read-only statements outside transactions leave nothing to check: no ping (a
+            // round trip) before each.
+            .test_before_acquire(false)
             .connect_lazy_with(reader_options);
         let checkpointer = Checkpointer::spawn(checkpointer_options, {
             let (pool, relaxed) = (pool.clone(), relaxed.clone());
