@@ -389,9 +389,10 @@ async fn relax(
 
 /// [`SendBudget::take_budget`] when the window has room and the fence holds, as one query:
 /// the slots that left the window deleted, then one taken, atomically with both checks (one
-/// statement). `?1` budget, `?2` the window's start, `?3` the new slot's time, `?4` the limit,
-/// `?5`–`?7` the fence's lease name, owner and epoch (all NULL without a fence), `?8` now.
-/// Returns the slot, or no row when either check failed.
+/// statement; the fence's condition is `leases::FENCE_HOLDS`'s). `?1` budget, `?2` the
+/// window's start, `?3` the new slot's time, `?4` the limit, `?5`–`?7` the fence's lease name,
+/// owner and epoch (all NULL without a fence), `?8` now. Returns the slot, or no row when
+/// either check failed.
 const TAKE_BUDGET_SLOT: &str = "DELETE FROM budget_sends WHERE budget = ?1 AND sent_at < ?2;
      INSERT INTO budget_sends (budget, sent_at)
      SELECT ?1, ?3
@@ -640,8 +641,8 @@ impl SendBudget for SqliteStore {
     ) -> Result<BudgetDecision, StoreError> {
         let since = budget::window_start(now, window);
         let mut conn = self.relaxed_connection().await?;
-        // The common case, a slot granted, in one round trip to SQLite's thread: a send waits
-        // for it. Anything else is decided again below, with the reason.
+        // A slot granted in one round trip to SQLite's thread (a send waits for it); a slot
+        // exactly one window old still counts, erring on the side of PagerDuty's limit.
         let (name, owner, epoch) = match fence {
             Some(fence) => (
                 Some(fence.name.as_str()),
@@ -664,40 +665,21 @@ impl SendBudget for SqliteStore {
         if let Some(slot) = granted {
             return Ok(BudgetDecision::Granted { slot });
         }
-        let mut tx = conn.begin().await?;
-        // One writer at a time: nothing can take the lease over between this check and the
-        // slot's insert.
-        if !super::leases::fence_holds!(lease_sql::FENCE_HOLDS, fence, now, &mut *tx) {
+        // Not granted: the fence failed, or the window is full. This connection is the only
+        // one that writes, and it is held, so what the query saw is still so: tell which.
+        if !super::leases::fence_holds!(lease_sql::FENCE_HOLDS, fence, now, &mut *conn) {
             return Ok(BudgetDecision::Fenced);
         }
-        // A slot exactly one window old still counts: err on the side of PagerDuty's limit.
-        sqlx::query("DELETE FROM budget_sends WHERE budget = ? AND sent_at < ?")
-            .bind(budget.as_str())
-            .bind(since)
-            .execute(&mut *tx)
-            .await?;
-        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(CASE WHEN sent_at <= ? THEN sent_at END)
-                 FROM budget_sends WHERE budget = ?",
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(sent_at) FROM budget_sends WHERE budget = ? AND sent_at <= ?",
         )
-        .bind(to_millis(now))
         .bind(budget.as_str())
-        .fetch_one(&mut *tx)
+        .bind(to_millis(now))
+        .fetch_one(&mut *conn)
         .await?;
-        let decision = if used < i64::from(limit) {
-            let slot: i64 = sqlx::query_scalar(
-                "INSERT INTO budget_sends (budget, sent_at) VALUES (?, ?) RETURNING id",
-            )
-            .bind(budget.as_str())
-            .bind(budget::in_flight_until(now, window))
-            .fetch_one(&mut *tx)
-            .await?;
-            BudgetDecision::Granted { slot }
-        } else {
-            BudgetDecision::WaitUntil(budget::when_full(oldest, now, window)?)
-        };
-        tx.commit().await?;
-        Ok(decision)
+        Ok(BudgetDecision::WaitUntil(budget::when_full(
+            oldest, now, window,
+        )?))
     }
 
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError> {
