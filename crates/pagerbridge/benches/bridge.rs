@@ -80,7 +80,7 @@ fn pure(c: &mut Criterion) {
         b.iter(|| {
             let webhook = alertmanager::parse(black_box(&body)).expect("valid");
             planner
-                .plan(&webhook.alerts, &webhook.group, None)
+                .plan(webhook.alerts, &webhook.group, None)
                 .expect("planned")
         });
     });
@@ -119,9 +119,9 @@ fn sqlite(c: &mut Criterion) {
     let webhook = alertmanager::parse(&webhook_body(BATCH)).expect("valid");
     let planned = Planner::new(vec![target()])
         .expect("planner")
-        .plan(&webhook.alerts, &webhook.group, None)
+        .plan(webhook.alerts, &webhook.group, None)
         .expect("planned");
-    let template: Vec<NewEvent> = planned.iter().map(pipeline::new_event).collect();
+    let template: Vec<NewEvent> = planned.into_iter().map(pipeline::new_event).collect();
     let policy = SuppressionPolicy::default();
     let policy = &policy;
 

@@ -64,9 +64,13 @@ impl Planner {
 
     /// Routes and formats alerts. `explicit` (from the URL or request body) overrides label
     /// routing. Alerts that become nothing (a resolved change-event alert) are left out.
+    ///
+    /// Takes the alerts by value: each moves into its [`Planned`], where its outbox row is
+    /// made from it, instead of being copied (labels, annotations and all) and the original
+    /// dropped beside the copy.
     pub fn plan(
         &self,
-        alerts: &[Alert],
+        alerts: Vec<Alert>,
         group: &GroupContext,
         explicit: Option<&str>,
     ) -> Result<Vec<Planned>, PipelineError> {
@@ -75,15 +79,15 @@ impl Planner {
         let targets = self.targets.snapshot();
         let explicit = explicit_target(&targets, explicit)?;
         Ok(alerts
-            .iter()
+            .into_iter()
             .filter_map(|alert| {
                 let target =
                     explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
                 let formatter = targets.formatter(&target.name)?;
-                let formatted = formatter.format(alert, group)?;
+                let formatted = formatter.format(&alert, group)?;
                 Some(Planned {
                     target: target.name.clone(),
-                    alert: Some(alert.clone()),
+                    alert: Some(alert),
                     formatted,
                 })
             })
@@ -199,11 +203,12 @@ impl Pipeline {
             .inc_by(alerts.len() as u64);
         self.remember_dedup_keys(&mut alerts, explicit_target)
             .await?;
-        let planned = self.planner.plan(&alerts, group, explicit_target)?;
+        let received = alerts.len();
+        let planned = self.planner.plan(alerts, group, explicit_target)?;
         let mut receipt = self
             .commit(planned, Condition::Always, Some(source))
             .await?;
-        receipt.received = alerts.len();
+        receipt.received = received;
         Ok(receipt)
     }
 
@@ -281,16 +286,16 @@ impl Pipeline {
         source: Option<IncidentSource>,
     ) -> Result<Receipt, PipelineError> {
         let events: Vec<NewEvent> = planned
-            .iter()
-            .map(|plan| NewEvent {
-                condition,
-                source,
-                ..new_event(plan)
+            .into_iter()
+            .map(|plan| {
+                self.count_notes(&plan.target, &plan.formatted.notes);
+                NewEvent {
+                    condition,
+                    source,
+                    ..new_event(plan)
+                }
             })
             .collect();
-        for plan in &planned {
-            self.count_notes(&plan.target, &plan.formatted.notes);
-        }
         let results = self.queue(events).await?;
         let mut receipt = Receipt::default();
         for result in results {
@@ -355,9 +360,13 @@ impl Pipeline {
     }
 }
 
-/// The outbox row for a planned event.
-pub fn new_event(plan: &Planned) -> NewEvent {
-    let formatted = &plan.formatted;
+/// The outbox row for a planned event: its strings move into the row, not copied.
+pub fn new_event(plan: Planned) -> NewEvent {
+    let Planned {
+        target,
+        alert,
+        formatted,
+    } = plan;
     let (action, event) = match &formatted.event {
         Outbound::Alert(event) => {
             let action = match event {
@@ -370,15 +379,15 @@ pub fn new_event(plan: &Planned) -> NewEvent {
         Outbound::Change(event) => (Action::Change, JsonText::of(event)),
     };
     NewEvent {
-        target: plan.target.clone(),
-        dedup_key: formatted.dedup_key.as_ref().map(|k| k.as_str().to_owned()),
+        target,
+        dedup_key: formatted.dedup_key.map(String::from),
         action,
         severity: formatted.severity,
         // Our own types always serialize; an empty object would be dead-lettered visibly.
         event: event.unwrap_or_else(|_| JsonText::empty_object()),
-        alert: plan.alert.as_ref().and_then(|a| JsonText::of(a).ok()),
-        fingerprint: plan.alert.as_ref().and_then(|a| a.fingerprint.clone()),
-        payload_hash: formatted.payload_hash.clone(),
+        alert: alert.as_ref().and_then(|a| JsonText::of(a).ok()),
+        fingerprint: alert.and_then(|a| a.fingerprint),
+        payload_hash: formatted.payload_hash,
         condition: Condition::Always,
         source: None,
     }

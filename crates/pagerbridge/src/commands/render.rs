@@ -76,7 +76,7 @@ fn render(args: &RenderArgs) -> anyhow::Result<String> {
         }
     };
     let explicit = args.target.clone().or(explicit);
-    let planned = planner.plan(&alerts, &group, explicit.as_deref())?;
+    let planned = planner.plan(alerts, &group, explicit.as_deref())?;
     let rendered: Vec<Value> = planned
         .iter()
         .map(|plan| {

@@ -50,7 +50,7 @@ pub fn links(alert: &Alert, external_url: Option<&str>, notes: &mut Vec<FormatNo
         let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
             continue;
         };
-        match web_url(url) {
+        match recent_web_url(url) {
             Some(href) => add(href, text),
             None => notes.push(FormatNote::LinkDropped { url: clip(url) }),
         }
@@ -152,6 +152,33 @@ fn silence_fragment(labels: &Labels) -> String {
     )
 }
 
+/// URLs that [`recent_web_url`] remembers per thread.
+const RECENT_URLS: usize = 4;
+
+/// [`web_url`], remembering the last few texts parsed on this thread. The alerts of one
+/// webhook mostly share their links: a group's alerts come from one rule (one generator URL)
+/// and carry its runbook and dashboard annotations, so the same text would be parsed once per
+/// alert; parsing a generator URL (a long, percent-encoded query) was the largest part of
+/// making an alert's links.
+fn recent_web_url(text: &str) -> Option<Url> {
+    thread_local! {
+        /// Texts and what they parsed to, oldest first.
+        static RECENT: RefCell<Vec<(String, Option<Url>)>> =
+            const { RefCell::new(Vec::new()) };
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if let Some((_, url)) = recent.iter().find(|(known, _)| known == text) {
+            return url.clone();
+        }
+        let url = web_url(text);
+        if recent.len() == RECENT_URLS {
+            recent.remove(0);
+        }
+        recent.push((text.to_owned(), url.clone()));
+        url
+    })
+}
+
 /// `text` parsed, if it is an absolute http(s) URL with a host. Parsed once and kept: parsing
 /// URLs was most of the cost of formatting an alert, when each link was parsed twice.
 fn web_url(text: &str) -> Option<Url> {
@@ -241,6 +268,39 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Remembered URLs are only a shortcut: cycling through more texts than are remembered,
+    /// valid and not, every alert gets the links and notes that parsing its own texts gives.
+    #[test]
+    fn remembered_urls_give_what_parsing_gives() {
+        let texts: Vec<String> = (0..RECENT_URLS + 2)
+            .map(|i| format!("http://prometheus-{i}:9090/graph?g0.expr=up%7Bjob%3D%22{i}%22%7D"))
+            .chain(["not a url".to_owned(), "ftp://files.example/x".to_owned()])
+            .collect();
+        for round in 0..3 {
+            for (i, text) in texts.iter().enumerate() {
+                let runbook = &texts[(i + round) % texts.len()];
+                let a = alert(&[("runbook_url", runbook)], Some(text));
+                let mut notes = Vec::new();
+                let got = links(&a, None, &mut notes);
+                let mut want_notes = Vec::new();
+                let mut want = Vec::new();
+                for (candidate, label) in [(text, "Source"), (runbook, "Runbook")] {
+                    match web_url(candidate) {
+                        Some(href) if !want.iter().any(|(known, _)| *known == href.to_string()) => {
+                            want.push((href.to_string(), label.to_owned()))
+                        }
+                        Some(_) => {}
+                        None => want_notes.push(FormatNote::LinkDropped {
+                            url: candidate.clone(),
+                        }),
+                    }
+                }
+                assert_eq!(summary(&got), want, "round {round}, text {i}");
+                assert_eq!(notes, want_notes, "round {round}, text {i}");
+            }
+        }
     }
 
     #[test]
