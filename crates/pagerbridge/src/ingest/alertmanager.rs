@@ -18,8 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::alert::{Alert, AlertStatus, GroupContext};
 use crate::ingest::{
-    IngestError, IngestProblem, alert_position, alerts_array, common_alert, kind, non_empty,
-    optional_string, parse_object, quote,
+    IngestError, IngestProblem, alert_object, common_alert, kind, non_empty, optional_string,
+    parse_object, quote, read_alerts, take_alerts,
 };
 
 /// The webhook version this module reads.
@@ -43,7 +43,7 @@ pub struct Webhook {
 
 /// Parses an Alertmanager webhook body. Any invalid alert refuses the whole request.
 pub fn parse(body: &[u8]) -> Result<Webhook, IngestError> {
-    let request = parse_object(body)?;
+    let mut request = parse_object(body)?;
     check_version(&request)?;
     let field = |name: &str| {
         optional_string(&request, name)
@@ -57,18 +57,9 @@ pub fn parse(body: &[u8]) -> Result<Webhook, IngestError> {
     };
     let status = field("status")?;
     let truncated_alerts = truncated_alerts(&request)?;
-    let alerts = alerts_array(&request)?
-        .iter()
-        .enumerate()
-        .map(|(index, alert)| {
-            common_alert(alert, &STATUSES).map_err(|detail| {
-                IngestError::new(
-                    IngestProblem::InvalidAlert,
-                    format!("{}: {detail}", alert_position(index, alert)),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let alerts = read_alerts(body, take_alerts(&mut request)?, |alert| {
+        common_alert(&mut alert_object(alert)?, &STATUSES)
+    })?;
     Ok(Webhook {
         alerts,
         group,

@@ -6,7 +6,9 @@
 //!
 //! Bodies are parsed to a `serde_json::Value` first and then read field by field, rather than
 //! derived with serde, so that every refusal can name the alert (by index and `alertname`) and
-//! the field at fault. A request is all or nothing: one invalid alert refuses the whole request,
+//! the field at fault. The alerts are taken apart as they are read: their labels, annotations
+//! and texts move out of the parsed tree into the [`Alert`], not copied (a copy of each
+//! string, and the tree's own dropped beside it, was a good part of parsing a webhook). A request is all or nothing: one invalid alert refuses the whole request,
 //! so a sender never has to guess which of its alerts were taken.
 //!
 //! [`Alert`]: crate::alert::Alert
@@ -104,14 +106,14 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, IngestErro
     }
 }
 
-/// The request's `alerts` array (required; may be empty).
-pub(crate) fn alerts_array(request: &Map<String, Value>) -> Result<&[Value], IngestError> {
-    match request.get("alerts") {
+/// The request's `alerts` array (required; may be empty), taken out of the request.
+pub(crate) fn take_alerts(request: &mut Map<String, Value>) -> Result<Vec<Value>, IngestError> {
+    match request.remove("alerts") {
         Some(Value::Array(items)) => Ok(items),
         None | Some(Value::Null) => Err(IngestError::request("\"alerts\" is missing")),
         Some(other) => Err(IngestError::request(format!(
             "\"alerts\" must be an array, not {}",
-            kind(other)
+            kind(&other)
         ))),
     }
 }
@@ -126,10 +128,16 @@ pub(crate) fn target(request: &Map<String, Value>) -> Result<Option<String>, Ing
     }
 }
 
-/// Where a problem is, for error details: `alerts[2] (alertname="DiskFull")`.
-pub(crate) fn alert_position(index: usize, alert: &Value) -> String {
-    let name = alert
-        .get("labels")
+/// Where a problem is, for error details: `alerts[2] (alertname="DiskFull")`. Read from the
+/// body again: the alert at fault has been taken apart while it was read. Only a refused
+/// request pays for it.
+pub(crate) fn alert_position(body: &[u8], index: usize) -> String {
+    let request: Option<Value> = serde_json::from_slice(body).ok();
+    let name = request
+        .as_ref()
+        .and_then(|request| request.get("alerts"))
+        .and_then(|alerts| alerts.get(index))
+        .and_then(|alert| alert.get("labels"))
         .and_then(|labels| labels.get("alertname"))
         .and_then(Value::as_str)
         .filter(|name| !name.is_empty());
@@ -139,24 +147,41 @@ pub(crate) fn alert_position(index: usize, alert: &Value) -> String {
     }
 }
 
+/// Each alert of `alerts` read by `read`, or the first refusal, prefixed with where it is.
+pub(crate) fn read_alerts(
+    body: &[u8],
+    alerts: Vec<Value>,
+    read: impl Fn(Value) -> Result<Alert, String>,
+) -> Result<Vec<Alert>, IngestError> {
+    alerts
+        .into_iter()
+        .enumerate()
+        .map(|(index, alert)| {
+            read(alert).map_err(|detail| {
+                IngestError::new(
+                    IngestProblem::InvalidAlert,
+                    format!("{}: {detail}", alert_position(body, index)),
+                )
+            })
+        })
+        .collect()
+}
+
 /// The fields the Alertmanager webhook and the native API share, read from one alert object.
 /// `statuses` are the accepted `status` values of the door. Errors are relative to the alert
 /// (the caller prefixes its position).
 pub(crate) fn common_alert(
-    alert: &Value,
+    fields: &mut Map<String, Value>,
     statuses: &[(&str, AlertStatus)],
 ) -> Result<Alert, String> {
-    let Value::Object(fields) = alert else {
-        return Err(format!("must be an object, not {}", kind(alert)));
-    };
-    let labels = match fields.get("labels") {
+    let labels = match fields.remove("labels") {
         None | Some(Value::Null) => return Err("\"labels\" is missing".to_owned()),
         Some(value) => string_map(value, "labels")?,
     };
     if labels.get("alertname").is_none_or(|name| name.is_empty()) {
         return Err("label set has no \"alertname\"".to_owned());
     }
-    let annotations = match fields.get("annotations") {
+    let annotations = match fields.remove("annotations") {
         None | Some(Value::Null) => Labels::new(),
         Some(value) => string_map(value, "annotations")?,
     };
@@ -178,21 +203,32 @@ pub(crate) fn common_alert(
         annotations,
         starts_at: optional_timestamp(fields, "startsAt")?,
         ends_at: optional_timestamp(fields, "endsAt")?,
-        generator_url: non_empty(optional_string(fields, "generatorURL")?),
+        generator_url: non_empty(take_string(fields, "generatorURL")?),
         fingerprint: non_empty(identifier(fields, "fingerprint")?),
         dedup_key: None,
         classification: None,
     })
 }
 
+/// An alert's members, or why it has none.
+pub(crate) fn alert_object(alert: Value) -> Result<Map<String, Value>, String> {
+    match alert {
+        Value::Object(fields) => Ok(fields),
+        other => Err(format!("must be an object, not {}", kind(&other))),
+    }
+}
+
 /// A JSON object whose values are all strings (a label set or annotations). Names must be
 /// non-empty; we do not insist on Prometheus' name syntax, since other senders use other names.
-pub(crate) fn string_map(value: &Value, field: &str) -> Result<Labels, String> {
-    let Value::Object(entries) = value else {
-        return Err(format!(
-            "\"{field}\" must be an object, not {}",
-            kind(value)
-        ));
+pub(crate) fn string_map(value: Value, field: &str) -> Result<Labels, String> {
+    let entries = match value {
+        Value::Object(entries) => entries,
+        other => {
+            return Err(format!(
+                "\"{field}\" must be an object, not {}",
+                kind(&other)
+            ));
+        }
     };
     let mut map = Labels::new();
     for (name, value) in entries {
@@ -201,13 +237,13 @@ pub(crate) fn string_map(value: &Value, field: &str) -> Result<Labels, String> {
         }
         match value {
             Value::String(text) => {
-                map.insert(name.clone(), text.clone());
+                map.insert(name, text);
             }
             other => {
                 return Err(format!(
                     "{field}.{} must be a string, not {}",
-                    quote_name(name),
-                    kind(other)
+                    quote_name(&name),
+                    kind(&other)
                 ));
             }
         }
@@ -220,21 +256,41 @@ pub(crate) fn optional_string(
     fields: &Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, String> {
+    Ok(optional_str(fields, field)?.map(str::to_owned))
+}
+
+/// [`optional_string`], borrowed.
+fn optional_str<'a>(
+    fields: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a str>, String> {
     match fields.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(Value::String(text)) => Ok(Some(text)),
         Some(other) => Err(format!("\"{field}\" must be a string, not {}", kind(other))),
     }
+}
+
+/// [`optional_string`], moved out of `fields`.
+pub(crate) fn take_string(
+    fields: &mut Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, String> {
+    optional_str(fields, field)?;
+    Ok(match fields.remove(field) {
+        Some(Value::String(text)) => Some(text),
+        _ => None,
+    })
 }
 
 /// An optional string that the bridge keeps as a key of its own (a fingerprint, a caller's
 /// dedup key): stored in indexed text columns, so it must hold no NUL, which PostgreSQL's TEXT
 /// cannot store (it would fail the insert, and the sender would retry a 503 for ever).
 pub(crate) fn identifier(
-    fields: &Map<String, Value>,
+    fields: &mut Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, String> {
-    let text = optional_string(fields, field)?;
+    let text = take_string(fields, field)?;
     if let Some(text) = &text
         && text.contains('\0')
     {
@@ -252,7 +308,7 @@ pub(crate) fn optional_timestamp(
     fields: &Map<String, Value>,
     field: &str,
 ) -> Result<Option<Timestamp>, String> {
-    let Some(text) = optional_string(fields, field)? else {
+    let Some(text) = optional_str(fields, field)? else {
         return Ok(None);
     };
     if text.is_empty() {
@@ -263,7 +319,7 @@ pub(crate) fn optional_timestamp(
         let reason: String = e.to_string().chars().take(2 * MAX_QUOTED_CHARS).collect();
         format!(
             "\"{field}\" is not an RFC 3339 timestamp ({}): {reason}",
-            quote(&text)
+            quote(text)
         )
     })?;
     // Go's zero time, in whatever offset it was written: Alertmanager's "unset".
@@ -271,7 +327,7 @@ pub(crate) fn optional_timestamp(
         return Ok(None);
     }
     if timestamp.as_second() < GO_ZERO_TIME_SECONDS {
-        return Err(format!("\"{field}\" {} is before the year 1", quote(&text)));
+        return Err(format!("\"{field}\" {} is before the year 1", quote(text)));
     }
     Ok(Some(timestamp))
 }
@@ -449,13 +505,13 @@ mod tests {
     #[test]
     fn nul_in_identifiers_is_refused() {
         let fields = json!({"fingerprint": "ab\0cd", "ok": "abcd"});
-        let Value::Object(fields) = fields else {
+        let Value::Object(mut fields) = fields else {
             unreachable!()
         };
-        let error = identifier(&fields, "fingerprint").expect_err("NUL");
+        let error = identifier(&mut fields, "fingerprint").expect_err("NUL");
         assert!(error.contains("NUL"), "{error}");
-        assert_eq!(identifier(&fields, "ok"), Ok(Some("abcd".to_owned())));
-        assert_eq!(identifier(&fields, "missing"), Ok(None));
+        assert_eq!(identifier(&mut fields, "ok"), Ok(Some("abcd".to_owned())));
+        assert_eq!(identifier(&mut fields, "missing"), Ok(None));
     }
 
     #[test]

@@ -46,8 +46,8 @@ use serde_json::{Map, Value};
 
 use crate::alert::{Alert, AlertStatus, Classification};
 use crate::ingest::{
-    IngestError, IngestProblem, alert_position, alerts_array, common_alert, identifier, kind,
-    parse_object, target,
+    IngestError, alert_object, common_alert, identifier, kind, parse_object, read_alerts,
+    take_alerts, target,
 };
 
 const STATUSES: [(&str, AlertStatus); 4] = [
@@ -66,30 +66,16 @@ pub struct NativeRequest {
 
 /// Parses a native API body. Any invalid alert refuses the whole request.
 pub fn parse(body: &[u8]) -> Result<NativeRequest, IngestError> {
-    let request = parse_object(body)?;
+    let mut request = parse_object(body)?;
     let target = target(&request)?;
-    let alerts = alerts_array(&request)?
-        .iter()
-        .enumerate()
-        .map(|(index, alert)| {
-            native_alert(alert).map_err(|detail| {
-                IngestError::new(
-                    IngestProblem::InvalidAlert,
-                    format!("{}: {detail}", alert_position(index, alert)),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let alerts = read_alerts(body, take_alerts(&mut request)?, native_alert)?;
     Ok(NativeRequest { target, alerts })
 }
 
-fn native_alert(value: &Value) -> Result<Alert, String> {
-    let mut alert = common_alert(value, &STATUSES)?;
-    // `common_alert` has checked that the alert is an object.
-    let Value::Object(fields) = value else {
-        return Ok(alert);
-    };
-    if let Some(key) = identifier(fields, "dedup_key")? {
+fn native_alert(value: Value) -> Result<Alert, String> {
+    let mut fields = alert_object(value)?;
+    let mut alert = common_alert(&mut fields, &STATUSES)?;
+    if let Some(key) = identifier(&mut fields, "dedup_key")? {
         alert.dedup_key =
             Some(DedupKey::new(key).map_err(|e| format!("\"dedup_key\" is invalid: {e}"))?);
     }
