@@ -21,9 +21,13 @@ pub fn group_dedup_key(group_key: &str) -> DedupKey {
     hex_key(group_key)
 }
 
-/// Lowercase hex SHA-256 of `data`.
+/// Lowercase hex SHA-256 of `data`. Two per alert (its key and its payload's hash): written
+/// into a fixed buffer, not collected character by character as `hex::encode` does.
 pub fn sha256_hex(data: impl AsRef<[u8]>) -> String {
-    hex::encode(Sha256::digest(data.as_ref()))
+    let mut text = [0u8; 64];
+    // Cannot fail: a digest of 32 bytes fills exactly 64 hex digits, all ASCII.
+    let _ = hex::encode_to_slice(Sha256::digest(data.as_ref()), &mut text);
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// A label set as Prometheus writes it: `{alertname="DiskFull",instance="db-1:9100"}`, sorted

@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 
 use pagerduty_events::{AlertEvent, ChangeEvent, DedupKey, Severity, Source, Summary, Trigger};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::alert::{Alert, AlertStatus, Classification, GroupContext};
@@ -367,42 +366,31 @@ struct Texts {
 /// out: each peer of an Alertmanager HA set sends the same alert with its own, and the same
 /// alert from two peers must not count as a change (it would be triggered again).
 ///
-/// The links are set aside while the event is serialized, then put back, rather than hashing
-/// a copy of the trigger: a copy per alert (custom details and all) costs more than the hash.
+/// The silence links are set aside while the event is serialized, then put back where they
+/// were, rather than hashing a copy of the trigger or of its links: a copy per alert costs
+/// more than the hash. The JSON is written into one buffer and hashed at once: written
+/// straight into the hash, it went in as many small updates as it has tokens.
 fn payload_hash(event: &mut AlertEvent) -> String {
     let is_silence =
         |link: &pagerduty_events::Link| link.text.as_deref() == Some(links::SILENCE_LINK_TEXT);
-    let all_links = match event {
-        AlertEvent::Trigger(trigger) if trigger.links.iter().any(is_silence) => {
-            let all = trigger.links.clone();
-            trigger.links.retain(|link| !is_silence(link));
-            Some(all)
+    // (position, link), last first.
+    let mut set_aside = Vec::new();
+    if let AlertEvent::Trigger(trigger) = event {
+        for index in (0..trigger.links.len()).rev() {
+            if is_silence(&trigger.links[index]) {
+                set_aside.push((index, trigger.links.remove(index)));
+            }
         }
-        _ => None,
-    };
-    // Serialized straight into the hash: no copy of the JSON is kept. Serializing an event
-    // cannot fail (all its map keys are strings), nor can writing into a hash.
-    let mut hasher = Hashing(Sha256::new());
-    let _ = serde_json::to_writer(&mut hasher, &*event);
-    let hash = hex::encode(hasher.0.finalize());
-    if let (Some(all), AlertEvent::Trigger(trigger)) = (all_links, event) {
-        trigger.links = all;
     }
-    hash
-}
-
-/// A SHA-256 that JSON is written into.
-struct Hashing(Sha256);
-
-impl std::io::Write for Hashing {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
+    // Serializing an event cannot fail: all its map keys are strings.
+    let mut json = Vec::with_capacity(2048);
+    let _ = serde_json::to_writer(&mut json, &*event);
+    if let AlertEvent::Trigger(trigger) = event {
+        for (index, link) in set_aside.into_iter().rev() {
+            trigger.links.insert(index, link);
+        }
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    dedup::sha256_hex(&json)
 }
 
 /// Only reached for an alert without `alertname` and without summary text, which ingest
