@@ -8,8 +8,9 @@
 //! derived with serde, so that every refusal can name the alert (by index and `alertname`) and
 //! the field at fault. The alerts are taken apart as they are read: their labels, annotations
 //! and texts move out of the parsed tree into the [`Alert`], not copied (a copy of each
-//! string, and the tree's own dropped beside it, was a good part of parsing a webhook). A request is all or nothing: one invalid alert refuses the whole request,
-//! so a sender never has to guess which of its alerts were taken.
+//! string, and the tree's own dropped beside it, was a good part of parsing a webhook). A
+//! request is all or nothing: one invalid alert refuses the whole request, so a sender never
+//! has to guess which of its alerts were taken.
 //!
 //! [`Alert`]: crate::alert::Alert
 
@@ -167,9 +168,10 @@ pub(crate) fn read_alerts(
         .collect()
 }
 
-/// The fields the Alertmanager webhook and the native API share, read from one alert object.
-/// `statuses` are the accepted `status` values of the door. Errors are relative to the alert
-/// (the caller prefixes its position).
+/// The fields the Alertmanager webhook and the native API share, read from one alert object:
+/// the members it keeps (labels, annotations, `generatorURL`, `fingerprint`) are moved out of
+/// `fields`, the rest left for the door's own. `statuses` are the accepted `status` values of
+/// the door. Errors are relative to the alert (the caller prefixes its position).
 pub(crate) fn common_alert(
     fields: &mut Map<String, Value>,
     statuses: &[(&str, AlertStatus)],
