@@ -269,7 +269,7 @@ fn optional_str<'a>(
     match fields.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
-        Some(other) => Err(format!("\"{field}\" must be a string, not {}", kind(other))),
+        Some(other) => Err(not_a_string(field, other)),
     }
 }
 
@@ -278,11 +278,15 @@ pub(crate) fn take_string(
     fields: &mut Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, String> {
-    optional_str(fields, field)?;
-    Ok(match fields.remove(field) {
-        Some(Value::String(text)) => Some(text),
-        _ => None,
-    })
+    match fields.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(not_a_string(field, &other)),
+    }
+}
+
+fn not_a_string(field: &str, value: &Value) -> String {
+    format!("\"{field}\" must be a string, not {}", kind(value))
 }
 
 /// An optional string that the bridge keeps as a key of its own (a fingerprint, a caller's
