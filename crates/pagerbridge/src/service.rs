@@ -92,6 +92,12 @@ pub async fn run(
     )?;
     delivery.follow(registry.clone(), base_lane);
     let waker = delivery.waker();
+    // A lane may send an event as soon as it is committed, while its flush to disk is still
+    // under way (the sender's 2xx waits for the flush; see `Outbox::on_commit`).
+    store.on_commit(Arc::new({
+        let waker = waker.clone();
+        move |target: &str| waker.wake(target)
+    }));
     let pipeline = Arc::new(Pipeline::new(
         Planner::over(registry.clone()),
         store.clone(),

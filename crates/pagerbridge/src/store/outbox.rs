@@ -2,6 +2,7 @@
 //! takes them. What a lane reads and writes while it delivers.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -89,9 +90,20 @@ pub struct LaneStats {
     pub oldest_pending_accepted_at: Option<Timestamp>,
 }
 
+/// Called with the target of newly queued events as soon as they are committed: see
+/// [`Outbox::on_commit`].
+pub type CommitHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The queue of events to deliver, and the incident state `accept` checks them against.
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
+    /// Has `hook` called with each target that has new events, once per commit, as soon as
+    /// readers can see them: for a store whose `accept` makes its commit durable after it is
+    /// visible (SQLite), so that a lane can send while the disk flushes, the sender's 2xx
+    /// still waiting for it. A store whose commits are durable when visible need not call it
+    /// (the default): `accept`'s caller wakes the lanes when it returns. Set once, at startup.
+    fn on_commit(&self, _hook: CommitHook) {}
+
     /// Commits the events of one request in one transaction, applying the suppression rules
     /// against incident state and updating it. Returns one [`Acceptance`] per event, in order.
     async fn accept(

@@ -1,10 +1,13 @@
 //! The embedded SQLite store: one file, zero setup, the default.
 //!
 //! Durability settings are the point: WAL journal with `synchronous=FULL`, so a transaction
-//! that returned is on disk and survives `kill -9` or power loss. The bookkeeping of sends
-//! (budget slots, delivered and failed events) alone commits without an fsync, which still
-//! survives `kill -9` (see [`SqliteStore::relaxed_connection`]): no fsync stands between an
-//! accepted alert's commit and its request to PagerDuty. One connection does every write:
+//! that returned is on disk and survives `kill -9` or power loss. Accepts commit without the
+//! fsync and are answered only once [`Wal::flush_for`] has flushed the WAL, on another thread
+//! while the writer commits the next batch; their lanes hear of them at the commit, so a send
+//! can overlap the flush ([`Outbox::on_commit`]). The bookkeeping of sends (budget slots,
+//! delivered and failed events) commits without an fsync, which still survives `kill -9` (see
+//! [`SqliteStore::relaxed_connection`]): no fsync stands between an accepted alert's commit and
+//! its request to PagerDuty. One connection does every write:
 //! SQLite admits one writer at a time anyway, and a single connection rules out `SQLITE_BUSY`
 //! between our own transactions. Accepts that arrive together share one commit
 //! ([`super::group_commit`]). The reads on the path of an alert (an ingest's fingerprint
@@ -12,10 +15,10 @@
 //! mode a reader sees every commit made before it starts and waits for no writer, so a
 //! request formats while another's commit is under way instead of queuing behind its fsync.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,11 +40,12 @@ use super::rows::{
     lane_stats_from_row, notice_from_row, queued_from_row,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
+use super::wal_flush::Wal;
 use super::{
-    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, LaneStats, NewEvent,
-    Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget,
-    StoreError, severity_rank, to_millis,
+    Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, CommitHook, DeadLetter,
+    DeadLetterFilter, DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents,
+    LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -77,6 +81,8 @@ pub struct SqliteStore {
     relaxed: Arc<AtomicBool>,
     /// `accept`s go through one writer, so that requests arriving together share a commit.
     accepts: GroupCommit<AcceptJob<Packed>, AcceptResult>,
+    /// Told of each accept's commit before it is flushed ([`Outbox::on_commit`]).
+    committed: Arc<Committed>,
     /// WAL checkpoints on a connection of their own, until the last clone is dropped.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -111,6 +117,7 @@ impl SqliteStore {
         // The checkpointer's connection is opened once the file exists in WAL mode and is
         // migrated: two connections creating it at once could collide.
         let checkpointer_options = options.clone().create_if_missing(false);
+        let database = options.get_filename().to_owned();
         // `query_only`: a reader that tried to write would fail, not take the write lock. A
         // 2 MiB page cache each, not the writer's 16: their reads are point lookups, and
         // memory must stay flat under a backlog of a million events.
@@ -181,20 +188,32 @@ impl SqliteStore {
                 async move { relax(&pool, &relaxed).await }
             }
         });
-        let accepts = GroupCommit::spawn({
-            let pool = pool.clone();
-            move |jobs| {
-                let pool = pool.clone();
-                async move {
-                    accept_jobs::together_or_alone!(jobs, |batch| Self::accept_batch(&pool, batch))
+        let wal = Arc::new(Wal::beside(&database));
+        let committed = Arc::new(Committed::default());
+        let accepts = GroupCommit::spawn_durable(
+            {
+                let (pool, relaxed, committed) = (pool.clone(), relaxed.clone(), committed.clone());
+                move |jobs| {
+                    let (pool, relaxed, committed) =
+                        (pool.clone(), relaxed.clone(), committed.clone());
+                    async move {
+                        accept_jobs::together_or_alone!(jobs, |batch| Self::accept_batch(
+                            &pool, &relaxed, &committed, batch
+                        ))
+                    }
                 }
-            }
-        });
+            },
+            move |results| {
+                let wal = wal.clone();
+                async move { wal.flush_for(results).await }
+            },
+        );
         Ok(Self {
             pool,
             readers,
             relaxed,
             accepts,
+            committed,
             _checkpointer: Arc::new(checkpointer),
         })
     }
@@ -226,17 +245,31 @@ impl SqliteStore {
     /// The events of `jobs` in one transaction, in four round trips to SQLite's thread
     /// whatever their number (begin, the incidents loaded, the rows written, commit): the
     /// answer of each job.
+    ///
+    /// The commit skips its fsync (`synchronous = NORMAL`): the group commit answers no job
+    /// before [`Wal::flush_for`] has made it durable, and commits the next batch meanwhile.
+    /// `committed` hears of the targets with new events right after the commit, before the
+    /// flush: their lanes can send meanwhile.
     async fn accept_batch(
         pool: &SqlitePool,
+        relaxed: &AtomicBool,
+        committed: &Committed,
         jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
-        let mut tx = pool.begin().await?;
+        let mut conn = relax(pool, relaxed).await?;
+        let mut tx = conn.begin().await?;
         let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
         let created = decider.created_by_status();
         let ids = Self::write_accepted(&mut tx, &queued, &decider.into_changed(), created).await?;
         tx.commit().await?;
+        if let Some(hook) = committed.0.get() {
+            let targets: BTreeSet<&str> = queued.iter().map(|q| q.event.target.as_str()).collect();
+            for target in targets {
+                hook(target);
+            }
+        }
         accept_jobs::answers(verdicts, ids)
     }
 
@@ -373,6 +406,22 @@ impl SqliteStore {
     }
 }
 
+/// The store's [`CommitHook`], once [`Outbox::on_commit`] has set it.
+#[derive(Default)]
+struct Committed(OnceLock<CommitHook>);
+
+impl std::fmt::Debug for Committed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Committed")
+            .field(&if self.0.get().is_some() {
+                "set"
+            } else {
+                "unset"
+            })
+            .finish()
+    }
+}
+
 /// The writer's connection with `synchronous = NORMAL` until released
 /// ([`SqliteStore::relaxed_connection`]); `relaxed` is the store's flag that has it set back.
 async fn relax(
@@ -451,6 +500,12 @@ fn id_list(ids: &[i64]) -> String {
 
 #[async_trait]
 impl Outbox for SqliteStore {
+    fn on_commit(&self, hook: CommitHook) {
+        if self.committed.0.set(hook).is_err() {
+            tracing::warn!("a second commit hook was ignored: the store has one already");
+        }
+    }
+
     async fn accept(
         &self,
         events: Vec<NewEvent>,
@@ -948,6 +1003,42 @@ mod tests {
             condition: super::super::Condition::Always,
             source: None,
         }
+    }
+
+    /// The commit hook hears of each target with newly queued events once per commit, and
+    /// of nothing when everything was suppressed.
+    #[tokio::test]
+    async fn the_commit_hook_hears_of_each_target_with_queued_events() {
+        let (_dir, store) = open_temporary().await;
+        let heard = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        store.on_commit(Arc::new({
+            let heard = heard.clone();
+            move |target: &str| heard.lock().expect("lock").push(target.to_owned())
+        }));
+        let on = |target: &str, key: &str| NewEvent {
+            target: target.to_owned(),
+            payload_hash: Some("same".to_owned()),
+            ..trigger(key, serde_json::json!({"event_action": "trigger"}))
+        };
+        let policy = SuppressionPolicy::default();
+        let events = vec![on("b", "1"), on("a", "2"), on("b", "3")];
+        let accepted = store
+            .accept(events, &policy, Timestamp::now())
+            .await
+            .expect("accept");
+        assert!(
+            accepted
+                .iter()
+                .all(|a| matches!(a, Acceptance::Queued { .. }))
+        );
+        assert_eq!(*heard.lock().expect("lock"), ["a", "b"]);
+        // The same trigger again is suppressed: nothing new for any lane.
+        let again = store
+            .accept(vec![on("a", "2")], &policy, Timestamp::now())
+            .await
+            .expect("accept");
+        assert!(matches!(again.as_slice(), [Acceptance::Suppressed { .. }]));
+        assert_eq!(heard.lock().expect("lock").len(), 2);
     }
 
     /// The outbox holds an event's JSON and its alert's as LZ4 blocks, smaller than the text,
