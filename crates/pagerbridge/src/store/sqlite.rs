@@ -436,6 +436,23 @@ async fn relax(
     Ok(conn)
 }
 
+/// [`Outbox::mark_delivered`]: `?1` the event's id, `?2` now, `?3` the reason for an older
+/// pending event put back to dead. The send is noted on the incident. Older dead letters of
+/// the incident are superseded now (see `DeadLetters::replay`). An older *pending* event
+/// exists only if it was replayed while this one was in flight: sending it now would regress
+/// PagerDuty, so it goes back to dead. Then the event's row goes.
+const MARK_DELIVERED: &str = "
+    UPDATE incidents SET last_sent_at = ?2
+     WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1);
+    UPDATE outbox SET superseded_by = ?1
+     WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1)
+       AND status = 'dead' AND status <> 'pending' AND id < ?1;
+    UPDATE outbox SET status = 'dead', superseded_by = ?1, dead_at = ?2, dead_reason = ?3,
+                      dead_notified_at = ?2
+     WHERE (target, chain, dedup_key) IN (SELECT target, chain, dedup_key FROM outbox WHERE id = ?1)
+       AND status = 'pending' AND id < ?1;
+    DELETE FROM outbox WHERE id = ?1;";
+
 /// [`SendBudget::take_budget`] when the window has room and the fence holds, as one query:
 /// the slots that left the window deleted, then one taken, atomically with both checks (one
 /// statement; the fence's condition is `leases::FENCE_HOLDS`'s). `?1` budget, `?2` the
@@ -565,46 +582,15 @@ impl Outbox for SqliteStore {
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
         let mut conn = self.relaxed_connection().await?;
         let mut tx = conn.begin().await?;
-        let incident: Option<(String, Option<String>, Option<i64>)> =
-            sqlx::query_as("DELETE FROM outbox WHERE id = ? RETURNING target, dedup_key, chain")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((target, Some(dedup_key), chain)) = incident {
-            sqlx::query("UPDATE incidents SET last_sent_at = ? WHERE target = ? AND dedup_key = ?")
-                .bind(to_millis(now))
-                .bind(&target)
-                .bind(&dedup_key)
-                .execute(&mut *tx)
-                .await?;
-            // Older dead letters of the incident are superseded now (see `DeadLetters::replay`). An
-            // older *pending* event exists only if it was replayed while this one was in
-            // flight: sending it now would regress PagerDuty, so it goes back to dead.
-            sqlx::query(
-                "UPDATE outbox SET superseded_by = ?1
-                 WHERE target = ?2 AND dedup_key = ?3 AND status = 'dead'
-                   AND status <> 'pending' AND id < ?1",
-            )
+        // One round trip to SQLite's thread for all four statements (the writer is held
+        // meanwhile, and the next accept may be waiting for it). The event's incident is read
+        // from its row before the row goes; a change event (no dedup key) matches nothing.
+        sqlx::query(MARK_DELIVERED)
             .bind(id)
-            .bind(&target)
-            .bind(&dedup_key)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE outbox SET status = 'dead', superseded_by = ?1, dead_at = ?4,
-                        dead_reason = ?5, dead_notified_at = ?4
-                 WHERE target = ?2 AND chain = ?6 AND dedup_key = ?3 AND status = 'pending'
-                   AND id < ?1",
-            )
-            .bind(id)
-            .bind(&target)
-            .bind(&dedup_key)
             .bind(to_millis(now))
             .bind(SUPERSEDED_IN_FLIGHT)
-            .bind(chain)
             .execute(&mut *tx)
             .await?;
-        }
         tx.commit().await?;
         Ok(())
     }
