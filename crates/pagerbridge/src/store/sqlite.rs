@@ -256,8 +256,8 @@ impl SqliteStore {
         committed: &Committed,
         jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
-        let mut conn = relax(pool, relaxed).await?;
-        let mut tx = conn.begin().await?;
+        let mut conn = relaxing(pool, relaxed).await?;
+        let mut tx = conn.begin_with(RELAX_AND_BEGIN).await?;
         let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
@@ -428,11 +428,27 @@ async fn relax(
     pool: &SqlitePool,
     relaxed: &AtomicBool,
 ) -> Result<PoolConnection<Sqlite>, StoreError> {
-    let mut conn = pool.acquire().await?;
+    let mut conn = relaxing(pool, relaxed).await?;
+    sqlx::query(RELAX).execute(&mut *conn).await?;
+    Ok(conn)
+}
+
+/// [`RELAX`], then `BEGIN`: for `begin_with`, which runs both in one round trip.
+const RELAX_AND_BEGIN: &str = "PRAGMA synchronous = NORMAL; BEGIN";
+
+/// Sets the connection's `synchronous` to NORMAL: a user of [`relaxing`] runs it with its first
+/// statement, in one query, to save a round trip to SQLite's thread on the page path.
+const RELAX: &str = "PRAGMA synchronous = NORMAL";
+
+/// The writer's connection, flagged to go back to FULL when released, for a user that
+/// relaxes it in its first query ([`RELAX`] before its own statements). One that forgot would
+/// only fsync its commits.
+async fn relaxing(
+    pool: &SqlitePool,
+    relaxed: &AtomicBool,
+) -> Result<PoolConnection<Sqlite>, StoreError> {
+    let conn = pool.acquire().await?;
     relaxed.store(true, Ordering::SeqCst);
-    sqlx::query("PRAGMA synchronous = NORMAL")
-        .execute(&mut *conn)
-        .await?;
     Ok(conn)
 }
 
@@ -458,8 +474,9 @@ const MARK_DELIVERED: &str = "
 /// statement; the fence's condition is `leases::FENCE_HOLDS`'s). `?1` budget, `?2` the
 /// window's start, `?3` the new slot's time, `?4` the limit, `?5`–`?7` the fence's lease name,
 /// owner and epoch (all NULL without a fence), `?8` now. Returns the slot, or no row when
-/// either check failed.
-const TAKE_BUDGET_SLOT: &str = "DELETE FROM budget_sends WHERE budget = ?1 AND sent_at < ?2;
+/// either check failed. It relaxes the connection first ([`relaxing`]).
+const TAKE_BUDGET_SLOT: &str = "PRAGMA synchronous = NORMAL;
+     DELETE FROM budget_sends WHERE budget = ?1 AND sent_at < ?2;
      INSERT INTO budget_sends (budget, sent_at)
      SELECT ?1, ?3
       WHERE (SELECT COUNT(*) FROM budget_sends WHERE budget = ?1) < ?4
@@ -580,8 +597,8 @@ impl Outbox for SqliteStore {
     }
 
     async fn mark_delivered(&self, id: i64, now: Timestamp) -> Result<(), StoreError> {
-        let mut conn = self.relaxed_connection().await?;
-        let mut tx = conn.begin().await?;
+        let mut conn = relaxing(&self.pool, &self.relaxed).await?;
+        let mut tx = conn.begin_with(RELAX_AND_BEGIN).await?;
         // One round trip to SQLite's thread for all four statements (the writer is held
         // meanwhile, and the next accept may be waiting for it). The event's incident is read
         // from its row before the row goes; a change event (no dedup key) matches nothing.
@@ -681,7 +698,7 @@ impl SendBudget for SqliteStore {
         now: Timestamp,
     ) -> Result<BudgetDecision, StoreError> {
         let since = budget::window_start(now, window);
-        let mut conn = self.relaxed_connection().await?;
+        let mut conn = relaxing(&self.pool, &self.relaxed).await?;
         // A slot granted in one round trip to SQLite's thread (a send waits for it); a slot
         // exactly one window old still counts, erring on the side of PagerDuty's limit.
         let (name, owner, epoch) = match fence {
@@ -1234,6 +1251,19 @@ mod tests {
             .await
             .expect("pragma");
         assert_eq!(inside, 1);
+        drop(conn);
+        assert_eq!(synchronous(&store).await, 2, "FULL again once released");
+        // Relaxed in the same round trip as `BEGIN` (accepts, delivered events).
+        let mut conn = relaxing(&store.pool, &store.relaxed)
+            .await
+            .expect("relaxing");
+        let mut tx = conn.begin_with(RELAX_AND_BEGIN).await.expect("begin");
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("pragma");
+        assert_eq!(inside, 1);
+        tx.commit().await.expect("commit");
         drop(conn);
         assert_eq!(synchronous(&store).await, 2, "FULL again once released");
         let key =
