@@ -182,10 +182,12 @@ impl SqliteStore {
             .connect_lazy_with(reader_options);
         let checkpointer = Checkpointer::spawn(checkpointer_options, {
             let (pool, relaxed) = (pool.clone(), relaxed.clone());
-            // Relaxed: the new WAL header's fsync is SQLite's own; the row needs none.
+            // The restart's statement relaxes the connection itself (the row needs no fsync,
+            // nor, mostly, the new WAL header: see `checkpointer::RESTART_WAL_UNSYNCED`); it
+            // goes back to FULL when released.
             move || {
                 let (pool, relaxed) = (pool.clone(), relaxed.clone());
-                async move { relax(&pool, &relaxed).await }
+                async move { relaxing(&pool, &relaxed).await }
             }
         });
         let wal = Arc::new(Wal::beside(&database));
