@@ -195,20 +195,11 @@ mod tests {
         std::fs::read(wal).expect("the WAL")[16..24].to_vec()
     }
 
-    async fn write(pool: &SqlitePool) {
-        sqlx::query("INSERT INTO t (x) VALUES (randomblob(100))")
-            .execute(pool)
-            .await
-            .expect("insert");
-    }
-
-    #[tokio::test]
-    async fn a_complete_checkpoint_starts_the_wal_over_so_that_the_next_write_does_not() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("db");
-        let wal_path = dir.path().join("db-wal");
+    /// A WAL database `db` in `dir` with the restart's table and a table `t` to write to, and
+    /// a pool of one connection to write with.
+    async fn database(dir: &tempfile::TempDir) -> (SqliteConnectOptions, SqlitePool) {
         let options = SqliteConnectOptions::new()
-            .filename(&path)
+            .filename(dir.path().join("db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
         let writer = SqlitePoolOptions::new()
@@ -224,6 +215,21 @@ mod tests {
         .execute(&writer)
         .await
         .expect("schema");
+        (options, writer)
+    }
+
+    async fn write(pool: &SqlitePool) {
+        sqlx::query("INSERT INTO t (x) VALUES (randomblob(100))")
+            .execute(pool)
+            .await
+            .expect("insert");
+    }
+
+    #[tokio::test]
+    async fn a_complete_checkpoint_starts_the_wal_over_so_that_the_next_write_does_not() {
+        let dir = tempfile::tempdir().expect("dir");
+        let wal_path = dir.path().join("db-wal");
+        let (options, writer) = database(&dir).await;
         let acquire = || {
             let writer = writer.clone();
             async move { Ok(writer.acquire().await?) }
@@ -304,23 +310,7 @@ mod tests {
     #[tokio::test]
     async fn the_restart_skips_its_fsync_only_on_a_wal_under_the_writers_threshold() {
         let dir = tempfile::tempdir().expect("dir");
-        let options = SqliteConnectOptions::new()
-            .filename(dir.path().join("db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .expect("writer");
-        sqlx::query(
-            "CREATE TABLE wal_restart (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
-             INSERT INTO wal_restart (id, n) VALUES (1, 0);
-             CREATE TABLE t (x BLOB)",
-        )
-        .execute(&writer)
-        .await
-        .expect("schema");
+        let (options, writer) = database(&dir).await;
         let acquire = || {
             let writer = writer.clone();
             async move { Ok(writer.acquire().await?) }

@@ -205,10 +205,7 @@ impl SqliteStore {
                     }
                 }
             },
-            move |results| {
-                let wal = wal.clone();
-                async move { wal.flush_for(results).await }
-            },
+            move |results| wal.flush_for(results),
         );
         Ok(Self {
             pool,

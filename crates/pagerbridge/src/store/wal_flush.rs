@@ -1,8 +1,8 @@
 //! The fsync of an accept's commit, made apart from the commit (SQLite).
 //!
 //! An accept commits with `synchronous = NORMAL`: SQLite writes the transaction's frames to the
-//! WAL file and returns without an fsync. [`Wal::flush_for`] then fsyncs the WAL file on a
-//! blocking thread while the group commit's writer goes on with the next batch, and only then
+//! WAL file and returns without an fsync. [`Wal::flush_for`] then fsyncs the WAL file on the
+//! group commit's flush thread while its writer goes on with the next batch, and only then
 //! are the batch's callers answered (their 2xx). What that changes is when the disk works, not
 //! what is promised: a caller still hears of its events only once they are on disk; the
 //! writer's CPU and the disk's flush overlap instead of taking turns.
@@ -47,15 +47,12 @@ impl Wal {
     /// failed commit answers is its own error already). A flush that fails leaves it unknown
     /// what reached the disk: the callers hear an error and retry, and the events already
     /// committed may be sent twice, which PagerDuty's dedup key absorbs.
-    pub(super) async fn flush_for(&self, results: Vec<AcceptResult>) -> Vec<AcceptResult> {
+    pub(super) fn flush_for(&self, results: Vec<AcceptResult>) -> Vec<AcceptResult> {
         // Only failed jobs: nothing of theirs was committed, so there is nothing to flush.
         if results.iter().all(Result::is_err) {
             return results;
         }
-        let (database, wal) = (self.database.clone(), self.wal.clone());
-        let flushed = tokio::task::spawn_blocking(move || flush(&wal, &database))
-            .await
-            .unwrap_or_else(|joined| Err(io::Error::other(joined)));
+        let flushed = flush(&self.wal, &self.database);
         match flushed {
             Ok(()) => results,
             Err(error) => {
@@ -102,8 +99,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_flush_that_fails_answers_an_error_for_every_committed_job() {
+    #[test]
+    fn a_flush_that_fails_answers_an_error_for_every_committed_job() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Neither file exists: the flush cannot open either.
         let wal = Wal::beside(&dir.path().join("missing.db"));
@@ -112,7 +109,7 @@ mod tests {
             Err(StoreError::Corrupt("its own error".into())),
             Ok(Vec::new()),
         ];
-        let answered = wal.flush_for(results).await;
+        let answered = wal.flush_for(results);
         assert_eq!(answered.len(), 3);
         for (i, answer) in answered.iter().enumerate() {
             let error = answer
@@ -127,20 +124,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_flush_of_a_wal_answers_the_results() {
+    #[test]
+    fn a_flush_of_a_wal_answers_the_results() {
         let dir = tempfile::tempdir().expect("tempdir");
         let database = dir.path().join("p.db");
         std::fs::write(&database, b"").expect("database");
         std::fs::write(dir.path().join("p.db-wal"), b"frames").expect("wal");
         let wal = Wal::beside(&database);
-        let answered = wal
-            .flush_for(vec![Ok(vec![Acceptance::Queued { id: 7 }])])
-            .await;
+        let answered = wal.flush_for(vec![Ok(vec![Acceptance::Queued { id: 7 }])]);
         assert!(matches!(answered.as_slice(), [Ok(acceptances)] if acceptances.len() == 1));
         // No WAL: the database file is flushed instead, and the results stand.
         std::fs::remove_file(dir.path().join("p.db-wal")).expect("remove");
-        let answered = wal.flush_for(vec![Ok(Vec::new())]).await;
+        let answered = wal.flush_for(vec![Ok(Vec::new())]);
         assert!(matches!(answered.as_slice(), [Ok(_)]));
     }
 }
