@@ -5,8 +5,8 @@
 //! commits a batch.
 //!
 //! A store whose commit can return before its fsync (SQLite with `synchronous = NORMAL`) can
-//! also pipeline the flush, as databases do: the writer commits the next batch while another
-//! task makes the previous ones durable, one flush for every batch committed before it
+//! also pipeline the flush, as databases do: the writer commits the next batch while a
+//! thread makes the previous one durable, one flush for every batch committed before it
 //! began, and only then are their callers answered ([`GroupCommit::spawn_durable`]). The
 //! writer's work and the disk's then overlap instead of taking turns.
 
@@ -72,12 +72,13 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
         Self { queue }
     }
 
-    /// Starts one writer whose `commit` returns before its batch is durable, and a second
-    /// task that makes committed batches durable with `durable` before their callers hear of
-    /// them. The writer commits a batch while the one before is flushed, and waits for that
-    /// flush before it commits another. `durable` takes the results of every batch committed since its last call (in
-    /// commit order) and gives back what to answer: the same results once flushed, or errors
-    /// if the flush failed. Batches are committed, flushed and answered in arrival order.
+    /// Starts one writer whose `commit` returns before its batch is durable, and a thread
+    /// that makes committed batches durable with `durable` before their callers hear of them.
+    /// The writer commits a batch while the one before is flushed, and waits for that flush
+    /// before it commits another. `durable` (which may block) takes the results of every
+    /// batch committed since its last call, in commit order, and gives back what to answer:
+    /// the same results once flushed, or errors if the flush failed. Batches are committed,
+    /// flushed and answered in arrival order.
     pub(super) fn spawn_durable<F, Fut, D>(commit: F, durable: D) -> Self
     where
         F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
@@ -87,9 +88,8 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
         let (queue, mut jobs) = mpsc::unbounded_channel::<(J, oneshot::Sender<R>)>();
         let (committed, mut to_flush) = mpsc::unbounded_channel::<Committed<R>>();
         // One batch flushing and one committing, no more: the writer would otherwise commit
-        // every few jobs that queue during a flush on their own, and many small commits write
-        // more than a few large ones (a burst of 1,000 single-alert requests answered about
-        // 15 % later at p99, measured with the load example).
+        // each few jobs that queue during a flush on their own, and many small commits write
+        // more pages than a few large ones. Under a burst, jobs queue up while it waits.
         let in_flight = Arc::new(Semaphore::new(2));
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_JOBS);
