@@ -82,7 +82,7 @@ pub struct SqliteStore {
     /// `accept`s go through one writer, so that requests arriving together share a commit.
     accepts: GroupCommit<AcceptJob<Packed>, AcceptResult>,
     /// Told of each accept's commit before it is flushed ([`Outbox::on_commit`]).
-    committed: Arc<Committed>,
+    committed: Arc<CommitHookCell>,
     /// WAL checkpoints on a connection of their own, until the last clone is dropped.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -190,8 +190,8 @@ impl SqliteStore {
                 async move { relaxing(&pool, &relaxed).await }
             }
         });
-        let wal = Arc::new(Wal::beside(&database));
-        let committed = Arc::new(Committed::default());
+        let wal = Wal::beside(&database);
+        let committed = Arc::new(CommitHookCell::default());
         let accepts = GroupCommit::spawn_durable(
             {
                 let (pool, relaxed, committed) = (pool.clone(), relaxed.clone(), committed.clone());
@@ -252,7 +252,7 @@ impl SqliteStore {
     async fn accept_batch(
         pool: &SqlitePool,
         relaxed: &AtomicBool,
-        committed: &Committed,
+        committed: &CommitHookCell,
         jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
         let mut conn = relaxing(pool, relaxed).await?;
@@ -407,11 +407,11 @@ impl SqliteStore {
 
 /// The store's [`CommitHook`], once [`Outbox::on_commit`] has set it.
 #[derive(Default)]
-struct Committed(OnceLock<CommitHook>);
+struct CommitHookCell(OnceLock<CommitHook>);
 
-impl std::fmt::Debug for Committed {
+impl std::fmt::Debug for CommitHookCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Committed")
+        f.debug_tuple("CommitHookCell")
             .field(&if self.0.get().is_some() {
                 "set"
             } else {
