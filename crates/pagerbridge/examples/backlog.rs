@@ -261,6 +261,7 @@ fn info_event(i: usize) -> anyhow::Result<NewEvent> {
         event: JsonText::of(&AlertEvent::Trigger(trigger))?,
         alert: Some(alert.into()),
         fingerprint: Some(format!("{i:016x}")),
+        labels_key: false,
         payload_hash: Some(format!("{i:064x}")),
         condition: Condition::Always,
         source: Some(IncidentSource::Api),

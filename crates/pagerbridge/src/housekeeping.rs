@@ -110,6 +110,7 @@ mod tests {
             event: serde_json::json!({}).into(),
             alert: None,
             fingerprint: None,
+            labels_key: false,
             payload_hash: None,
             condition: Condition::Always,
             source: None,

@@ -8,17 +8,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use pagerduty_events::ChangeEvent;
+use pagerduty_events::{ChangeEvent, DedupKey};
 use serde::Serialize;
 
 use crate::alert::{Alert, GroupContext};
 use crate::config::{self, Target};
 use crate::delivery::LaneWaker;
-use crate::format::{FormatError, FormatNote, Formatted, Outbound};
+use crate::format::{DedupMode, FormatError, FormatNote, Formatted, Outbound, alert_dedup_key};
 use crate::metrics::{Metrics, SourceLabel};
 use crate::store::{
-    Acceptance, Action, Condition, IncidentSource, JsonText, NewEvent, Store, StoreError,
-    SuppressionPolicy,
+    Acceptance, Action, Condition, FingerprintLookup, IncidentSource, JsonText, NewEvent, Store,
+    StoreError, SuppressionPolicy,
 };
 use crate::targets::{Snapshot, Targets};
 
@@ -112,6 +112,7 @@ impl Planner {
             formatted: Formatted {
                 event: Outbound::Change(event),
                 dedup_key: None,
+                labels_key: false,
                 severity: None,
                 payload_hash: None,
                 notes,
@@ -254,14 +255,34 @@ impl Pipeline {
             }
         }
         for (target, indexes) in wanted {
-            let fingerprints: Vec<&str> = indexes
-                .iter()
-                .filter_map(|&i| alerts[i].fingerprint.as_deref())
-                .collect();
-            let known = self
-                .store
-                .dedup_keys_for_fingerprints(target, &fingerprints)
-                .await?;
+            // An incident keyed by its alert's labels' key is not in the fingerprint index
+            // (`NewEvent::labels_key`). Under `dedup: alert` (the default) that key is what
+            // the alert gets anyway, so it matters only against another key the index holds
+            // for the fingerprint, which is rare: asked for only then, its hash computed only
+            // then.
+            let derives_labels_keys = targets
+                .formatter(target)
+                .is_some_and(|formatter| formatter.options().dedup == DedupMode::Alert);
+            let mut known = if derives_labels_keys {
+                self.remembered_keys(target, alerts, &indexes, false)
+                    .await?
+            } else {
+                HashMap::new()
+            };
+            if !derives_labels_keys || !known.is_empty() {
+                let both: Vec<usize> = indexes
+                    .iter()
+                    .copied()
+                    .filter(|&i| {
+                        !derives_labels_keys
+                            || alerts[i]
+                                .fingerprint
+                                .as_ref()
+                                .is_some_and(|fingerprint| known.contains_key(fingerprint))
+                    })
+                    .collect();
+                known.extend(self.remembered_keys(target, alerts, &both, true).await?);
+            }
             for i in indexes {
                 let alert = &mut alerts[i];
                 if let Some(key) = alert
@@ -275,6 +296,35 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+
+    /// The dedup keys last used for the fingerprints of `alerts[indexes]` on `target`, among
+    /// the keys the fingerprint index holds and, `with_labels_keys`, the alerts' labels' keys.
+    async fn remembered_keys(
+        &self,
+        target: &str,
+        alerts: &[Alert],
+        indexes: &[usize],
+        with_labels_keys: bool,
+    ) -> Result<HashMap<String, String>, PipelineError> {
+        let labels_keys: Vec<Option<DedupKey>> = indexes
+            .iter()
+            .map(|&i| with_labels_keys.then(|| alert_dedup_key(&alerts[i].labels)))
+            .collect();
+        let lookups: Vec<FingerprintLookup<'_>> = indexes
+            .iter()
+            .zip(&labels_keys)
+            .filter_map(|(&i, labels_key)| {
+                Some(FingerprintLookup {
+                    fingerprint: alerts[i].fingerprint.as_deref()?,
+                    labels_key: labels_key.as_ref().map(DedupKey::as_str),
+                })
+            })
+            .collect();
+        Ok(self
+            .store
+            .dedup_keys_for_fingerprints(target, &lookups)
+            .await?)
     }
 
     /// Accepts the planned events in one transaction, each queued only if `condition` holds;
@@ -387,8 +437,111 @@ pub fn new_event(plan: Planned) -> NewEvent {
         event: event.unwrap_or_else(|_| JsonText::empty_object()),
         alert: alert.as_ref().and_then(|a| JsonText::of(a).ok()),
         fingerprint: alert.and_then(|a| a.fingerprint),
+        labels_key: formatted.labels_key,
         payload_hash: formatted.payload_hash,
         condition: Condition::Always,
         source: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{AlertStatus, Labels};
+    use crate::config::{InlineKey, KeySource, RateLimit, SyncAction};
+    use crate::format::{FormatOptions, group_dedup_key};
+    use crate::store::sqlite::SqliteStore;
+
+    const KEY: &str = "0123456789abcdef0123456789abpipe"; // fake test key
+
+    fn pipeline(store: &Arc<dyn Store>, dedup: DedupMode) -> Pipeline {
+        let target = Target {
+            name: "default".to_owned(),
+            key_source: KeySource::Inline(InlineKey::new(KEY)),
+            matchers: Vec::new(),
+            format: FormatOptions {
+                dedup,
+                ..FormatOptions::default()
+            },
+            rate_limit: RateLimit::default(),
+            url: None,
+            on_silence: SyncAction::Acknowledge,
+            on_inhibit: SyncAction::None,
+        };
+        Pipeline::new(
+            Planner::new(vec![target]).expect("planner"),
+            store.clone(),
+            LaneWaker::default(),
+            Arc::new(Metrics::new()),
+            SuppressionPolicy::default(),
+        )
+    }
+
+    fn alert(name: &str, status: AlertStatus) -> Alert {
+        Alert {
+            status,
+            labels: [("alertname".to_owned(), name.to_owned())].into(),
+            annotations: Labels::new(),
+            starts_at: None,
+            ends_at: None,
+            generator_url: None,
+            fingerprint: Some(format!("fp-{name}")),
+            dedup_key: None,
+            classification: None,
+        }
+    }
+
+    fn group(key: &str) -> GroupContext {
+        GroupContext {
+            group_key: Some(key.to_owned()),
+            ..GroupContext::default()
+        }
+    }
+
+    /// What one webhook of one alert queued: (action, dedup key).
+    async fn send(pipeline: &Pipeline, alert: Alert, group: &GroupContext) -> (String, String) {
+        let store = pipeline.store.clone();
+        let before = store.pending(None, 1000).await.expect("pending").len();
+        let receipt = pipeline
+            .accept_alerts(IncidentSource::Alertmanager, vec![alert], group, None)
+            .await
+            .expect("accept");
+        assert_eq!(receipt.queued, 1, "{receipt:?}");
+        let pending = store.pending(None, 1000).await.expect("pending");
+        assert_eq!(pending.len(), before + 1);
+        let last = pending.iter().max_by_key(|e| e.id).expect("queued");
+        (
+            last.action.as_str().to_owned(),
+            last.dedup_key.clone().expect("key"),
+        )
+    }
+
+    /// A resolve reaches the incident its trigger opened after the target's `dedup` switched,
+    /// both ways: from the default (an incident keyed by its labels, which the fingerprint
+    /// index leaves out) to `group`, and from `group` (an incident the index holds) back.
+    #[tokio::test]
+    async fn a_resolve_follows_its_trigger_across_a_switch_of_dedup() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("pagerbridge.db"))
+                .await
+                .expect("open"),
+        );
+        let (by_alert, by_group) = (
+            pipeline(&store, DedupMode::Alert),
+            pipeline(&store, DedupMode::Group),
+        );
+
+        let labels_key = alert_dedup_key(&alert("A", AlertStatus::Firing).labels).to_string();
+        let trigger = send(&by_alert, alert("A", AlertStatus::Firing), &group("g1")).await;
+        assert_eq!(trigger, ("trigger".to_owned(), labels_key.clone()));
+        let resolve = send(&by_group, alert("A", AlertStatus::Resolved), &group("g1")).await;
+        assert_eq!(resolve, ("resolve".to_owned(), labels_key));
+
+        let group_key = group_dedup_key("g2").to_string();
+        let trigger = send(&by_group, alert("B", AlertStatus::Firing), &group("g2")).await;
+        assert_eq!(trigger, ("trigger".to_owned(), group_key.clone()));
+        let resolve = send(&by_alert, alert("B", AlertStatus::Resolved), &group("g2")).await;
+        assert_eq!(resolve, ("resolve".to_owned(), group_key));
     }
 }

@@ -48,6 +48,7 @@ fn info_event(i: usize) -> NewEvent {
             .into(),
         ),
         fingerprint: None,
+        labels_key: false,
         payload_hash: Some(format!("{i:064x}")),
         condition: Condition::Always,
         source: Some(IncidentSource::Api),

@@ -79,6 +79,7 @@ fn trigger(key: &str) -> NewEvent {
         event: serde_json::json!({"event_action": "trigger", "dedup_key": key}).into(),
         alert: None,
         fingerprint: Some(format!("fp-{key}")),
+        labels_key: false,
         payload_hash: Some("unchanged".to_owned()),
         condition: Condition::Always,
         source: None,

@@ -168,6 +168,7 @@ mod tests {
             target: target.to_owned(),
             dedup_key: key.to_owned(),
             fingerprint: Some(format!("fp-{key}")),
+            labels_key: false,
             status,
             last_payload_hash: None,
             last_trigger_at: Some(at(last_event)),

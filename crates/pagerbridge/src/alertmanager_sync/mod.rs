@@ -262,6 +262,7 @@ fn new_event(decision: &Decision) -> Option<NewEvent> {
         event: JsonText::of(&event).ok()?,
         alert: None,
         fingerprint: incident.fingerprint.clone(),
+        labels_key: incident.labels_key,
         payload_hash: None,
         condition,
         source: None,

@@ -70,7 +70,7 @@ impl Outbox for FakeStore {
     async fn dedup_keys_for_fingerprints(
         &self,
         _: &str,
-        _: &[&str],
+        _: &[crate::store::FingerprintLookup<'_>],
     ) -> Result<std::collections::HashMap<String, String>, StoreError> {
         unreachable!("a lane never looks up fingerprints")
     }

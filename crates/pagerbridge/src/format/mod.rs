@@ -130,6 +130,10 @@ pub struct Formatted {
     pub event: Outbound,
     /// The incident's key (alert events always have one; change events none).
     pub dedup_key: Option<DedupKey>,
+    /// The key is the alert's default key, the SHA-256 of its labels ([`alert_dedup_key`]):
+    /// what its fingerprint implies, so storage need not index the fingerprint to find it.
+    #[serde(skip)]
+    pub labels_key: bool,
     /// Trigger severity, for priority in the lane; acknowledge/resolve carry the severity
     /// the alert has now, change events none.
     pub severity: Option<Severity>,
@@ -198,13 +202,14 @@ impl Formatter {
             return Some(Formatted {
                 event: Outbound::Change(event),
                 dedup_key: None,
+                labels_key: false,
                 severity: None,
                 payload_hash: None,
                 notes,
             });
         }
 
-        let dedup_key = self.dedup_key(alert, group, &mut notes);
+        let (dedup_key, labels_key) = self.dedup_key(alert, group, &mut notes);
         let (event, payload_hash) = match alert.status {
             AlertStatus::Firing => {
                 let mut trigger =
@@ -231,30 +236,35 @@ impl Formatter {
         Some(Formatted {
             event: Outbound::Alert(event),
             dedup_key: Some(dedup_key),
+            labels_key,
             severity: Some(severity),
             payload_hash,
             notes,
         })
     }
 
-    /// The caller's key wins; else per alert or, with `dedup: group`, per webhook group.
+    /// The caller's key wins; else per alert or, with `dedup: group`, per webhook group. And
+    /// whether the key is the alert's labels' key ([`Formatted::labels_key`]).
     fn dedup_key(
         &self,
         alert: &Alert,
         group: &GroupContext,
         notes: &mut Vec<FormatNote>,
-    ) -> DedupKey {
+    ) -> (DedupKey, bool) {
         if let Some(key) = &alert.dedup_key {
-            return key.clone();
+            // A caller's or a remembered key may be the labels' key all the same; only alerts
+            // with a fingerprint need to know (a hash more for those alone).
+            let labels_key = alert.fingerprint.is_some() && *key == alert_dedup_key(&alert.labels);
+            return (key.clone(), labels_key);
         }
         match (self.options.dedup, group.group_key.as_deref()) {
-            (DedupMode::Alert, _) => alert_dedup_key(&alert.labels),
+            (DedupMode::Alert, _) => (alert_dedup_key(&alert.labels), true),
             (DedupMode::Group, Some(group_key)) if !group_key.is_empty() => {
-                group_dedup_key(group_key)
+                (group_dedup_key(group_key), false)
             }
             (DedupMode::Group, _) => {
                 notes.push(FormatNote::NoGroupKey);
-                alert_dedup_key(&alert.labels)
+                (alert_dedup_key(&alert.labels), true)
             }
         }
     }

@@ -145,6 +145,7 @@ mod tests {
             event: JsonText::from(event),
             alert: alert.map(JsonText::from),
             fingerprint: None,
+            labels_key: false,
             payload_hash: None,
             condition: Condition::Always,
             source: None,

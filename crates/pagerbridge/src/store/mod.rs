@@ -47,7 +47,9 @@ pub use fallback::{FallbackNotices, Notice, NoticeKind};
 pub use incidents::{IncidentFilter, Incidents, StatusFilter};
 pub use json_text::JsonText;
 pub use leases::{Fence, LaneState, LaneStates, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
-pub use outbox::{Acceptance, CommitHook, Condition, LaneStats, NewEvent, Outbox, QueuedEvent};
+pub use outbox::{
+    Acceptance, CommitHook, Condition, FingerprintLookup, LaneStats, NewEvent, Outbox, QueuedEvent,
+};
 pub use suppress::{IncidentSource, IncidentState, SuppressionPolicy};
 
 /// A storage failure. Ingest answers 503 on it, so senders retry; nothing is half-written

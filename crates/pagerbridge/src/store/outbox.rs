@@ -25,6 +25,10 @@ pub struct NewEvent {
     /// The alert it came from, for dead letters and the fallback (optional).
     pub alert: Option<JsonText>,
     pub fingerprint: Option<String>,
+    /// The dedup key is the SHA-256 of the labels of the alert with `fingerprint`, the default
+    /// key: the fingerprint implies it, so the store need not index the fingerprint to find it
+    /// (`dedup_keys_for_fingerprints`). `false` when unsure.
+    pub labels_key: bool,
     /// For triggers: hash of what the trigger shows, to suppress unchanged re-triggers.
     pub payload_hash: Option<String>,
     /// When the event is queued at all, decided inside `accept`'s transaction.
@@ -32,6 +36,17 @@ pub struct NewEvent {
     /// Where a trigger came from; recorded on the incident it opens or re-opens (other
     /// actions leave the incident's source as it is).
     pub source: Option<IncidentSource>,
+}
+
+/// An alert's fingerprint, to find the dedup key its incidents last used
+/// ([`Outbox::dedup_keys_for_fingerprints`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FingerprintLookup<'a> {
+    pub fingerprint: &'a str,
+    /// The alert's labels' key (`format::alert_dedup_key`), to consider its incident too: the
+    /// fingerprint index leaves out the incidents keyed by it ([`NewEvent::labels_key`]).
+    /// `None` to consider only the keys the index holds.
+    pub labels_key: Option<&'a str>,
 }
 
 /// A condition on queuing an event, evaluated against the incident's state inside the
@@ -114,11 +129,13 @@ pub trait Outbox: Send + Sync + 'static {
     ) -> Result<Vec<Acceptance>, StoreError>;
 
     /// The dedup key last used for each of these Alertmanager fingerprints on a target, for
-    /// those remembered: one query for a whole request's alerts.
+    /// those remembered: the key of the fingerprint's latest incident (by `updated_at`) among
+    /// those the fingerprint index holds (keys the fingerprint does not imply) and, where the
+    /// lookup gives it, the one keyed by its alert's labels' key. A request's alerts at once.
     async fn dedup_keys_for_fingerprints(
         &self,
         target: &str,
-        fingerprints: &[&str],
+        alerts: &[FingerprintLookup<'_>],
     ) -> Result<HashMap<String, String>, StoreError>;
 
     /// The next event a lane may send: pending, with no older pending event of the same

@@ -53,14 +53,14 @@ use super::group_commit::GroupCommit;
 use super::leases as lease_sql;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, dedup_keys_by_target, incident_from_row,
-    lane_stats_from_row, notice_from_row, queued_from_row,
+    lane_stats_from_row, latest_keys, notice_from_row, queued_from_row,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, DeadLetter, DeadLetterFilter,
-    DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents, JsonText, LaneStats,
-    NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport, SUPERSEDED_IN_FLIGHT,
-    SendBudget, StoreError, severity_rank, to_millis,
+    DeadLetters, Expired, FallbackNotices, Fence, FingerprintLookup, IncidentFilter, Incidents,
+    JsonText, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
+    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -102,8 +102,8 @@ const LOCK_INCIDENTS: &str = "SELECT pg_advisory_xact_lock(hashtext('pagerbridge
      ORDER BY h";
 
 /// Writes what an `accept` batch decided in one statement (one round trip): the queued events
-/// (`$1`…`$8` and their chains `$19`) into the outbox and the changed incidents (`$9`…`$18`
-/// and `$20`, each once) over their rows (an incident's chain is written once, when it is
+/// (`$1`…`$8` and their chains `$19`) into the outbox and the changed incidents (`$9`…`$18`,
+/// `$20` and `$21`, each once) over their rows (an incident's chain is written once, when it is
 /// first stored), and returns the new outbox ids in ascending order, which is the events' order (rows
 /// are inserted in the order UNNEST yields them, and ids only grow). The rows travel as one
 /// array per column, so the text is the same for any number of rows and each connection
@@ -118,12 +118,13 @@ const WRITE_ACCEPTED: &str = "WITH queued AS (
      changed AS (
          INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
                                 last_trigger_at, last_sent_at, updated_at, source, first_event_at,
-                                chain)
+                                chain, labels_key)
          SELECT * FROM UNNEST($9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
                               $14::bigint[], $15::bigint[], $16::bigint[], $17::text[],
-                              $18::bigint[], $20::bigint[])
+                              $18::bigint[], $20::bigint[], $21::boolean[])
          ON CONFLICT (target, dedup_key) DO UPDATE SET
-             fingerprint = excluded.fingerprint, status = excluded.status,
+             fingerprint = excluded.fingerprint, labels_key = excluded.labels_key,
+             status = excluded.status,
              last_payload_hash = excluded.last_payload_hash,
              last_trigger_at = excluded.last_trigger_at, last_sent_at = excluded.last_sent_at,
              updated_at = excluded.updated_at, source = excluded.source,
@@ -288,6 +289,7 @@ impl PostgresStore {
             )
             .bind(queued.iter().map(|queued| queued.chain).collect::<Vec<_>>())
             .bind(changed.iter().map(|s| s.chain).collect::<Vec<_>>())
+            .bind(changed.iter().map(|s| s.labels_key).collect::<Vec<_>>())
             .fetch_all(&mut **tx)
             .await?;
         Ok(ids)
@@ -521,22 +523,39 @@ impl Outbox for PostgresStore {
     async fn dedup_keys_for_fingerprints(
         &self,
         target: &str,
-        fingerprints: &[&str],
+        alerts: &[FingerprintLookup<'_>],
     ) -> Result<HashMap<String, String>, StoreError> {
-        if fingerprints.is_empty() {
+        if alerts.is_empty() {
             return Ok(HashMap::new());
         }
-        // Oldest first, so that the last one seen of each fingerprint is the one kept.
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT fingerprint, dedup_key FROM incidents
+        let fingerprints: Vec<&str> = alerts.iter().map(|a| a.fingerprint).collect();
+        let labels_keys: Vec<&str> = alerts.iter().filter_map(|a| a.labels_key).collect();
+        // The conditions repeat the partial index's, so that the planner may use it.
+        let mut candidates: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT fingerprint, dedup_key, updated_at FROM incidents
              WHERE target = $1 AND fingerprint = ANY($2)
+               AND fingerprint IS NOT NULL AND labels_key IS NOT TRUE
              ORDER BY updated_at, dedup_key",
         )
         .bind(target)
-        .bind(fingerprints)
+        .bind(&fingerprints)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().collect())
+        if !labels_keys.is_empty() {
+            candidates.extend(
+                sqlx::query_as::<_, (String, String, i64)>(
+                    "SELECT fingerprint, dedup_key, updated_at FROM incidents
+                     WHERE target = $1 AND dedup_key = ANY($2) AND labels_key
+                       AND fingerprint = ANY($3)",
+                )
+                .bind(target)
+                .bind(&labels_keys)
+                .bind(&fingerprints)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        Ok(latest_keys(candidates))
     }
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
@@ -1016,6 +1035,7 @@ mod tests {
                     event: serde_json::Value::Null.into(),
                     alert: None,
                     fingerprint: None,
+                    labels_key: false,
                     payload_hash: None,
                     condition: super::super::Condition::Always,
                     source: None,

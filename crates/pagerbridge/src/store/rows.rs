@@ -122,11 +122,24 @@ impl TryFrom<DeadLetterRow> for DeadLetter {
 /// SQL built at run time); the same on both stores.
 macro_rules! incident_columns {
     () => {
-        "target, dedup_key, fingerprint, status, last_payload_hash, last_trigger_at, \
-         last_sent_at, updated_at, source, first_event_at, chain"
+        "target, dedup_key, fingerprint, labels_key, status, last_payload_hash, \
+         last_trigger_at, last_sent_at, updated_at, source, first_event_at, chain"
     };
 }
 pub(super) use incident_columns;
+
+/// [`super::Outbox::dedup_keys_for_fingerprints`]'s answer from the candidates its queries
+/// found, (fingerprint, dedup key, `updated_at`): for each fingerprint the key last updated.
+/// The sort is stable: of two updated in the same millisecond, the one found later wins.
+pub(super) fn latest_keys(
+    mut candidates: Vec<(String, String, i64)>,
+) -> std::collections::HashMap<String, String> {
+    candidates.sort_by_key(|(_, _, updated_at)| *updated_at);
+    candidates
+        .into_iter()
+        .map(|(fingerprint, key, _)| (fingerprint, key))
+        .collect()
+}
 
 /// The dedup keys the events name, each once, by target: what `accept` loads, a query per
 /// target.
@@ -167,6 +180,7 @@ pub(super) struct IncidentRow {
     target: String,
     dedup_key: String,
     fingerprint: Option<String>,
+    labels_key: Option<bool>,
     status: String,
     last_payload_hash: Option<String>,
     last_trigger_at: Option<i64>,
@@ -187,6 +201,8 @@ impl TryFrom<IncidentRow> for IncidentState {
             target: row.target,
             dedup_key: row.dedup_key,
             fingerprint: row.fingerprint,
+            // NULL: stored before it was recorded; the incident may be keyed either way.
+            labels_key: row.labels_key.unwrap_or(false),
             last_payload_hash: row.last_payload_hash,
             last_trigger_at: row.last_trigger_at.map(from_millis).transpose()?,
             last_sent_at: row.last_sent_at.map(from_millis).transpose()?,

@@ -37,15 +37,15 @@ use super::leases as lease_sql;
 use super::lz4_json::Packed;
 use super::rows::{
     ReplayCandidate, SettledRow, dead_letter_from_row, dedup_keys_by_target, incident_from_row,
-    lane_stats_from_row, notice_from_row, queued_from_row,
+    lane_stats_from_row, latest_keys, notice_from_row, queued_from_row,
 };
 use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::wal_flush::Wal;
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, CommitHook, DeadLetter,
-    DeadLetterFilter, DeadLetters, Expired, FallbackNotices, Fence, IncidentFilter, Incidents,
-    LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent, ReplayReport,
-    SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, severity_rank, to_millis,
+    DeadLetterFilter, DeadLetters, Expired, FallbackNotices, Fence, FingerprintLookup,
+    IncidentFilter, Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent,
+    ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, severity_rank, to_millis,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -312,14 +312,15 @@ impl SqliteStore {
         }
         for chunk in changed.chunks(ROWS_PER_STATEMENT) {
             sql.push(
-                "INSERT INTO incidents (target, dedup_key, fingerprint, status, last_payload_hash,
-                                        last_trigger_at, last_sent_at, updated_at, source,
-                                        first_event_at, chain) ",
+                "INSERT INTO incidents (target, dedup_key, fingerprint, labels_key, status,
+                                        last_payload_hash, last_trigger_at, last_sent_at,
+                                        updated_at, source, first_event_at, chain) ",
             );
             sql.push_values(chunk, |mut row, state| {
                 row.push_bind(state.target.as_str())
                     .push_bind(state.dedup_key.as_str())
                     .push_bind(state.fingerprint.as_deref())
+                    .push_bind(state.labels_key)
                     .push_bind(state.status.as_str())
                     .push_bind(state.last_payload_hash.as_deref())
                     .push_bind(state.last_trigger_at.map(to_millis))
@@ -331,7 +332,8 @@ impl SqliteStore {
             });
             sql.push(
                 " ON CONFLICT (target, dedup_key) DO UPDATE SET
-                    fingerprint = excluded.fingerprint, status = excluded.status,
+                    fingerprint = excluded.fingerprint, labels_key = excluded.labels_key,
+                    status = excluded.status,
                     last_payload_hash = excluded.last_payload_hash,
                     last_trigger_at = excluded.last_trigger_at,
                     last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
@@ -456,6 +458,18 @@ async fn relaxing(
 /// the incident are superseded now (see `DeadLetters::replay`). An older *pending* event
 /// exists only if it was replayed while this one was in flight: sending it now would regress
 /// PagerDuty, so it goes back to dead. Then the event's row goes.
+/// The incidents of some fingerprints that the fingerprint index holds (migration 0012): the
+/// conditions repeat the partial index's, so that SQLite's planner may use it.
+const BY_FINGERPRINT: &str = "SELECT fingerprint, dedup_key, updated_at FROM incidents
+     WHERE target = ? AND fingerprint IN (SELECT value FROM json_each(?))
+       AND fingerprint IS NOT NULL AND labels_key IS NOT 1
+     ORDER BY updated_at, rowid";
+
+/// The incidents keyed by some alerts' labels' keys, of their fingerprints: by primary key.
+const BY_LABELS_KEY: &str = "SELECT fingerprint, dedup_key, updated_at FROM incidents
+     WHERE target = ? AND dedup_key IN (SELECT value FROM json_each(?))
+       AND labels_key = 1 AND fingerprint IN (SELECT value FROM json_each(?))";
+
 const MARK_DELIVERED: &str = "
     UPDATE incidents SET last_sent_at = ?2
      WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1);
@@ -551,24 +565,34 @@ impl Outbox for SqliteStore {
     async fn dedup_keys_for_fingerprints(
         &self,
         target: &str,
-        fingerprints: &[&str],
+        alerts: &[FingerprintLookup<'_>],
     ) -> Result<HashMap<String, String>, StoreError> {
-        if fingerprints.is_empty() {
+        if alerts.is_empty() {
             return Ok(HashMap::new());
         }
-        let fingerprints = serde_json::to_string(fingerprints)
-            .map_err(|error| StoreError::Corrupt(format!("fingerprints: {error}")))?;
-        // Oldest first, so that the last one seen of each fingerprint is the one kept.
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT fingerprint, dedup_key FROM incidents
-             WHERE target = ? AND fingerprint IN (SELECT value FROM json_each(?))
-             ORDER BY updated_at, rowid",
-        )
-        .bind(target)
-        .bind(fingerprints)
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows.into_iter().collect())
+        let fingerprints: Vec<&str> = alerts.iter().map(|a| a.fingerprint).collect();
+        let labels_keys: Vec<&str> = alerts.iter().filter_map(|a| a.labels_key).collect();
+        let json = |list: &[&str]| {
+            serde_json::to_string(list)
+                .map_err(|error| StoreError::Corrupt(format!("fingerprints: {error}")))
+        };
+        let fingerprints = json(&fingerprints)?;
+        let mut candidates: Vec<(String, String, i64)> = sqlx::query_as(BY_FINGERPRINT)
+            .bind(target)
+            .bind(&fingerprints)
+            .fetch_all(&self.readers)
+            .await?;
+        if !labels_keys.is_empty() {
+            candidates.extend(
+                sqlx::query_as::<_, (String, String, i64)>(BY_LABELS_KEY)
+                    .bind(target)
+                    .bind(json(&labels_keys)?)
+                    .bind(&fingerprints)
+                    .fetch_all(&self.readers)
+                    .await?,
+            );
+        }
+        Ok(latest_keys(candidates))
     }
 
     async fn next_eligible(&self, target: &str) -> Result<Option<QueuedEvent>, StoreError> {
@@ -1001,6 +1025,7 @@ mod tests {
             event: event.into(),
             alert: None,
             fingerprint: None,
+            labels_key: false,
             payload_hash: None,
             condition: super::super::Condition::Always,
             source: None,
@@ -1136,6 +1161,26 @@ mod tests {
         assert_eq!(stored, expected);
     }
 
+    /// A new database at `path` with the migrations before `version` only: a store as an
+    /// older release left it.
+    async fn migrated_before(path: &Path, version: i64) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("pool");
+        let before = sqlx::migrate::Migrator {
+            migrations: MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(&pool).await.expect("the older migrations");
+        pool
+    }
+
     /// Migration 0009 on a store written before it: every row of a key shares its incident's
     /// chain, and an incident forgotten while events of its were queued or dead is stored
     /// again as its last such event left it, so the order of its events holds.
@@ -1144,20 +1189,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("db");
         {
-            let options = SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true);
-            let pool = SqlitePool::connect_with(options).await.expect("pool");
-            let before = sqlx::migrate::Migrator {
-                migrations: MIGRATOR
-                    .migrations
-                    .iter()
-                    .filter(|m| m.version < 9)
-                    .cloned()
-                    .collect(),
-                ..sqlx::migrate::Migrator::DEFAULT
-            };
-            before.run(&pool).await.expect("migrations 1 to 8");
+            let pool = migrated_before(&path, 9).await;
             // "kept": an incident with a queued trigger. "forgotten": its trigger (info) and
             // resolve (critical) queued, its incident expired. "gone": only a dead ack,
             // incident expired. "done": only a dropped event, incident expired.
@@ -1229,6 +1261,61 @@ mod tests {
             ("forgotten", Action::Trigger),
         ];
         assert_eq!(sent, expected.map(|(key, action)| (key.to_owned(), action)));
+    }
+
+    /// Migration 0012 on a store written before it: an incident stored then, keyed either way,
+    /// stays in the fingerprint index; the lookups use the partial index and the primary key,
+    /// not a scan of the table.
+    #[tokio::test]
+    async fn migration_0012_keeps_older_incidents_in_the_fingerprint_index() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("db");
+        {
+            let pool = migrated_before(&path, 12).await;
+            sqlx::query(
+                "INSERT INTO incidents (target, dedup_key, fingerprint, status, updated_at)
+                 VALUES ('default', 'older', 'fp-old', 'triggered', 1)",
+            )
+            .execute(&pool)
+            .await
+            .expect("incident");
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&path).await.expect("open and migrate");
+        let lookup = [FingerprintLookup {
+            fingerprint: "fp-old",
+            labels_key: None,
+        }];
+        let known = store
+            .dedup_keys_for_fingerprints("default", &lookup)
+            .await
+            .expect("lookup");
+        assert_eq!(
+            known,
+            HashMap::from([("fp-old".to_owned(), "older".to_owned())])
+        );
+        for (sql, index) in [
+            (BY_FINGERPRINT, "incidents_fingerprint_remembered"),
+            (BY_LABELS_KEY, "sqlite_autoindex_incidents_1"),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind("default")
+                    .bind("[\"fp-old\"]")
+                    .bind("[\"fp-old\"]")
+                    .fetch_all(&store.readers)
+                    .await
+                    .expect("plan");
+            let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+            assert!(
+                steps.iter().any(|step| step.contains(index)),
+                "{sql}: {steps:?}"
+            );
+            assert!(
+                !steps.iter().any(|step| step.starts_with("SCAN incidents")),
+                "{sql}: {steps:?}"
+            );
+        }
     }
 
     async fn synchronous(store: &SqliteStore) -> i64 {
@@ -1381,7 +1468,13 @@ mod tests {
         assert_eq!(next.attempts, 0, "the uncommitted write is not seen");
         let known = tokio::time::timeout(
             within,
-            store.dedup_keys_for_fingerprints("default", &["fp-1", "fp-2"]),
+            store.dedup_keys_for_fingerprints(
+                "default",
+                &["fp-1", "fp-2"].map(|fingerprint| FingerprintLookup {
+                    fingerprint,
+                    labels_key: None,
+                }),
+            ),
         )
         .await
         .expect("the fingerprint lookup waited for the writer")

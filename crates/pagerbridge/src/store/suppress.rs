@@ -92,6 +92,10 @@ pub struct IncidentState {
     pub target: String,
     pub dedup_key: String,
     pub fingerprint: Option<String>,
+    /// The dedup key is the SHA-256 of the labels of the alert with `fingerprint`
+    /// ([`NewEvent::labels_key`]); `false` when unsure. Storage's business only: not shown.
+    #[serde(skip)]
+    pub labels_key: bool,
     pub status: Status,
     pub last_payload_hash: Option<String>,
     pub last_trigger_at: Option<Timestamp>,
@@ -170,6 +174,7 @@ pub fn next_state(
         target: target.to_owned(),
         dedup_key: dedup_key.to_owned(),
         fingerprint: None,
+        labels_key: false,
         status: Status::Triggered,
         last_payload_hash: None,
         last_trigger_at: None,
@@ -181,6 +186,7 @@ pub fn next_state(
     });
     if event.fingerprint.is_some() {
         next.fingerprint.clone_from(&event.fingerprint);
+        next.labels_key = event.labels_key;
     }
     match event.action {
         Action::Trigger => {
@@ -297,6 +303,7 @@ mod tests {
             event: json!({}).into(),
             alert: None,
             fingerprint: Some("fp".into()),
+            labels_key: false,
             payload_hash: hash.map(str::to_owned),
             condition: Condition::Always,
             source: None,

@@ -14,8 +14,8 @@ use serde_json::json;
 use pagerbridge::store::suppress::Status;
 use pagerbridge::store::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, Condition, DeadLetterFilter, Fence,
-    IncidentSource, LaneState, Lease, LeaseName, NewEvent, NoticeKind, ReplicaId, Store,
-    Superseded, SuppressionPolicy,
+    FingerprintLookup, IncidentSource, LaneState, Lease, LeaseName, NewEvent, NoticeKind,
+    ReplicaId, Store, Superseded, SuppressionPolicy,
 };
 use pagerbridge::store::{IncidentFilter, StatusFilter};
 
@@ -42,6 +42,7 @@ macro_rules! conformance_tests {
             targets_sharing_a_budget_share_one_window,
             the_budget_secret_is_created_once,
             fingerprint_maps_to_the_last_dedup_key,
+            incidents_keyed_by_their_labels_are_found_by_that_key,
             stats_count_pending_dead_and_open_incidents,
             fallback_hears_of_dead_letters_and_long_failures_once,
             replay_puts_a_dead_letter_back_in_its_place_with_a_clean_slate,
@@ -93,6 +94,7 @@ fn event(target: &str, key: Option<&str>, action: Action, severity: Option<Sever
         event: json!({"event_action": action.as_str(), "dedup_key": key}).into(),
         alert: Some(json!({"labels": {"alertname": "X"}}).into()),
         fingerprint: key.map(|k| format!("fp-{k}")),
+        labels_key: false,
         payload_hash: (action == Action::Trigger).then(|| format!("hash-{}", key.unwrap_or(""))),
         condition: Condition::Always,
         source: None,
@@ -614,30 +616,89 @@ pub async fn fingerprint_maps_to_the_last_dedup_key<S: Store>(store: &S) {
         ..trigger("k1-new", Severity::Error)
     };
     accept_one(store, moved, at(5)).await;
-    let known = store
-        .dedup_keys_for_fingerprints("t", &["fp-k1", "fp-k2", "nope"])
-        .await
-        .expect("lookup");
-    let mut pairs: Vec<(&str, &str)> = known
+    let pairs = remembered(
+        store,
+        "t",
+        &[("fp-k1", None), ("fp-k2", None), ("nope", None)],
+    )
+    .await;
+    assert_eq!(pairs, ["fp-k1=k1-new", "fp-k2=k2"]);
+    assert!(
+        remembered(store, "other", &[("fp-k1", None)])
+            .await
+            .is_empty()
+    );
+    assert!(remembered(store, "t", &[]).await.is_empty());
+}
+
+/// `dedup_keys_for_fingerprints` of (fingerprint, labels' key) pairs: `fingerprint=key`, sorted.
+async fn remembered<S: Store>(
+    store: &S,
+    target: &str,
+    alerts: &[(&str, Option<&str>)],
+) -> Vec<String> {
+    let lookups: Vec<FingerprintLookup<'_>> = alerts
         .iter()
-        .map(|(fp, key)| (fp.as_str(), key.as_str()))
+        .map(|&(fingerprint, labels_key)| FingerprintLookup {
+            fingerprint,
+            labels_key,
+        })
+        .collect();
+    let mut pairs: Vec<String> = store
+        .dedup_keys_for_fingerprints(target, &lookups)
+        .await
+        .expect("lookup")
+        .into_iter()
+        .map(|(fingerprint, key)| format!("{fingerprint}={key}"))
         .collect();
     pairs.sort_unstable();
-    assert_eq!(pairs, [("fp-k1", "k1-new"), ("fp-k2", "k2")]);
+    pairs
+}
+
+/// An incident keyed by its alert's labels' key (the default) is left out of the fingerprint
+/// index: found through that key when the lookup gives it, and then the latest of the
+/// fingerprint's incidents wins, whichever way each is keyed.
+pub async fn incidents_keyed_by_their_labels_are_found_by_that_key<S: Store>(store: &S) {
+    let by_labels = |key: &str, fingerprint: &str| NewEvent {
+        fingerprint: Some(fingerprint.to_owned()),
+        labels_key: true,
+        ..trigger(key, Severity::Error)
+    };
+    accept_one(store, by_labels("labels-a", "fp-a"), at(0)).await;
+    // Without its labels' key, a lookup cannot see it: it is not in the index.
+    assert!(remembered(store, "t", &[("fp-a", None)]).await.is_empty());
+    let pairs = remembered(store, "t", &[("fp-a", Some("labels-a"))]).await;
+    assert_eq!(pairs, ["fp-a=labels-a"]);
+    // Another alert's labels' key does not answer for this fingerprint.
     assert!(
-        store
-            .dedup_keys_for_fingerprints("other", &["fp-k1"])
+        remembered(store, "t", &[("fp-b", Some("labels-a"))])
             .await
-            .expect("lookup")
             .is_empty()
     );
-    assert!(
-        store
-            .dedup_keys_for_fingerprints("t", &[])
-            .await
-            .expect("lookup")
-            .is_empty()
-    );
+
+    // Later, the same alert under a group key (its target's `dedup` switched): the newer wins.
+    let grouped = NewEvent {
+        fingerprint: Some("fp-a".to_owned()),
+        ..trigger("group-1", Severity::Error)
+    };
+    accept_one(store, grouped, at(5)).await;
+    let pairs = remembered(store, "t", &[("fp-a", Some("labels-a"))]).await;
+    assert_eq!(pairs, ["fp-a=group-1"]);
+    // Switched back: the labels-keyed incident is updated last, and wins again.
+    accept_one(
+        store,
+        NewEvent {
+            payload_hash: Some("changed".to_owned()),
+            ..by_labels("labels-a", "fp-a")
+        },
+        at(9),
+    )
+    .await;
+    let pairs = remembered(store, "t", &[("fp-a", Some("labels-a"))]).await;
+    assert_eq!(pairs, ["fp-a=labels-a"]);
+    // Without the labels' key, only the index's answer is left.
+    let pairs = remembered(store, "t", &[("fp-a", None)]).await;
+    assert_eq!(pairs, ["fp-a=group-1"]);
 }
 
 pub async fn stats_count_pending_dead_and_open_incidents<S: Store>(store: &S) {
