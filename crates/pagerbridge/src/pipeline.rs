@@ -263,26 +263,30 @@ impl Pipeline {
             let derives_labels_keys = targets
                 .formatter(target)
                 .is_some_and(|formatter| formatter.options().dedup == DedupMode::Alert);
-            let mut known = if derives_labels_keys {
-                self.remembered_keys(target, alerts, &indexes, false)
-                    .await?
-            } else {
-                HashMap::new()
-            };
-            if !derives_labels_keys || !known.is_empty() {
-                let both: Vec<usize> = indexes
+            // The alerts to ask for with their labels' keys: under `dedup: alert`, those the
+            // index answered for; otherwise all. (The stores answer none without a query.)
+            let (mut known, with_labels_keys) = if derives_labels_keys {
+                let known = self
+                    .remembered_keys(target, alerts, &indexes, false)
+                    .await?;
+                let answered: Vec<usize> = indexes
                     .iter()
                     .copied()
                     .filter(|&i| {
-                        !derives_labels_keys
-                            || alerts[i]
-                                .fingerprint
-                                .as_ref()
-                                .is_some_and(|fingerprint| known.contains_key(fingerprint))
+                        alerts[i]
+                            .fingerprint
+                            .as_ref()
+                            .is_some_and(|fingerprint| known.contains_key(fingerprint))
                     })
                     .collect();
-                known.extend(self.remembered_keys(target, alerts, &both, true).await?);
-            }
+                (known, answered)
+            } else {
+                (HashMap::new(), indexes.clone())
+            };
+            known.extend(
+                self.remembered_keys(target, alerts, &with_labels_keys, true)
+                    .await?,
+            );
             for i in indexes {
                 let alert = &mut alerts[i];
                 if let Some(key) = alert

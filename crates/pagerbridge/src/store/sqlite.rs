@@ -453,11 +453,6 @@ async fn relaxing(
     Ok(conn)
 }
 
-/// [`Outbox::mark_delivered`]: `?1` the event's id, `?2` now, `?3` the reason for an older
-/// pending event put back to dead. The send is noted on the incident. Older dead letters of
-/// the incident are superseded now (see `DeadLetters::replay`). An older *pending* event
-/// exists only if it was replayed while this one was in flight: sending it now would regress
-/// PagerDuty, so it goes back to dead. Then the event's row goes.
 /// The incidents of some fingerprints that the fingerprint index holds (migration 0012): the
 /// conditions repeat the partial index's, so that SQLite's planner may use it.
 const BY_FINGERPRINT: &str = "SELECT fingerprint, dedup_key, updated_at FROM incidents
@@ -470,6 +465,11 @@ const BY_LABELS_KEY: &str = "SELECT fingerprint, dedup_key, updated_at FROM inci
      WHERE target = ? AND dedup_key IN (SELECT value FROM json_each(?))
        AND labels_key = 1 AND fingerprint IN (SELECT value FROM json_each(?))";
 
+/// [`Outbox::mark_delivered`]: `?1` the event's id, `?2` now, `?3` the reason for an older
+/// pending event put back to dead. The send is noted on the incident. Older dead letters of
+/// the incident are superseded now (see `DeadLetters::replay`). An older *pending* event
+/// exists only if it was replayed while this one was in flight: sending it now would regress
+/// PagerDuty, so it goes back to dead. Then the event's row goes.
 const MARK_DELIVERED: &str = "
     UPDATE incidents SET last_sent_at = ?2
      WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1);
