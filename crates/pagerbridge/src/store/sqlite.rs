@@ -22,12 +22,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use jiff::Timestamp;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
-use sqlx::{Connection, FromRow, Sqlite, Transaction};
+use sqlx::{Connection, Executor, FromRow, Sqlite, Transaction};
 
 use super::accept_jobs::{self, AcceptJob, AcceptResult};
 use super::budget;
@@ -75,14 +77,16 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Read-only connections ([`READERS`]), opened once the file is migrated.
     readers: SqlitePool,
-    /// Whether the connection runs with `synchronous = NORMAL` (see
-    /// [`SqliteStore::relaxed_connection`]); it is set back to FULL when the connection is
-    /// released, however its user ended.
+    /// Whether the connection may run with `synchronous = NORMAL` (see
+    /// [`SqliteStore::relaxed_connection`]); it is set back to FULL before any other user
+    /// gets it, however its last user ended.
     relaxed: Arc<AtomicBool>,
     /// `accept`s go through one writer, so that requests arriving together share a commit.
     accepts: GroupCommit<AcceptJob<Packed>, AcceptResult>,
     /// Told of each accept's commit before it is flushed ([`Outbox::on_commit`]).
     committed: Arc<CommitHookCell>,
+    /// Whether the fingerprint index may hold an incident (see [`Remembered`]).
+    remembered: Arc<Remembered>,
     /// WAL checkpoints on a connection of their own, until the last clone is dropped.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -130,7 +134,7 @@ impl SqliteStore {
             checkpointer::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
         );
         let relaxed = Arc::new(AtomicBool::new(false));
-        let released = relaxed.clone();
+        let acquired = relaxed.clone();
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             // Keep the one connection for the life of the pool: reopening costs a migration check.
@@ -141,25 +145,37 @@ impl SqliteStore {
             // every statement of the page path, for a connection that `after_release` below
             // has just checked.
             .test_before_acquire(false)
+            // Every commit but the bookkeeping of sends and the accepts' (flushed apart) is
+            // fsync'd: whatever the last user did, the connection is FULL again before any
+            // other user gets it. Done here, when such a user takes it, and not when a relaxed
+            // one gives it back: the page path's users follow one another (an accept, a
+            // budget slot, a delivered event), and each would otherwise wait for a round trip
+            // to SQLite's thread that only set FULL for the next to set NORMAL again.
+            .before_acquire(move |conn, _meta| {
+                let relaxed = acquired.clone();
+                Box::pin(async move {
+                    if RELAXING.try_with(|_| ()).is_err() && relaxed.swap(false, Ordering::SeqCst) {
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(true)
+                })
+            })
             // On some errors (SQLITE_FULL, SQLITE_IOERR…) SQLite rolls the transaction back by
             // itself; sqlx's ROLLBACK then fails and sqlx still counts a transaction as open,
             // so its next `begin` is a SAVEPOINT inside a transaction that nobody commits, and
             // every later "commit" (and 2xx) would vanish at the next restart. A connection
             // released in that state is closed, never reused; the pool opens a new one.
-            .after_release(move |conn, _meta| {
-                let relaxed = released.clone();
+            .after_release(|conn, _meta| {
                 Box::pin(async move {
-                    // Every commit but the bookkeeping of sends is fsync'd: whatever the last
-                    // user did, the connection goes back to FULL before anyone else uses it.
-                    // Either statement also runs a rollback queued by a dropped transaction
-                    // before the look below (one round trip to SQLite's thread, not two).
-                    if relaxed.swap(false, Ordering::SeqCst) {
-                        sqlx::query("PRAGMA synchronous = FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                    } else {
-                        conn.ping().await?;
+                    // A transaction dropped uncommitted left its rollback queued (sqlx counts
+                    // it open until then): a ping runs it before the look below. A user that
+                    // committed left nothing to run, and the next waits for no round trip.
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
                     }
+                    conn.ping().await?;
                     let stuck = conn.is_in_transaction();
                     if stuck {
                         tracing::error!(
@@ -173,6 +189,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let remembered = Arc::new(Remembered::read(&pool).await?);
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(Duration::from_secs(30))
@@ -194,13 +211,26 @@ impl SqliteStore {
         let committed = Arc::new(CommitHookCell::default());
         let accepts = GroupCommit::spawn_durable(
             {
-                let (pool, relaxed, committed) = (pool.clone(), relaxed.clone(), committed.clone());
+                let (pool, relaxed, committed, remembered) = (
+                    pool.clone(),
+                    relaxed.clone(),
+                    committed.clone(),
+                    remembered.clone(),
+                );
                 move |jobs| {
-                    let (pool, relaxed, committed) =
-                        (pool.clone(), relaxed.clone(), committed.clone());
+                    let (pool, relaxed, committed, remembered) = (
+                        pool.clone(),
+                        relaxed.clone(),
+                        committed.clone(),
+                        remembered.clone(),
+                    );
                     async move {
                         accept_jobs::together_or_alone!(jobs, |batch| Self::accept_batch(
-                            &pool, &relaxed, &committed, batch
+                            &pool,
+                            &relaxed,
+                            &committed,
+                            &remembered,
+                            batch
                         ))
                     }
                 }
@@ -213,6 +243,7 @@ impl SqliteStore {
             relaxed,
             accepts,
             committed,
+            remembered,
             _checkpointer: Arc::new(checkpointer),
         })
     }
@@ -241,9 +272,12 @@ impl SqliteStore {
         row.as_ref().map(incident_from_row).transpose()
     }
 
-    /// The events of `jobs` in one transaction, in four round trips to SQLite's thread
-    /// whatever their number (begin, the incidents loaded, the rows written, commit): the
-    /// answer of each job.
+    /// The events of `jobs` in one transaction, in two round trips to SQLite's thread whatever
+    /// their number (the transaction begun and the incidents loaded; the rows written and
+    /// committed): the answer of each job. sqlx's `Transaction` would take two more, its
+    /// `BEGIN` and its `COMMIT` each a round trip of its own, and each round trip costs two
+    /// thread wake-ups on the path of every page; so the transaction is this batch's own
+    /// SQL, and a batch that fails closes the connection, which rolls it back.
     ///
     /// The commit skips its fsync (`synchronous = NORMAL`): the group commit answers no job
     /// before [`Wal::flush_for`] has made it durable, and commits the next batch meanwhile.
@@ -253,16 +287,18 @@ impl SqliteStore {
         pool: &SqlitePool,
         relaxed: &AtomicBool,
         committed: &CommitHookCell,
+        remembered: &Remembered,
         jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
-        let mut conn = relaxing(pool, relaxed).await?;
-        let mut tx = conn.begin_with(RELAX_AND_BEGIN).await?;
-        let loaded = Self::load_incidents(&mut tx, accept_jobs::events(jobs)).await?;
+        let mut tx = OwnTransaction::on(relaxing(pool, relaxed).await?);
+        let loaded = Self::begin_and_load(&mut tx.conn, accept_jobs::events(jobs)).await?;
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
         let created = decider.created_by_status();
-        let ids = Self::write_accepted(&mut tx, &queued, &decider.into_changed(), created).await?;
-        tx.commit().await?;
+        let changed = decider.into_changed();
+        remembered.note(&changed);
+        let ids = Self::write_and_commit(&mut tx.conn, &queued, &changed, created).await?;
+        tx.committed();
         if let Some(hook) = committed.0.get() {
             let targets: BTreeSet<&str> = queued.iter().map(|q| q.event.target.as_str()).collect();
             for target in targets {
@@ -272,15 +308,15 @@ impl SqliteStore {
         accept_jobs::answers(verdicts, ids)
     }
 
-    /// Writes what a batch decided in one round trip to SQLite's thread (a query of several
-    /// statements; each round trip costs two thread wake-ups): the counts of what it inserts,
-    /// the incidents' new states, then the queued events, in order. The ids of the events:
+    /// Writes what a batch decided and commits, in one round trip to SQLite's thread (a query
+    /// of several statements): the counts of what it inserts, the incidents' new states, the
+    /// queued events, in order, then `COMMIT`. The ids of the events:
     /// no `RETURNING` (like a row trigger, it makes SQLite copy every row into a temporary
     /// table before inserting it); one writer inserts and each row gets the next id
     /// (AUTOINCREMENT: one more than the largest ever), and the outbox's inserts come last, so
     /// the events hold the ids that end at the last one inserted.
-    async fn write_accepted(
-        tx: &mut Transaction<'_, Sqlite>,
+    async fn write_and_commit(
+        conn: &mut SqliteConnection,
         queued: &[accept_jobs::Queued<'_, Packed>],
         changed: &[IncidentState],
         created: BTreeMap<&'static str, i64>,
@@ -359,53 +395,106 @@ impl SqliteStore {
             });
             sql.push(";");
         }
-        // Nothing queued and no incident changed: nothing counted either.
-        if changed.is_empty() && queued.is_empty() {
-            return Ok(Vec::new());
-        }
-        let done = sql.build().execute(&mut **tx).await?;
+        sql.push("COMMIT");
+        // One result per statement, the `COMMIT`'s last: it repeats the count of the statement
+        // before it (SQLite's `changes()` is the last insert's, update's or delete's), so it is
+        // left out of the sum.
+        let done: Vec<SqliteQueryResult> = (&mut *conn)
+            .fetch_many(sql.build())
+            .try_filter_map(|step| async move { Ok(step.left()) })
+            .try_collect()
+            .await?;
+        let (Some(commit), written) = (done.last(), done.len().saturating_sub(1)) else {
+            return Err(StoreError::Corrupt("accept ran no statement".into()));
+        };
+        let rows_affected: u64 = done[..written].iter().map(|d| d.rows_affected()).sum();
         // Each count and each incident row is one change (an upsert's update too; what
-        // triggers change is not counted), each event one.
+        // triggers change is not counted), each event one. Checked after the commit: a
+        // mismatch means a bug, not bad input, and the callers' retries are suppressed as
+        // repeats of what was committed.
         let expected = statements + changed.len() as u64 + queued.len() as u64;
-        if done.rows_affected() != expected {
+        if rows_affected != expected {
             return Err(StoreError::Corrupt(format!(
-                "accept wrote {} rows, not {expected}",
-                done.rows_affected()
+                "accept wrote {rows_affected} rows, not {expected}"
             )));
         }
         let rows = queued.len() as i64;
-        let last = done.last_insert_rowid();
+        let last = commit.last_insert_rowid();
         Ok((last - rows + 1..=last).collect())
     }
 
-    /// The stored states of the incidents `events` name, by (target, dedup key): one query
-    /// per target (a request rarely spans more than one).
-    async fn load_incidents(
-        tx: &mut Transaction<'_, Sqlite>,
+    /// Relaxes the connection and begins the transaction ([`RELAX_AND_BEGIN`]) with the first
+    /// query, then the stored states of the incidents `events` name, by (target, dedup key):
+    /// one query per target (a request rarely spans more than one).
+    async fn begin_and_load(
+        conn: &mut SqliteConnection,
         events: impl Iterator<Item = &NewEvent>,
     ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
         let mut loaded = HashMap::new();
+        let mut begun = false;
         for (target, keys) in dedup_keys_by_target(events) {
             let keys = serde_json::to_string(&keys)
                 .map_err(|error| StoreError::Corrupt(format!("dedup keys: {error}")))?;
-            let rows = sqlx::query(concat!(
-                "SELECT ",
-                super::rows::incident_columns!(),
-                " FROM incidents
-                 WHERE target = ? AND dedup_key IN (SELECT value FROM json_each(?))"
-            ))
-            .bind(target)
-            .bind(keys)
-            .fetch_all(&mut **tx)
-            .await?;
+            let sql = if begun {
+                LOAD_INCIDENTS
+            } else {
+                BEGIN_AND_LOAD_INCIDENTS
+            };
+            begun = true;
+            let rows = sqlx::query(sql)
+                .bind(target)
+                .bind(keys)
+                .fetch_all(&mut *conn)
+                .await?;
             for row in &rows {
                 let state = incident_from_row(row)?;
                 loaded.insert((state.target.clone(), state.dedup_key.clone()), state);
             }
         }
+        // Only change events, no incident to load.
+        if !begun {
+            sqlx::query(RELAX_AND_BEGIN).execute(&mut *conn).await?;
+        }
         Ok(loaded)
     }
 }
+
+/// Whether the fingerprint index (`incidents_fingerprint_remembered`) may hold an incident.
+///
+/// Under the default `dedup: alert` every incident is keyed by its labels, the index stays
+/// empty, and an ingest's lookup of its fingerprints there would be a round trip to a reader's
+/// thread for nothing, on the path of every page. One process owns the file and only the
+/// writer adds to the index, so the writer sets this before it writes such an incident (a
+/// reader that sees it unset cannot see the incident either), and opening the store reads it
+/// from the file. It is never unset while the store is open: an index emptied by expiry is
+/// only asked again for nothing until the next start.
+#[derive(Debug)]
+struct Remembered(AtomicBool);
+
+impl Remembered {
+    async fn read(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let any: bool = sqlx::query_scalar(ANY_REMEMBERED).fetch_one(pool).await?;
+        Ok(Self(AtomicBool::new(any)))
+    }
+
+    /// Called by the writer with the incidents it is about to write.
+    fn note(&self, changed: &[IncidentState]) {
+        if changed
+            .iter()
+            .any(|state| state.fingerprint.is_some() && !state.labels_key)
+        {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether any incident is in the fingerprint index: its conditions, as in [`BY_FINGERPRINT`].
+const ANY_REMEMBERED: &str = "SELECT EXISTS (SELECT 1 FROM incidents
+     WHERE fingerprint IS NOT NULL AND labels_key IS NOT 1)";
 
 /// The store's [`CommitHook`], once [`Outbox::on_commit`] has set it.
 #[derive(Default)]
@@ -423,8 +512,8 @@ impl std::fmt::Debug for CommitHookCell {
     }
 }
 
-/// The writer's connection with `synchronous = NORMAL` until released
-/// ([`SqliteStore::relaxed_connection`]); `relaxed` is the store's flag that has it set back.
+/// The writer's connection with `synchronous = NORMAL` ([`SqliteStore::relaxed_connection`]);
+/// `relaxed` is the store's flag that has it set back for the next user that is not relaxed.
 async fn relax(
     pool: &SqlitePool,
     relaxed: &AtomicBool,
@@ -434,21 +523,75 @@ async fn relax(
     Ok(conn)
 }
 
-/// [`RELAX`], then `BEGIN`: for `begin_with`, which runs both in one round trip.
+/// [`RELAX`], then `BEGIN`: in one round trip.
 const RELAX_AND_BEGIN: &str = "PRAGMA synchronous = NORMAL; BEGIN";
+
+/// The incidents of one target with the given dedup keys (a JSON array).
+macro_rules! load_incidents {
+    () => {
+        concat!(
+            "SELECT ",
+            super::rows::incident_columns!(),
+            " FROM incidents WHERE target = ? AND dedup_key IN (SELECT value FROM json_each(?))"
+        )
+    };
+}
+
+/// An accept's first query: [`RELAX_AND_BEGIN`], then the first target's incidents.
+const BEGIN_AND_LOAD_INCIDENTS: &str =
+    concat!("PRAGMA synchronous = NORMAL; BEGIN; ", load_incidents!());
+
+/// Another target's incidents, in the transaction begun by [`BEGIN_AND_LOAD_INCIDENTS`].
+const LOAD_INCIDENTS: &str = load_incidents!();
+
+/// The writer's connection inside a transaction begun with SQL of the store's own: closed,
+/// not given back to the pool, unless [`OwnTransaction::committed`] says the transaction
+/// ended (closing a connection rolls back what it had not committed). sqlx knows nothing of
+/// such a transaction, so a connection given back inside one would run its next user's
+/// statements in it, and they would vanish with it.
+struct OwnTransaction {
+    conn: PoolConnection<Sqlite>,
+    open: bool,
+}
+
+impl OwnTransaction {
+    /// The transaction is about to begin on `conn`.
+    fn on(conn: PoolConnection<Sqlite>) -> Self {
+        Self { conn, open: true }
+    }
+
+    /// The transaction is committed: the connection goes back to the pool when dropped.
+    fn committed(&mut self) {
+        self.open = false;
+    }
+}
+
+impl Drop for OwnTransaction {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
+        }
+    }
+}
 
 /// Sets the connection's `synchronous` to NORMAL: a user of [`relaxing`] runs it with its first
 /// statement, in one query, to save a round trip to SQLite's thread on the page path.
 const RELAX: &str = "PRAGMA synchronous = NORMAL";
 
-/// The writer's connection, flagged to go back to FULL when released, for a user that
-/// relaxes it in its first query ([`RELAX`] before its own statements). One that forgot would
-/// only fsync its commits.
+tokio::task_local! {
+    /// Set while [`relaxing`] acquires the writer's connection: the pool's `before_acquire`
+    /// then leaves `synchronous` as it is. Any other acquire, whatever the caller, gets FULL.
+    static RELAXING: ();
+}
+
+/// The writer's connection, flagged to go back to FULL before a user that is not relaxed gets
+/// it, for a user that relaxes it in its first query ([`RELAX`] before its own statements).
+/// One that forgot would only fsync its commits.
 async fn relaxing(
     pool: &SqlitePool,
     relaxed: &AtomicBool,
 ) -> Result<PoolConnection<Sqlite>, StoreError> {
-    let conn = pool.acquire().await?;
+    let conn = RELAXING.scope((), pool.acquire()).await?;
     relaxed.store(true, Ordering::SeqCst);
     Ok(conn)
 }
@@ -577,11 +720,14 @@ impl Outbox for SqliteStore {
                 .map_err(|error| StoreError::Corrupt(format!("fingerprints: {error}")))
         };
         let fingerprints = json(&fingerprints)?;
-        let mut candidates: Vec<(String, String, i64)> = sqlx::query_as(BY_FINGERPRINT)
-            .bind(target)
-            .bind(&fingerprints)
-            .fetch_all(&self.readers)
-            .await?;
+        let mut candidates: Vec<(String, String, i64)> = Vec::new();
+        if self.remembered.any() {
+            candidates = sqlx::query_as(BY_FINGERPRINT)
+                .bind(target)
+                .bind(&fingerprints)
+                .fetch_all(&self.readers)
+                .await?;
+        }
         if !labels_keys.is_empty() {
             candidates.extend(
                 sqlx::query_as::<_, (String, String, i64)>(BY_LABELS_KEY)
@@ -1016,6 +1162,15 @@ mod tests {
     }
 
     /// A trigger of the target "default" for the incident `key`, with `event` as its JSON.
+    /// A trigger of `key` on `target` whose payload never changes: a repeat is suppressed.
+    fn same_trigger(target: &str, key: &str) -> NewEvent {
+        NewEvent {
+            target: target.to_owned(),
+            payload_hash: Some("same".to_owned()),
+            ..trigger(key, serde_json::json!({"event_action": "trigger"}))
+        }
+    }
+
     fn trigger(key: &str, event: serde_json::Value) -> NewEvent {
         NewEvent {
             target: "default".to_owned(),
@@ -1042,11 +1197,7 @@ mod tests {
             let heard = heard.clone();
             move |target: &str| heard.lock().expect("lock").push(target.to_owned())
         }));
-        let on = |target: &str, key: &str| NewEvent {
-            target: target.to_owned(),
-            payload_hash: Some("same".to_owned()),
-            ..trigger(key, serde_json::json!({"event_action": "trigger"}))
-        };
+        let on = same_trigger;
         let policy = SuppressionPolicy::default();
         let events = vec![on("b", "1"), on("a", "2"), on("b", "3")];
         let accepted = store
@@ -1070,6 +1221,32 @@ mod tests {
 
     /// The outbox holds an event's JSON and its alert's as LZ4 blocks, smaller than the text,
     /// and a lane reads them back whole.
+    #[tokio::test]
+    async fn an_accept_leaves_no_transaction_open_whatever_it_wrote() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let on = same_trigger;
+        // Two targets (two loads), then a repeat that writes nothing.
+        for events in [vec![on("a", "1"), on("b", "2")], vec![on("a", "1")]] {
+            store
+                .accept(events, &policy, Timestamp::now())
+                .await
+                .expect("accept");
+            // `BEGIN` fails inside a transaction: none is left open for the next user.
+            let mut conn = store.pool.acquire().await.expect("writer");
+            sqlx::query("BEGIN; ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .expect("no transaction left open");
+        }
+        // What the first accept wrote is committed: a reader sees it.
+        let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
+            .fetch_one(&store.readers)
+            .await
+            .expect("count");
+        assert_eq!(keys, 2);
+    }
+
     #[tokio::test]
     async fn events_are_stored_compressed_and_read_back_whole() {
         let (_dir, store) = open_temporary().await;
@@ -1316,6 +1493,67 @@ mod tests {
                 "{sql}: {steps:?}"
             );
         }
+        // Whether the index holds anything is read from the index when the store opens, not
+        // by a scan of every incident (a restart with a million must be quick).
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {ANY_REMEMBERED}"
+        )))
+        .fetch_all(&store.readers)
+        .await
+        .expect("plan");
+        let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|step| step.contains("incidents_fingerprint_remembered")),
+            "{steps:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_index_is_asked_once_it_may_hold_an_incident() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let event = |key: &str, fingerprint: &str, labels_key: bool| NewEvent {
+            fingerprint: Some(fingerprint.to_owned()),
+            labels_key,
+            ..trigger(key, serde_json::json!({"event_action": "trigger"}))
+        };
+        let lookup = |fingerprint| {
+            [FingerprintLookup {
+                fingerprint,
+                labels_key: None,
+            }]
+        };
+        assert!(!store.remembered.any(), "a new store's index is empty");
+        // Keyed by its labels: not in the index, and the index is still not asked.
+        store
+            .accept(
+                vec![event("labels", "fp-1", true)],
+                &policy,
+                Timestamp::now(),
+            )
+            .await
+            .expect("accept");
+        assert!(!store.remembered.any());
+        // Keyed otherwise (a group's key): in the index, and found there from now on.
+        store
+            .accept(
+                vec![event("group", "fp-2", false)],
+                &policy,
+                Timestamp::now(),
+            )
+            .await
+            .expect("accept");
+        assert!(store.remembered.any());
+        let known = store
+            .dedup_keys_for_fingerprints("default", &lookup("fp-2"))
+            .await
+            .expect("lookup");
+        assert_eq!(
+            known,
+            HashMap::from([("fp-2".to_owned(), "group".to_owned())])
+        );
     }
 
     async fn synchronous(store: &SqliteStore) -> i64 {
@@ -1371,6 +1609,33 @@ mod tests {
         let cancelled = store.settle_budget(slot, now).now_or_never();
         assert!(cancelled.is_none(), "cancelled before it could finish");
         assert_eq!(synchronous(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn the_page_paths_users_find_it_relaxed_and_any_other_user_finds_it_full() {
+        let (_dir, store) = open_temporary().await;
+        let conn = store.relaxed_connection().await.expect("relaxed");
+        drop(conn);
+        // The next relaxed user (a budget slot after an accept…) finds NORMAL still: nobody
+        // spent a round trip setting FULL in between.
+        let mut conn = relaxing(&store.pool, &store.relaxed)
+            .await
+            .expect("relaxing");
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("pragma");
+        assert_eq!(inside, 1);
+        drop(conn);
+        // Any other user gets FULL, however it asks for the connection.
+        assert_eq!(synchronous(&store).await, 2);
+        drop(store.relaxed_connection().await.expect("relaxed"));
+        let mut tx = store.pool.begin().await.expect("begin");
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("pragma");
+        assert_eq!(inside, 2);
     }
 
     async fn pragma(store: &SqliteStore, name: &str) -> i64 {
