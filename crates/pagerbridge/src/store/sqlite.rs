@@ -201,7 +201,7 @@ impl SqliteStore {
             let (pool, relaxed) = (pool.clone(), relaxed.clone());
             // The restart's statement relaxes the connection itself (the row needs no fsync,
             // nor, mostly, the new WAL header: see `checkpointer::RESTART_WAL_UNSYNCED`); it
-            // goes back to FULL when released.
+            // goes back to FULL before a user that needs it gets it.
             move || {
                 let (pool, relaxed) = (pool.clone(), relaxed.clone());
                 async move { relaxing(&pool, &relaxed).await }
@@ -248,7 +248,8 @@ impl SqliteStore {
         })
     }
 
-    /// The connection, with `synchronous = NORMAL` until it is released: for the bookkeeping
+    /// The connection, with `synchronous = NORMAL` (FULL again for the next user that is not
+    /// relaxed): for the bookkeeping
     /// of sends (a budget slot, its settling, a delivered or failed event), whose commits then
     /// skip their fsync. In WAL mode such a commit is still on disk for a restart of the
     /// process, including `kill -9`; only a power loss or an OS crash may lose the last ones,
@@ -523,8 +524,15 @@ async fn relax(
     Ok(conn)
 }
 
+/// [`RELAX`], then `BEGIN`, as a macro so that [`BEGIN_AND_LOAD_INCIDENTS`] can start with it.
+macro_rules! relax_and_begin {
+    () => {
+        "PRAGMA synchronous = NORMAL; BEGIN"
+    };
+}
+
 /// [`RELAX`], then `BEGIN`: in one round trip.
-const RELAX_AND_BEGIN: &str = "PRAGMA synchronous = NORMAL; BEGIN";
+const RELAX_AND_BEGIN: &str = relax_and_begin!();
 
 /// The incidents of one target with the given dedup keys (a JSON array).
 macro_rules! load_incidents {
@@ -1576,7 +1584,7 @@ mod tests {
             .expect("pragma");
         assert_eq!(inside, 1);
         drop(conn);
-        assert_eq!(synchronous(&store).await, 2, "FULL again once released");
+        assert_eq!(synchronous(&store).await, 2, "FULL again for the next user");
         // Relaxed in the same round trip as `BEGIN` (accepts, delivered events).
         let mut conn = relaxing(&store.pool, &store.relaxed)
             .await
@@ -1589,7 +1597,7 @@ mod tests {
         assert_eq!(inside, 1);
         tx.commit().await.expect("commit");
         drop(conn);
-        assert_eq!(synchronous(&store).await, 2, "FULL again once released");
+        assert_eq!(synchronous(&store).await, 2, "FULL again for the next user");
         let key =
             pagerduty_events::RoutingKey::new("0123456789abcdef0123456789abfake").expect("key"); // fake test key
         let budget = BudgetId::new(&key, &store.budget_secret().await.expect("secret"));
