@@ -17,17 +17,10 @@ use crate::delivery::LaneWaker;
 use crate::format::{DedupMode, FormatError, FormatNote, Formatted, Outbound, alert_dedup_key};
 use crate::metrics::{Metrics, SourceLabel};
 use crate::store::{
-    Acceptance, Action, Condition, EventParts, FingerprintLookup, IncidentSource, JsonText,
-    NewEvent, Store, StoreError, SuppressionPolicy,
+    Acceptance, Action, Condition, FingerprintLookup, IncidentSource, JsonText, NewEvent, Store,
+    StoreError, SuppressionPolicy,
 };
 use crate::targets::{Snapshot, Targets};
-
-/// The most alerts of a request formatted as one part ([`Outbox::accept_parts`]): small
-/// enough that the store's writer starts on a large request soon, large enough that each part
-/// is worth the round trips to storage it costs.
-///
-/// [`Outbox::accept_parts`]: crate::store::Outbox::accept_parts
-const ALERTS_PER_PART: usize = 25;
 
 /// Why a request could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +78,20 @@ impl Planner {
         // next request, never to half of this one.
         let targets = self.targets.snapshot();
         let explicit = explicit_target(&targets, explicit)?;
-        Ok(plan_with(&targets, explicit, alerts, group))
+        Ok(alerts
+            .into_iter()
+            .filter_map(|alert| {
+                let target =
+                    explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
+                let formatter = targets.formatter(&target.name)?;
+                let formatted = formatter.format(&alert, group)?;
+                Some(Planned {
+                    target: target.name.clone(),
+                    alert: Some(alert),
+                    formatted,
+                })
+            })
+            .collect())
     }
 
     /// Plans a change event from the change-event API (default target unless named).
@@ -113,45 +119,6 @@ impl Planner {
             },
         })
     }
-}
-
-/// [`Planner::plan`] with the targets of one snapshot, and the explicit target already found
-/// in it.
-fn plan_with(
-    targets: &Snapshot,
-    explicit: Option<&Target>,
-    alerts: Vec<Alert>,
-    group: &GroupContext,
-) -> Vec<Planned> {
-    alerts
-        .into_iter()
-        .filter_map(|alert| {
-            let target =
-                explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
-            let formatter = targets.formatter(&target.name)?;
-            let formatted = formatter.format(&alert, group)?;
-            Some(Planned {
-                target: target.name.clone(),
-                alert: Some(alert),
-                formatted,
-            })
-        })
-        .collect()
-}
-
-/// Splits a request's alerts into parts of at most [`ALERTS_PER_PART`], as even as may be,
-/// in order.
-fn split_in_parts(mut alerts: Vec<Alert>) -> Vec<Vec<Alert>> {
-    let parts = alerts.len().div_ceil(ALERTS_PER_PART).max(1);
-    // The first `alerts.len() % parts` parts take one more.
-    let (size, longer) = (alerts.len() / parts, alerts.len() % parts);
-    let mut split = Vec::with_capacity(parts);
-    for part in 1..parts {
-        let rest = alerts.split_off(size + usize::from(part <= longer));
-        split.push(std::mem::replace(&mut alerts, rest));
-    }
-    split.push(alerts);
-    split
 }
 
 /// The target named in the URL or request, or `None` to route by labels. Fails when there
@@ -238,35 +205,10 @@ impl Pipeline {
         self.remember_dedup_keys(&mut alerts, explicit_target)
             .await?;
         let received = alerts.len();
-        // One snapshot for the whole request, as in `Planner::plan`.
-        let targets = self.planner.targets();
-        let explicit = self::explicit_target(&targets, explicit_target)?;
-        // Formatted a part at a time, so that the store may write the first parts while the
-        // later are formatted (`Outbox::accept_parts`). What the bookkeeping after needs of
-        // each event is kept as the parts are made, in order.
-        let kinds = Mutex::new(Vec::with_capacity(received));
-        let parts: EventParts<'_> = split_in_parts(alerts)
-            .into_iter()
-            .map(|alerts| {
-                let (targets, kinds) = (&targets, &kinds);
-                Box::new(move || {
-                    let events: Vec<NewEvent> = plan_with(targets, explicit, alerts, group)
-                        .into_iter()
-                        .map(|plan| self.new_queued_event(plan, Condition::Always, Some(source)))
-                        .collect();
-                    if let Ok(mut kinds) = kinds.lock() {
-                        kinds.extend(events.iter().map(Kind::of));
-                    }
-                    events
-                }) as Box<dyn FnOnce() -> Vec<NewEvent> + Send + '_>
-            })
-            .collect();
-        let results = self
-            .store
-            .accept_parts(parts, &self.policy, Timestamp::now())
+        let planned = self.planner.plan(alerts, group, explicit_target)?;
+        let mut receipt = self
+            .commit(planned, Condition::Always, Some(source))
             .await?;
-        let kinds = kinds.into_inner().unwrap_or_default();
-        let mut receipt = self.account(&kinds, &results);
         receipt.received = received;
         Ok(receipt)
     }
@@ -399,74 +341,60 @@ impl Pipeline {
     ) -> Result<Receipt, PipelineError> {
         let events: Vec<NewEvent> = planned
             .into_iter()
-            .map(|plan| self.new_queued_event(plan, condition, source))
+            .map(|plan| {
+                self.count_notes(&plan.target, &plan.formatted.notes);
+                NewEvent {
+                    condition,
+                    source,
+                    ..new_event(plan)
+                }
+            })
             .collect();
-        let kinds: Vec<Kind> = events.iter().map(Kind::of).collect();
-        let results = self
-            .store
-            .accept(events, &self.policy, Timestamp::now())
-            .await?;
-        Ok(self.account(&kinds, &results))
-    }
-
-    /// The outbox row of a planned event, queued only if `condition` holds, a trigger
-    /// recording `source` on its incident; its format notes counted.
-    fn new_queued_event(
-        &self,
-        plan: Planned,
-        condition: Condition,
-        source: Option<IncidentSource>,
-    ) -> NewEvent {
-        self.count_notes(&plan.target, &plan.formatted.notes);
-        NewEvent {
-            condition,
-            source,
-            ..new_event(plan)
+        let results = self.queue(events).await?;
+        let mut receipt = Receipt::default();
+        for result in results {
+            match result {
+                Acceptance::Queued { .. } => receipt.queued += 1,
+                Acceptance::Suppressed { .. } => receipt.suppressed += 1,
+            }
         }
+        Ok(receipt)
     }
 
     /// Commits events built elsewhere (the Alertmanager sync's acknowledges and resolves) in
     /// one transaction, counts them and wakes their lanes: one [`Acceptance`] per event.
     pub async fn queue(&self, events: Vec<NewEvent>) -> Result<Vec<Acceptance>, PipelineError> {
         // What the bookkeeping below needs, kept so the events (JSON and all) move into storage.
-        let kinds: Vec<Kind> = events.iter().map(Kind::of).collect();
+        let kinds: Vec<(String, Action, Option<String>)> = events
+            .iter()
+            .map(|e| (e.target.clone(), e.action, e.dedup_key.clone()))
+            .collect();
         let results = self
             .store
             .accept(events, &self.policy, Timestamp::now())
             .await?;
-        self.account(&kinds, &results);
-        Ok(results)
-    }
-
-    /// Counts what became of each event (`kinds[i]`'s is `results[i]`), wakes the lanes with
-    /// new events, and sums it up for the sender.
-    fn account(&self, kinds: &[Kind], results: &[Acceptance]) -> Receipt {
-        let mut receipt = Receipt::default();
         let mut woken = HashSet::new();
-        for (kind, result) in kinds.iter().zip(results) {
-            let target = kind.target.as_str();
+        for ((target, action, dedup_key), result) in kinds.iter().zip(&results) {
             match result {
                 Acceptance::Queued { .. } => {
-                    receipt.queued += 1;
-                    Metrics::count(&self.metrics.events_queued, target, kind.action.as_str());
-                    if woken.insert(target) {
+                    Metrics::count(&self.metrics.events_queued, target, action.as_str());
+                    if woken.insert(target.as_str()) {
                         self.waker.wake(target);
                     }
                 }
                 Acceptance::Suppressed { reason } => {
-                    receipt.suppressed += 1;
                     Metrics::count(&self.metrics.suppressed, target, reason);
                     tracing::debug!(
                         target_name = %target,
-                        action = kind.action.as_str(),
-                        dedup_key = kind.dedup_key.as_deref().unwrap_or(""),
+                        action = action.as_str(),
+                        dedup_key = dedup_key.as_deref().unwrap_or(""),
                         reason,
                         "event suppressed"
                     );
                 }
             }
         }
-        receipt
+        Ok(results)
     }
 
     fn count_notes(&self, target: &str, notes: &[FormatNote]) {
@@ -482,24 +410,6 @@ impl Pipeline {
                     tracing::warn!(target_name = %target, severity = %value, "unknown severity; using the target's default (logged once per value)");
                 }
             }
-        }
-    }
-}
-
-/// What the bookkeeping after an accept needs of an event (the event itself, JSON and all,
-/// moves into storage).
-struct Kind {
-    target: String,
-    action: Action,
-    dedup_key: Option<String>,
-}
-
-impl Kind {
-    fn of(event: &NewEvent) -> Self {
-        Self {
-            target: event.target.clone(),
-            action: event.action,
-            dedup_key: event.dedup_key.clone(),
         }
     }
 }
@@ -608,82 +518,6 @@ mod tests {
             last.action.as_str().to_owned(),
             last.dedup_key.clone().expect("key"),
         )
-    }
-
-    #[test]
-    fn a_request_is_split_in_even_parts_in_order() {
-        for n in 0..=3 * ALERTS_PER_PART + 1 {
-            let alerts: Vec<Alert> = (0..n)
-                .map(|i| alert(&format!("A{i}"), AlertStatus::Firing))
-                .collect();
-            let parts = split_in_parts(alerts.clone());
-            let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
-            assert_eq!(
-                parts.len(),
-                n.div_ceil(ALERTS_PER_PART).max(1),
-                "{n}: {sizes:?}"
-            );
-            let (smallest, largest) = (sizes.iter().min(), sizes.iter().max());
-            assert!(
-                largest.is_some_and(|&l| l <= ALERTS_PER_PART)
-                    && largest.zip(smallest).is_some_and(|(l, s)| l - s <= 1),
-                "{n}: {sizes:?}"
-            );
-            assert_eq!(parts.concat(), alerts, "{n}: in order");
-        }
-    }
-
-    /// A webhook of more alerts than a part: every alert's event is queued in order, and the
-    /// alerts of later parts are decided against those of earlier ones (a resolve of an
-    /// incident opened three parts before; a repeat of an earlier trigger, suppressed).
-    #[tokio::test]
-    async fn a_webhook_in_parts_is_accepted_as_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("pagerbridge.db"))
-                .await
-                .expect("open"),
-        );
-        let pipeline = pipeline(&store, DedupMode::Alert);
-        let mut alerts: Vec<Alert> = (0..3 * ALERTS_PER_PART)
-            .map(|i| alert(&format!("A{i}"), AlertStatus::Firing))
-            .collect();
-        alerts.push(alert("A5", AlertStatus::Firing));
-        alerts.push(alert("A3", AlertStatus::Resolved));
-        let expected: Vec<(Action, String)> = alerts
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != 3 * ALERTS_PER_PART)
-            .map(|(_, alert)| {
-                let action = if alert.status == AlertStatus::Resolved {
-                    Action::Resolve
-                } else {
-                    Action::Trigger
-                };
-                (action, alert_dedup_key(&alert.labels).to_string())
-            })
-            .collect();
-        assert!(split_in_parts(alerts.clone()).len() > 3);
-        let receipt = pipeline
-            .accept_alerts(IncidentSource::Alertmanager, alerts, &group("g"), None)
-            .await
-            .expect("accept");
-        assert_eq!(
-            receipt,
-            Receipt {
-                received: 3 * ALERTS_PER_PART + 2,
-                queued: 3 * ALERTS_PER_PART + 1,
-                suppressed: 1,
-            }
-        );
-        let queued: Vec<(Action, String)> = store
-            .pending(None, 1000)
-            .await
-            .expect("pending")
-            .into_iter()
-            .map(|event| (event.action, event.dedup_key.expect("key")))
-            .collect();
-        assert_eq!(queued, expected);
     }
 
     /// A resolve reaches the incident its trigger opened after the target's `dedup` switched,

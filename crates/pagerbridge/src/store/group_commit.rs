@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
@@ -32,15 +31,12 @@ type Committed<R> = (Vec<oneshot::Sender<R>>, Vec<R>, OwnedSemaphorePermit);
 #[derive(Debug)]
 pub(super) struct GroupCommit<J, R> {
     queue: mpsc::UnboundedSender<(J, oneshot::Sender<R>)>,
-    /// Jobs queued and not yet answered: see [`GroupCommit::idle`].
-    unanswered: Arc<AtomicUsize>,
 }
 
 impl<J, R> Clone for GroupCommit<J, R> {
     fn clone(&self) -> Self {
         Self {
             queue: self.queue.clone(),
-            unanswered: self.unanswered.clone(),
         }
     }
 }
@@ -60,22 +56,20 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
         let (queue, jobs) = mpsc::unbounded_channel::<(J, oneshot::Sender<R>)>();
         let jobs = Arc::new(Mutex::new(jobs));
         let commit = Arc::new(commit);
-        let unanswered = Arc::new(AtomicUsize::new(0));
         for _ in 0..writers.max(1) {
             let jobs = jobs.clone();
             let commit = commit.clone();
-            let unanswered = unanswered.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(MAX_JOBS);
                 // The queue is held only while taking a batch, not while committing it.
                 while jobs.lock().await.recv_many(&mut batch, MAX_JOBS).await > 0 {
                     let (work, replies): (Vec<J>, Vec<oneshot::Sender<R>>) =
                         batch.drain(..).unzip();
-                    answer(replies, commit(work).await, &unanswered);
+                    answer(replies, commit(work).await);
                 }
             });
         }
-        Self { queue, unanswered }
+        Self { queue }
     }
 
     /// Starts one writer whose `commit` returns before its batch is durable, and a thread
@@ -93,7 +87,6 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
     {
         let (queue, mut jobs) = mpsc::unbounded_channel::<(J, oneshot::Sender<R>)>();
         let (committed, mut to_flush) = mpsc::unbounded_channel::<Committed<R>>();
-        let unanswered = Arc::new(AtomicUsize::new(0));
         // One batch flushing and one committing, no more: the writer would otherwise commit
         // each few jobs that queue during a flush on their own, and many small commits write
         // more pages than a few large ones. Under a burst, jobs queue up while it waits.
@@ -117,7 +110,6 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
         // The flush blocks, and its callers should hear of it at once, not when a runtime
         // thread busy parsing requests gets round to it: a thread of its own (it ends when the
         // writer does).
-        let answered = unanswered.clone();
         let flusher = std::thread::Builder::new()
             .name("pagerbridge-flush".into())
             .spawn(move || {
@@ -131,7 +123,7 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
                         results.extend(batch_results);
                         permits.push(permit);
                     }
-                    answer(replies, durable(results), &answered);
+                    answer(replies, durable(results));
                     // Answered: the writer may commit the next batch.
                     drop(permits);
                 }
@@ -141,43 +133,20 @@ impl<J: Send + 'static, R: Send + 'static> GroupCommit<J, R> {
             // hears that the store is closed.
             tracing::error!(%error, "could not start the storage flush thread");
         }
-        Self { queue, unanswered }
+        Self { queue }
     }
 
     /// Queues `job` and waits for its result; `None` if the writer is gone (the runtime is
     /// shutting down).
     pub(super) async fn submit(&self, job: J) -> Option<R> {
-        self.enqueue(job).await
-    }
-
-    /// Queues `job` now, and gives back the wait for its result: the caller may work on
-    /// something else, the job's later parts, before it waits.
-    pub(super) fn enqueue(&self, job: J) -> impl Future<Output = Option<R>> + use<J, R> {
         let (reply, answer) = oneshot::channel();
-        // Counted before it is queued: the writer may answer it at once.
-        self.unanswered.fetch_add(1, Ordering::SeqCst);
-        let queued = self.queue.send((job, reply)).is_ok();
-        if !queued {
-            self.unanswered.fetch_sub(1, Ordering::SeqCst);
-        }
-        async move {
-            if !queued {
-                return None;
-            }
-            answer.await.ok()
-        }
-    }
-
-    /// Whether no job is queued, being committed or waiting for its flush: a job queued now
-    /// would be the writer's next, with nothing before it.
-    pub(super) fn idle(&self) -> bool {
-        self.unanswered.load(Ordering::SeqCst) == 0
+        self.queue.send((job, reply)).ok()?;
+        answer.await.ok()
     }
 }
 
-/// Sends each caller its result, and counts them answered.
-fn answer<R>(replies: Vec<oneshot::Sender<R>>, results: Vec<R>, unanswered: &AtomicUsize) {
-    unanswered.fetch_sub(replies.len(), Ordering::SeqCst);
+/// Sends each caller its result.
+fn answer<R>(replies: Vec<oneshot::Sender<R>>, results: Vec<R>) {
     for (reply, result) in replies.into_iter().zip(results) {
         // A caller that gave up (its request was cancelled) is not waiting; its job is
         // committed all the same, as it would be without grouping.
@@ -217,14 +186,18 @@ mod tests {
             .await
             .expect("the writer takes the first job");
         // Queued while the first commit is under way.
-        let answers: Vec<_> = (2..=20).map(|job| group.enqueue(job)).collect();
-        assert!(!group.idle(), "jobs are waiting");
+        let answers: Vec<_> = (2..=20)
+            .map(|job| {
+                let (reply, answer) = oneshot::channel();
+                group.queue.send((job, reply)).expect("queued");
+                answer
+            })
+            .collect();
         gate_tx.send(true).expect("gate");
         assert_eq!(first.await.expect("task"), Some(10));
         for (job, answer) in (2..=20).zip(answers) {
-            assert_eq!(answer.await, Some(job * 10));
+            assert_eq!(answer.await.ok(), Some(job * 10));
         }
-        assert!(group.idle(), "every job is answered");
         assert_eq!(*batches.lock().expect("lock"), [1, 19]);
     }
 
@@ -283,7 +256,6 @@ mod tests {
         assert!(!first.is_finished(), "answered before its flush");
         assert!(!second.is_finished());
         assert!(flushed.lock().expect("lock").is_empty());
-        assert!(!group.idle(), "committed is not answered");
         *gate.0.lock().expect("lock") = true;
         gate.1.notify_all();
         assert_eq!(first.await.expect("task"), Some(101));
@@ -297,7 +269,6 @@ mod tests {
         );
         let flushed: Vec<u32> = flushed.lock().expect("lock").concat();
         assert_eq!(flushed, [1, 2, 3, 4], "flushed in commit order");
-        assert!(group.idle(), "every job is answered");
     }
 
     #[tokio::test]
@@ -311,9 +282,15 @@ mod tests {
                 jobs
             }
         });
-        let answers: Vec<_> = (0..MAX_JOBS + 5).map(|job| group.enqueue(job)).collect();
+        let answers: Vec<_> = (0..MAX_JOBS + 5)
+            .map(|job| {
+                let (reply, answer) = oneshot::channel();
+                group.queue.send((job, reply)).expect("queued");
+                answer
+            })
+            .collect();
         for (job, answer) in answers.into_iter().enumerate() {
-            assert_eq!(answer.await, Some(job));
+            assert_eq!(answer.await.ok(), Some(job));
         }
         assert_eq!(*batches.lock().expect("lock"), [MAX_JOBS, 5]);
     }

@@ -48,8 +48,7 @@ pub use incidents::{IncidentFilter, Incidents, StatusFilter};
 pub use json_text::JsonText;
 pub use leases::{Fence, LaneState, LaneStates, Lease, LeaseInfo, LeaseName, Leases, ReplicaId};
 pub use outbox::{
-    Acceptance, CommitHook, Condition, EventParts, FingerprintLookup, LaneStats, NewEvent, Outbox,
-    QueuedEvent,
+    Acceptance, CommitHook, Condition, FingerprintLookup, LaneStats, NewEvent, Outbox, QueuedEvent,
 };
 pub use suppress::{IncidentSource, IncidentState, SuppressionPolicy};
 
@@ -63,10 +62,6 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// A request was cancelled while its events were still being made: none of it is
-    /// stored, as its sender was never told it was accepted.
-    #[error("the request was cancelled before all its events were made; none of it was stored")]
-    Abandoned,
 }
 
 /// What kind of PagerDuty request an outbox row becomes.

@@ -105,10 +105,6 @@ pub struct LaneStats {
     pub oldest_pending_accepted_at: Option<Timestamp>,
 }
 
-/// The events of one request, made a part at a time: each function makes the next part's
-/// events, in order ([`Outbox::accept_parts`]).
-pub type EventParts<'a> = Vec<Box<dyn FnOnce() -> Vec<NewEvent> + Send + 'a>>;
-
 /// Called with the target of newly queued events as soon as they are committed: see
 /// [`Outbox::on_commit`].
 pub type CommitHook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -131,20 +127,6 @@ pub trait Outbox: Send + Sync + 'static {
         policy: &SuppressionPolicy,
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError>;
-
-    /// [`Outbox::accept`] for the events of one request made a part at a time: calls the
-    /// parts in order, and gives one [`Acceptance`] per event of all of them, in order, still
-    /// committed in one transaction. A store may write the first parts while the later are
-    /// made (SQLite); the default makes them all, then accepts them.
-    async fn accept_parts(
-        &self,
-        parts: EventParts<'_>,
-        policy: &SuppressionPolicy,
-        now: Timestamp,
-    ) -> Result<Vec<Acceptance>, StoreError> {
-        let events = parts.into_iter().flat_map(|make| make()).collect();
-        self.accept(events, policy, now).await
-    }
 
     /// The dedup key last used for each of these Alertmanager fingerprints on a target, for
     /// those remembered: the key of the fingerprint's latest incident (by `updated_at`) among

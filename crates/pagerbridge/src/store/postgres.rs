@@ -1044,7 +1044,6 @@ mod tests {
             prepared: vec![(); events],
             policy: SuppressionPolicy::default(),
             now: Timestamp::UNIX_EPOCH,
-            more: None,
         };
         let sizes = [100, 1_900, 1, MAX_LOCKS_PER_BATCH + 1, 5, 7];
         let batches = lock_sized(sizes.iter().map(|&n| job(n)).collect());

@@ -45,7 +45,7 @@ use super::suppress::{self, IncidentSource, IncidentState, SuppressionPolicy};
 use super::wal_flush::Wal;
 use super::{
     Acceptance, Action, BudgetDecision, BudgetId, BudgetSecret, CommitHook, DeadLetter,
-    DeadLetterFilter, DeadLetters, EventParts, Expired, FallbackNotices, Fence, FingerprintLookup,
+    DeadLetterFilter, DeadLetters, Expired, FallbackNotices, Fence, FingerprintLookup,
     IncidentFilter, Incidents, LaneStats, NewEvent, Notice, NoticeKind, Outbox, QueuedEvent,
     ReplayReport, SUPERSEDED_IN_FLIGHT, SendBudget, StoreError, severity_rank, to_millis,
 };
@@ -280,11 +280,6 @@ impl SqliteStore {
     /// thread wake-ups on the path of every page; so the transaction is this batch's own
     /// SQL, and a batch that fails closes the connection, which rolls it back.
     ///
-    /// A job whose later parts are still being made ([`AcceptJob::receive`]) is loaded,
-    /// decided and written a part at a time, in the same transaction: the events at hand
-    /// first, then each part as it comes, and the commit with the last. Jobs behind it wait
-    /// for it, since each job is decided against what the ones before it did.
-    ///
     /// The commit skips its fsync (`synchronous = NORMAL`): the group commit answers no job
     /// before [`Wal::flush_for`] has made it durable, and commits the next batch meanwhile.
     /// `committed` hears of the targets with new events right after the commit, before the
@@ -294,97 +289,40 @@ impl SqliteStore {
         relaxed: &AtomicBool,
         committed: &CommitHookCell,
         remembered: &Remembered,
-        jobs: &mut [AcceptJob<Packed>],
+        jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
         let mut tx = OwnTransaction::on(relaxing(pool, relaxed).await?);
-        let mut decider = suppress::Decider::new(HashMap::new());
-        let mut verdicts: accept_jobs::Verdicts = vec![Vec::new(); jobs.len()];
-        let mut ids = Vec::new();
-        let mut targets = BTreeSet::new();
-        let mut begun = false;
-        // Where the events not yet decided start: a job, and an event of it.
-        let (mut first, mut from) = (0, 0);
-        loop {
-            // The events at hand: up to the first job still missing parts, what it has of them.
-            let last = jobs
-                .iter()
-                .position(|job| !job.complete())
-                .unwrap_or(jobs.len().saturating_sub(1))
-                .max(first);
-            let done = jobs.get(last).is_none_or(AcceptJob::complete);
-            let spans: Vec<accept_jobs::Span> = (first..jobs.len().min(last + 1))
-                .map(|job| {
-                    (
-                        job,
-                        if job == first { from } else { 0 }..jobs[job].events.len(),
-                    )
-                })
-                .collect();
-            let mut unknown: Vec<&NewEvent> = Vec::new();
-            for (job, range) in &spans {
-                for event in &jobs[*job].events[range.clone()] {
-                    if let Some(key) = event.dedup_key.as_deref()
-                        && !decider.knows(&event.target, key)
-                    {
-                        unknown.push(event);
-                    }
-                }
-            }
-            let (loaded, began) = Self::load(&mut tx.conn, unknown.into_iter(), !begun).await?;
-            decider.load(loaded);
-            let queued = accept_jobs::decide_spans(&mut decider, jobs, &spans, &mut verdicts);
-            let (changed, created) = decider.take_changes();
-            remembered.note(&changed);
-            let write = Write {
-                begin: !(begun || began),
-                commit: done,
-            };
-            begun = true;
-            ids.extend(Self::write(&mut tx.conn, write, &queued, &changed, created).await?);
-            targets.extend(queued.iter().map(|q| q.event.target.clone()));
-            if done {
-                break;
-            }
-            // Wait for the next part of the job that is missing some.
-            (first, from) = (last, jobs[last].events.len());
-            jobs[last].receive().await?;
-        }
+        let loaded = Self::begin_and_load(&mut tx.conn, accept_jobs::events(jobs)).await?;
+        let mut decider = suppress::Decider::new(loaded);
+        let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
+        let created = decider.created_by_status();
+        let changed = decider.into_changed();
+        remembered.note(&changed);
+        let ids = Self::write_and_commit(&mut tx.conn, &queued, &changed, created).await?;
         tx.committed();
         if let Some(hook) = committed.0.get() {
-            for target in &targets {
+            let targets: BTreeSet<&str> = queued.iter().map(|q| q.event.target.as_str()).collect();
+            for target in targets {
                 hook(target);
             }
         }
         accept_jobs::answers(verdicts, ids)
     }
 
-    /// Writes what a batch (or a part of it) decided, in one round trip to SQLite's thread (a
-    /// query of several statements): the counts of what it inserts, the incidents' new states,
-    /// the queued events, in order, and `COMMIT` if `write.commit` (after `BEGIN`, if
-    /// `write.begin`). The ids of the events:
+    /// Writes what a batch decided and commits, in one round trip to SQLite's thread (a query
+    /// of several statements): the counts of what it inserts, the incidents' new states, the
+    /// queued events, in order, then `COMMIT`. The ids of the events:
     /// no `RETURNING` (like a row trigger, it makes SQLite copy every row into a temporary
     /// table before inserting it); one writer inserts and each row gets the next id
     /// (AUTOINCREMENT: one more than the largest ever), and the outbox's inserts come last, so
     /// the events hold the ids that end at the last one inserted.
-    async fn write(
+    async fn write_and_commit(
         conn: &mut SqliteConnection,
-        write: Write,
         queued: &[accept_jobs::Queued<'_, Packed>],
         changed: &[IncidentState],
         created: BTreeMap<&'static str, i64>,
     ) -> Result<Vec<i64>, StoreError> {
-        if !(write.begin || write.commit) && queued.is_empty() && changed.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut sql = sqlx::QueryBuilder::<Sqlite>::new("");
-        // Statements whose results are not the rows written: the `PRAGMA` and `BEGIN` repeat
-        // the last count SQLite kept (its `changes()` is the last insert's, update's or
-        // delete's, of this or an earlier transaction), and so does the `COMMIT`.
-        let mut skipped = 0;
-        if write.begin {
-            sql.push(RELAX_AND_BEGIN).push(";");
-            skipped = 2;
-        }
         let mut statements: u64 = 0;
         // Inserts are counted here, not by triggers (migration 0010): the queued events,
         // pending, per target, and the new incidents per status. Updates of incidents that
@@ -458,22 +396,19 @@ impl SqliteStore {
             });
             sql.push(";");
         }
-        if write.commit {
-            sql.push("COMMIT");
-        }
-        // One result per statement, in order.
+        sql.push("COMMIT");
+        // One result per statement, the `COMMIT`'s last: it repeats the count of the statement
+        // before it (SQLite's `changes()` is the last insert's, update's or delete's), so it is
+        // left out of the sum.
         let done: Vec<SqliteQueryResult> = (&mut *conn)
             .fetch_many(sql.build())
             .try_filter_map(|step| async move { Ok(step.left()) })
             .try_collect()
             .await?;
-        let end = done.len().saturating_sub(usize::from(write.commit));
-        let (Some(last), Some(written)) = (done.last(), done.get(skipped..end)) else {
-            return Err(StoreError::Corrupt(
-                "accept ran fewer statements than sent".into(),
-            ));
+        let (Some(commit), written) = (done.last(), done.len().saturating_sub(1)) else {
+            return Err(StoreError::Corrupt("accept ran no statement".into()));
         };
-        let rows_affected: u64 = written.iter().map(|d| d.rows_affected()).sum();
+        let rows_affected: u64 = done[..written].iter().map(|d| d.rows_affected()).sum();
         // Each count and each incident row is one change (an upsert's update too; what
         // triggers change is not counted), each event one. Checked after the commit: a
         // mismatch means a bug, not bad input, and the callers' retries are suppressed as
@@ -485,30 +420,28 @@ impl SqliteStore {
             )));
         }
         let rows = queued.len() as i64;
-        let last = last.last_insert_rowid();
+        let last = commit.last_insert_rowid();
         Ok((last - rows + 1..=last).collect())
     }
 
-    /// The stored states of the incidents `events` name, by (target, dedup key): one query per
-    /// target (a request rarely spans more than one). If `begin`, the first query relaxes the
-    /// connection and begins the transaction ([`BEGIN_AND_LOAD_INCIDENTS`]); the second value
-    /// says whether one did (not when no event names an incident).
-    async fn load(
+    /// Relaxes the connection and begins the transaction ([`RELAX_AND_BEGIN`]) with the first
+    /// query, then the stored states of the incidents `events` name, by (target, dedup key):
+    /// one query per target (a request rarely spans more than one).
+    async fn begin_and_load(
         conn: &mut SqliteConnection,
         events: impl Iterator<Item = &NewEvent>,
-        begin: bool,
-    ) -> Result<(HashMap<(String, String), IncidentState>, bool), StoreError> {
+    ) -> Result<HashMap<(String, String), IncidentState>, StoreError> {
         let mut loaded = HashMap::new();
-        let mut began = false;
+        let mut begun = false;
         for (target, keys) in dedup_keys_by_target(events) {
             let keys = serde_json::to_string(&keys)
                 .map_err(|error| StoreError::Corrupt(format!("dedup keys: {error}")))?;
-            let sql = if begin && !began {
-                BEGIN_AND_LOAD_INCIDENTS
-            } else {
+            let sql = if begun {
                 LOAD_INCIDENTS
+            } else {
+                BEGIN_AND_LOAD_INCIDENTS
             };
-            began |= begin;
+            begun = true;
             let rows = sqlx::query(sql)
                 .bind(target)
                 .bind(keys)
@@ -519,17 +452,12 @@ impl SqliteStore {
                 loaded.insert((state.target.clone(), state.dedup_key.clone()), state);
             }
         }
-        Ok((loaded, began))
+        // Only change events, no incident to load.
+        if !begun {
+            sqlx::query(RELAX_AND_BEGIN).execute(&mut *conn).await?;
+        }
+        Ok(loaded)
     }
-}
-
-/// What [`SqliteStore::write`] adds around the rows of a batch or of a part of it.
-#[derive(Clone, Copy, Debug)]
-struct Write {
-    /// The transaction is not begun yet: relax the connection and begin it first.
-    begin: bool,
-    /// The batch is all here: commit it.
-    commit: bool,
 }
 
 /// Whether the fingerprint index (`incidents_fingerprint_remembered`) may hold an incident.
@@ -618,7 +546,8 @@ macro_rules! load_incidents {
 }
 
 /// An accept's first query: [`RELAX_AND_BEGIN`], then the first target's incidents.
-const BEGIN_AND_LOAD_INCIDENTS: &str = concat!(relax_and_begin!(), "; ", load_incidents!());
+const BEGIN_AND_LOAD_INCIDENTS: &str =
+    concat!(relax_and_begin!(), "; ", load_incidents!());
 
 /// Another target's incidents, in the transaction begun by [`BEGIN_AND_LOAD_INCIDENTS`].
 const LOAD_INCIDENTS: &str = load_incidents!();
@@ -782,15 +711,6 @@ impl Outbox for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Acceptance>, StoreError> {
         accept_jobs::submit(&self.accepts, events, Packed::of, policy, now).await
-    }
-
-    async fn accept_parts(
-        &self,
-        parts: EventParts<'_>,
-        policy: &SuppressionPolicy,
-        now: Timestamp,
-    ) -> Result<Vec<Acceptance>, StoreError> {
-        accept_jobs::submit_parts(&self.accepts, parts, Packed::of, policy, now).await
     }
 
     async fn dedup_keys_for_fingerprints(
@@ -1375,182 +1295,6 @@ mod tests {
             .expect("queued");
         assert_eq!(queued.event, event);
         assert_eq!(queued.alert, Some(alert));
-    }
-
-    /// A request's events in three parts, the incidents of the later parts touched by the
-    /// earlier (a resolve of an incident the first part opened, a repeat of its trigger, a
-    /// new incident resolved at once), and a second target: the parts' events as they come.
-    fn parts_of_one_request() -> Vec<Vec<NewEvent>> {
-        let on = same_trigger;
-        let resolve = |key: &str| NewEvent {
-            action: Action::Resolve,
-            payload_hash: None,
-            ..same_trigger("a", key)
-        };
-        vec![
-            vec![on("a", "1"), on("a", "2"), on("b", "1")],
-            vec![resolve("1"), on("a", "2"), on("a", "3")],
-            vec![resolve("3"), on("a", "1"), on("b", "1"), on("b", "4")],
-        ]
-    }
-
-    /// What a store holds after an accept: its events and incidents, and the counts kept
-    /// beside them.
-    async fn contents(store: &SqliteStore) -> Vec<String> {
-        let mut rows: Vec<String> = sqlx::query_scalar(
-            "SELECT 'event ' || id || ' ' || target || ' ' || dedup_key || ' ' || action
-             FROM outbox
-             UNION ALL SELECT 'incident ' || target || ' ' || dedup_key || ' ' || status
-             FROM incidents
-             UNION ALL SELECT 'count ' || target || ' ' || status || ' ' || n FROM outbox_counts
-             UNION ALL SELECT 'incidents ' || status || ' ' || n FROM incident_counts",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .expect("contents");
-        rows.sort();
-        rows
-    }
-
-    /// Whether another connection to `path` finds the database's write lock taken, tried
-    /// again until it is or `within` has passed: from a thread of its own, for a caller that
-    /// must block (a part being made runs in the accepting task).
-    fn write_lock_taken(path: &Path, within: Duration) -> bool {
-        let path = path.to_owned();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let options = SqliteConnectOptions::new()
-                    .filename(&path)
-                    .busy_timeout(Duration::ZERO);
-                let mut conn = SqliteConnection::connect_with(&options)
-                    .await
-                    .expect("connect");
-                let deadline = tokio::time::Instant::now() + within;
-                while tokio::time::Instant::now() < deadline {
-                    match sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await {
-                        Err(_) => return true,
-                        Ok(_) => {
-                            sqlx::query("ROLLBACK")
-                                .execute(&mut conn)
-                                .await
-                                .expect("rollback");
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                false
-            })
-        })
-        .join()
-        .expect("thread")
-    }
-
-    /// A request made in parts is written while its later parts are still being made (the
-    /// second part is made only once the writer holds the database's write lock, which it
-    /// takes when it writes the first), and ends as the same request accepted whole would:
-    /// the same acceptances, rows and counts, every later part decided against what the
-    /// earlier did.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_in_parts_is_written_as_its_parts_come_and_ends_as_if_whole() {
-        let policy = SuppressionPolicy::default();
-        let now = Timestamp::now();
-        let (_whole_dir, whole) = open_temporary().await;
-        let expected = whole
-            .accept(parts_of_one_request().concat(), &policy, now)
-            .await
-            .expect("accept whole");
-        assert!(
-            expected
-                .iter()
-                .any(|a| matches!(a, Acceptance::Suppressed { .. })),
-            "the parts decide against each other: {expected:?}"
-        );
-
-        let (dir, store) = open_temporary().await;
-        let path = dir.path().join("db");
-        // In a task of its own, as a request's handler is: the writer's task, woken by it,
-        // must not wait for it to finish making its parts.
-        let (accepted, started) = tokio::spawn({
-            let store = store.clone();
-            async move {
-                let started = std::sync::Mutex::new(Vec::new());
-                let parts: EventParts<'_> = parts_of_one_request()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(n, events)| {
-                        let (started, path) = (&started, &path);
-                        Box::new(move || {
-                            if n == 1 {
-                                let taken = write_lock_taken(path, Duration::from_secs(10));
-                                started.lock().expect("lock").push(taken);
-                            }
-                            events
-                        }) as Box<dyn FnOnce() -> Vec<NewEvent> + Send + '_>
-                    })
-                    .collect();
-                let accepted = store.accept_parts(parts, &policy, now).await;
-                (accepted, started.into_inner().expect("lock"))
-            }
-        })
-        .await
-        .expect("task");
-        let accepted = accepted.expect("accept in parts");
-        assert_eq!(
-            started,
-            [true],
-            "the first part was written before the second was made"
-        );
-        assert_eq!(accepted, expected);
-        assert_eq!(contents(&store).await, contents(&whole).await);
-    }
-
-    /// A request whose later part is never made (its task failed while making it) leaves
-    /// nothing stored, not its first part either, and the store goes on accepting.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_abandoned_between_its_parts_leaves_nothing() {
-        let (dir, store) = open_temporary().await;
-        let path = dir.path().join("db");
-        let store = Arc::new(store);
-        let first_written = Arc::new(AtomicBool::new(false));
-        let abandoned = tokio::spawn({
-            let (store, first_written) = (store.clone(), first_written.clone());
-            async move {
-                let parts: EventParts<'_> = vec![
-                    Box::new(|| vec![same_trigger("a", "1")]),
-                    Box::new(move || {
-                        let taken = write_lock_taken(&path, Duration::from_secs(10));
-                        first_written.store(taken, Ordering::SeqCst);
-                        panic!("the second part failed to be made");
-                    }),
-                ];
-                store
-                    .accept_parts(parts, &SuppressionPolicy::default(), Timestamp::now())
-                    .await
-            }
-        });
-        assert!(abandoned.await.is_err(), "the task failed");
-        assert!(
-            first_written.load(Ordering::SeqCst),
-            "the first part was written before the second failed"
-        );
-        let later = store
-            .accept(
-                vec![same_trigger("a", "2")],
-                &SuppressionPolicy::default(),
-                Timestamp::now(),
-            )
-            .await
-            .expect("a later accept");
-        assert!(matches!(later.as_slice(), [Acceptance::Queued { .. }]));
-        let keys: Vec<String> = sqlx::query_scalar("SELECT dedup_key FROM outbox")
-            .fetch_all(&store.pool)
-            .await
-            .expect("rows");
-        assert_eq!(keys, ["2"]);
     }
 
     /// The ids `accept` answers are those of the rows it inserted, in order, also across the

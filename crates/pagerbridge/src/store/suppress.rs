@@ -287,36 +287,6 @@ impl Decider {
             .filter_map(|id| self.states.remove(id))
             .collect()
     }
-
-    /// For a store that writes a transaction's decisions a part at a time: the state of
-    /// every incident changed since the last call, once each, and how many of them are new
-    /// per status ([`Decider::created_by_status`]). Once taken, they count as stored: a later
-    /// change of one is an update, not a new incident.
-    pub fn take_changes(&mut self) -> (Vec<IncidentState>, BTreeMap<&'static str, i64>) {
-        let created = self.created_by_status();
-        let changed = self
-            .changed
-            .drain(..)
-            .filter_map(|id| self.states.get(&id).cloned())
-            .collect();
-        self.created.clear();
-        (changed, created)
-    }
-
-    /// Whether the stored state of the incident (target, dedup key) is already known: loaded,
-    /// or decided by an earlier event.
-    pub fn knows(&self, target: &str, dedup_key: &str) -> bool {
-        self.states
-            .contains_key(&(target.to_owned(), dedup_key.to_owned()))
-    }
-
-    /// Adds incidents loaded after the decider was made (a later part's), keyed as in
-    /// [`Decider::new`]; one already known keeps the state decided for it.
-    pub fn load(&mut self, loaded: HashMap<(String, String), IncidentState>) {
-        for (id, state) in loaded {
-            self.states.entry(id).or_insert(state);
-        }
-    }
 }
 
 #[cfg(test)]
