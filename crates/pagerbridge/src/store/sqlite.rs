@@ -546,8 +546,7 @@ macro_rules! load_incidents {
 }
 
 /// An accept's first query: [`RELAX_AND_BEGIN`], then the first target's incidents.
-const BEGIN_AND_LOAD_INCIDENTS: &str =
-    concat!(relax_and_begin!(), "; ", load_incidents!());
+const BEGIN_AND_LOAD_INCIDENTS: &str = concat!(relax_and_begin!(), "; ", load_incidents!());
 
 /// Another target's incidents, in the transaction begun by [`BEGIN_AND_LOAD_INCIDENTS`].
 const LOAD_INCIDENTS: &str = load_incidents!();
