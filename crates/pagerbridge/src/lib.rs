@@ -33,6 +33,5 @@ pub mod metrics;
 pub mod pipeline;
 pub mod secrets;
 pub mod service;
-pub(crate) mod split;
 pub mod store;
 pub mod targets;

@@ -16,16 +16,11 @@ use crate::config::{self, Target};
 use crate::delivery::LaneWaker;
 use crate::format::{DedupMode, FormatError, FormatNote, Formatted, Outbound, alert_dedup_key};
 use crate::metrics::{Metrics, SourceLabel};
-use crate::split::Split;
 use crate::store::{
     Acceptance, Action, Condition, FingerprintLookup, IncidentSource, JsonText, NewEvent, Store,
     StoreError, SuppressionPolicy,
 };
 use crate::targets::{Snapshot, Targets};
-
-/// The fewest alerts in a request whose formatting is shared with another thread
-/// ([`Split`]): a hand-off costs about what formatting two alerts does.
-const SPLIT_FROM: usize = 16;
 
 /// Why a request could not be accepted.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +31,6 @@ pub enum PipelineError {
     NoTargets,
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the service is shutting down")]
-    ShuttingDown,
 }
 
 /// One alert, routed and formatted.
@@ -84,10 +77,20 @@ impl Planner {
         // One snapshot for the whole request: a target changing meanwhile applies to the
         // next request, never to half of this one.
         let targets = self.targets.snapshot();
-        explicit_target(&targets, explicit)?;
+        let explicit = explicit_target(&targets, explicit)?;
         Ok(alerts
             .into_iter()
-            .filter_map(|alert| plan_one(&targets, explicit, alert, group))
+            .filter_map(|alert| {
+                let target =
+                    explicit.unwrap_or_else(|| config::route(targets.targets(), &alert.labels));
+                let formatter = targets.formatter(&target.name)?;
+                let formatted = formatter.format(&alert, group)?;
+                Some(Planned {
+                    target: target.name.clone(),
+                    alert: Some(alert),
+                    formatted,
+                })
+            })
             .collect())
     }
 
@@ -116,26 +119,6 @@ impl Planner {
             },
         })
     }
-}
-
-/// One alert routed and formatted with `targets`, to the target named `explicit` (one that
-/// [`explicit_target`] found) or by its labels; `None` if it becomes nothing.
-fn plan_one(
-    targets: &Snapshot,
-    explicit: Option<&str>,
-    alert: Alert,
-    group: &GroupContext,
-) -> Option<Planned> {
-    let target = match explicit {
-        Some(name) => targets.get(name)?,
-        None => config::route(targets.targets(), &alert.labels),
-    };
-    let formatted = targets.formatter(&target.name)?.format(&alert, group)?;
-    Some(Planned {
-        target: target.name.clone(),
-        alert: Some(alert),
-        formatted,
-    })
 }
 
 /// The target named in the URL or request, or `None` to route by labels. Fails when there
@@ -174,8 +157,6 @@ pub struct Pipeline {
     waker: LaneWaker,
     metrics: Arc<Metrics>,
     policy: SuppressionPolicy,
-    /// Formatting a request's alerts on both cores when the other would idle.
-    split: Split,
     /// Unknown severity values already logged, so each is logged once, not per alert.
     logged_severities: Mutex<HashSet<String>>,
 }
@@ -194,7 +175,6 @@ impl Pipeline {
             waker,
             metrics,
             policy,
-            split: Split::new(SPLIT_FROM),
             logged_severities: Mutex::new(HashSet::new()),
         }
     }
@@ -225,20 +205,10 @@ impl Pipeline {
         self.remember_dedup_keys(&mut alerts, explicit_target)
             .await?;
         let received = alerts.len();
-        // One snapshot for the whole request, as in `Planner::plan`; the work moves to where
-        // `split` runs it, so it takes what it needs with it.
-        let targets = self.planner.targets();
-        self::explicit_target(&targets, explicit_target)?;
-        let (group, explicit) = (group.clone(), explicit_target.map(str::to_owned));
-        let prepared = self
-            .split
-            .map(alerts, move |alert| {
-                plan_one(&targets, explicit.as_deref(), alert, &group)
-                    .map(|plan| prepare(plan, Some(source)))
-            })
-            .await
-            .map_err(|_| PipelineError::ShuttingDown)?;
-        let mut receipt = self.commit(prepared.into_iter().flatten()).await?;
+        let planned = self.planner.plan(alerts, group, explicit_target)?;
+        let mut receipt = self
+            .commit(planned, Condition::Always, Some(source))
+            .await?;
         receipt.received = received;
         Ok(receipt)
     }
@@ -257,7 +227,7 @@ impl Pipeline {
             })
             .inc();
         let planned = self.planner.plan_change(event, notes, explicit_target)?;
-        let mut receipt = self.commit([prepare(planned, None)]).await?;
+        let mut receipt = self.commit(vec![planned], Condition::Always, None).await?;
         receipt.received = 1;
         Ok(receipt)
     }
@@ -361,16 +331,23 @@ impl Pipeline {
             .await?)
     }
 
-    /// Accepts the prepared events in one transaction, and counts what formatting repaired.
+    /// Accepts the planned events in one transaction, each queued only if `condition` holds;
+    /// the triggers among them record `source` on their incidents.
     async fn commit(
         &self,
-        prepared: impl IntoIterator<Item = Prepared>,
+        planned: Vec<Planned>,
+        condition: Condition,
+        source: Option<IncidentSource>,
     ) -> Result<Receipt, PipelineError> {
-        let events: Vec<NewEvent> = prepared
+        let events: Vec<NewEvent> = planned
             .into_iter()
-            .map(|Prepared { event, notes }| {
-                self.count_notes(&event.target, &notes);
-                event
+            .map(|plan| {
+                self.count_notes(&plan.target, &plan.formatted.notes);
+                NewEvent {
+                    condition,
+                    source,
+                    ..new_event(plan)
+                }
             })
             .collect();
         let results = self.queue(events).await?;
@@ -434,25 +411,6 @@ impl Pipeline {
                 }
             }
         }
-    }
-}
-
-/// A planned event's outbox row, and what formatting had to repair in it (counted when the
-/// request is committed).
-struct Prepared {
-    event: NewEvent,
-    notes: Vec<FormatNote>,
-}
-
-/// The outbox row of `plan`, whose triggers record `source` on their incidents.
-fn prepare(mut plan: Planned, source: Option<IncidentSource>) -> Prepared {
-    let notes = std::mem::take(&mut plan.formatted.notes);
-    Prepared {
-        event: NewEvent {
-            source,
-            ..new_event(plan)
-        },
-        notes,
     }
 }
 
@@ -589,64 +547,5 @@ mod tests {
         assert_eq!(trigger, ("trigger".to_owned(), group_key.clone()));
         let resolve = send(&by_alert, alert("B", AlertStatus::Resolved), &group("g2")).await;
         assert_eq!(resolve, ("resolve".to_owned(), group_key));
-    }
-
-    /// A request long enough to be formatted on two threads ([`Split`]) queues what the
-    /// planner makes of it on one (as `render` shows it), in the request's order, and counts
-    /// the repairs of both halves.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_request_formatted_on_two_threads_queues_what_one_thread_plans() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("pagerbridge.db"))
-                .await
-                .expect("open"),
-        );
-        let pipeline = pipeline(&store, DedupMode::Alert);
-        let n = 2 * SPLIT_FROM + 1;
-        let alerts: Vec<Alert> = (0..n)
-            .map(|i| {
-                let mut alert = alert(&format!("A{i:02}"), AlertStatus::Firing);
-                if i % SPLIT_FROM == 1 {
-                    alert.labels.insert("severity".into(), "urgent-ish".into());
-                }
-                alert
-            })
-            .collect();
-        let group = group("g");
-        let expected: Vec<NewEvent> = pipeline
-            .planner
-            .plan(alerts.clone(), &group, None)
-            .expect("plan")
-            .into_iter()
-            .map(new_event)
-            .collect();
-
-        let receipt = pipeline
-            .accept_alerts(IncidentSource::Alertmanager, alerts, &group, None)
-            .await
-            .expect("accept");
-        assert_eq!((receipt.received, receipt.queued), (n, n));
-        let mut queued = store.pending(None, 1000).await.expect("pending");
-        queued.sort_by_key(|e| e.id);
-        let stored: Vec<(Option<String>, serde_json::Value)> =
-            queued.into_iter().map(|e| (e.dedup_key, e.event)).collect();
-        let planned: Vec<(Option<String>, serde_json::Value)> = expected
-            .iter()
-            .map(|e| {
-                let event = serde_json::from_str(e.event.as_str()).expect("json");
-                (e.dedup_key.clone(), event)
-            })
-            .collect();
-        assert_eq!(stored, planned);
-        let unknown = pipeline
-            .metrics
-            .repaired
-            .get_or_create(&crate::metrics::ReasonLabels {
-                target: "default".into(),
-                reason: "unknown_severity".into(),
-            })
-            .get();
-        assert_eq!(unknown, 2, "alerts 1 (first half) and 17 (second half)");
     }
 }

@@ -272,11 +272,6 @@ impl ApiError {
                 "no_targets",
                 "no targets are configured",
             ),
-            PipelineError::ShuttingDown => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the service is shutting down; nothing was accepted, retry later",
-            ),
             PipelineError::Store(error) => {
                 StorageFailed {
                     operation: StorageOperation::Ingest,
