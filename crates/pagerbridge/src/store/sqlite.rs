@@ -250,11 +250,12 @@ impl SqliteStore {
 
     /// The connection, with `synchronous = NORMAL` (FULL again for the next user that is not
     /// relaxed): for the bookkeeping of sends (a budget slot, its settling, a delivered or
-    /// failed event), whose commits then skip their fsync. In WAL mode such a commit is still on disk for a restart of the
-    /// process, including `kill -9`; only a power loss or an OS crash may lose the last ones,
-    /// and the next fsync'd commit (any accept) makes them durable too. What that could cost
-    /// after a power loss: a request or two over the budget, an event sent again (PagerDuty
-    /// dedups it). It keeps fsyncs off the page path: the send waits for none.
+    /// failed event), whose commits then skip their fsync. In WAL mode such a commit is still
+    /// on disk for a restart of the process, including `kill -9`; only a power loss or an OS
+    /// crash may lose the last ones, and the next fsync'd commit (any accept) makes them
+    /// durable too. What that could cost after a power loss: a request or two over the budget,
+    /// an event sent again (PagerDuty dedups it). It keeps fsyncs off the page path: the send
+    /// waits for none.
     async fn relaxed_connection(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
         relax(&self.pool, &self.relaxed).await
     }
