@@ -89,9 +89,12 @@ impl FallbackLane {
             let draining = pacer.draining();
             let keep_going = match self.round(&pacer).await {
                 Ok(0) if draining => false,
-                Ok(0) => pacer.sleep(self.settings.poll, Wake::OnWork).await,
+                Ok(0) => pacer
+                    .sleep(self.settings.poll, Wake::OnWork)
+                    .await
+                    .goes_on(),
                 Ok(_) => !pacer.out_of_time(),
-                Err(pause) => pacer.sleep(pause, Wake::Never).await,
+                Err(pause) => pacer.sleep(pause, Wake::Never).await.goes_on(),
             };
             if !keep_going {
                 break;

@@ -23,9 +23,9 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use pagerduty_events::{Backoff, Jitter, SendError};
+use pagerduty_events::{Backoff, Jitter, RoutingKey, SendError};
 
-use super::pacer::{Pacer, Wake};
+use super::pacer::{Pacer, Slept, Wake};
 use super::request::request_body;
 use super::{LaneSettings, LaneStore, Shared};
 use crate::internal_events::{
@@ -71,6 +71,9 @@ pub(crate) struct Lane<S: ?Sized> {
     fence: Option<Fence>,
     /// The state last recorded on the lease: reported again only when it changes.
     reported: Option<LaneState>,
+    /// Whether the next step will likely find an event: woken by new work, after a send or a
+    /// pause. Such a step asks for its budget slot beside the read ([`Lane::step`]).
+    expect_event: bool,
 }
 
 impl<S: LaneStore + ?Sized> Lane<S> {
@@ -93,6 +96,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             throttles,
             fence: None,
             reported: None,
+            expect_event: false,
         }
     }
 
@@ -110,18 +114,21 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         loop {
             let draining = self.pacer.draining();
             let keep_going = match self.step().await {
-                Step::Progressed => true,
+                Step::Progressed => {
+                    self.expect_event = true;
+                    true
+                }
                 // Draining and nothing left: done.
                 Step::Idle if draining => false,
-                Step::Idle => {
-                    self.pacer
-                        .sleep(self.settings.idle_poll, Wake::OnWork)
-                        .await
+                Step::Idle => self.idle(self.settings.idle_poll).await,
+                Step::Pause(pause) => {
+                    // The event that asked for the pause is still there.
+                    self.expect_event = true;
+                    self.pacer.sleep(pause, Wake::Never).await.goes_on()
                 }
-                Step::Pause(pause) => self.pacer.sleep(pause, Wake::Never).await,
                 // Draining without a key: nothing can be sent before the deadline.
                 Step::Parked(_) if draining => false,
-                Step::Parked(pause) => self.pacer.sleep(pause, Wake::OnWork).await,
+                Step::Parked(pause) => self.idle(pause).await,
                 Step::Fenced => {
                     tracing::warn!(target_name = %self.target, "lane lease lost; not sending");
                     false
@@ -134,20 +141,46 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         tracing::info!(target_name = %self.target, "delivery lane stopped");
     }
 
+    /// Sleeps for `pause` or until new work comes: only then is an event expected next.
+    /// Returns whether the loop goes on.
+    async fn idle(&mut self, pause: Duration) -> bool {
+        let slept = self.pacer.sleep(pause, Wake::OnWork).await;
+        self.expect_event = slept == Slept::Woken;
+        slept.goes_on()
+    }
+
     async fn step(&mut self) -> Step {
         let store = &self.shared.store;
-        let event = match store.next_eligible(&self.target).await {
+        let key = self.shared.keys.get(&self.target);
+        // When an event is expected (the lane was woken by a commit, or a burst goes on), its
+        // budget slot is asked for beside the read, on the store's other connection: a page
+        // waits for one round trip less. A slot taken for nothing is given back. A lane that
+        // only polls reads first and writes nothing.
+        let (read, early) = match key.as_ref().filter(|_| self.expect_event) {
+            Some(key) => {
+                let (read, slot) =
+                    tokio::join!(store.next_eligible(&self.target), self.take_slot(key));
+                (read, Some(slot))
+            }
+            None => (store.next_eligible(&self.target).await, None),
+        };
+        let event = match read {
             Ok(Some(event)) => event,
-            Ok(None) => return Step::Idle,
+            Ok(None) => {
+                self.release(early).await;
+                return Step::Idle;
+            }
             Err(error) => {
+                self.release(early).await;
                 self.storage_failed("cannot read the outbox", &error);
                 return Step::Pause(STORE_ERROR_PAUSE);
             }
         };
-        // The key first: a lane without one must not spend a slot of anyone's budget. The
-        // budget is the key's (PagerDuty limits per key), named by the key this very request
-        // goes out with, so a rotation moves the lane to the new key's budget at once.
-        let Some(key) = self.shared.keys.get(&self.target) else {
+        // The key before the slot: a lane without one must not spend a slot of anyone's
+        // budget. The budget is the key's (PagerDuty limits per key), named by the key this
+        // very request goes out with, so a rotation moves the lane to the new key's budget at
+        // once.
+        let Some(key) = key else {
             LaneMisconfigured {
                 target: &self.target,
                 why: "no routing key for this target",
@@ -156,40 +189,26 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             self.report(LaneState::Misconfigured).await;
             return Step::Parked(self.settings.misconfigured_retry);
         };
-        // The request next, so that one that cannot be made takes no slot either.
+        // The request next, so that one that cannot be made holds no slot either.
         let (endpoint, body) = match request_body(&key, &event) {
             Ok(request) => request,
             Err(error) => {
+                self.release(early).await;
                 let detail = format!("stored event cannot be read: {error}");
                 self.dead_letter(&event, DeadLetterReason::Unsendable, &detail)
                     .await;
                 return Step::Progressed;
             }
         };
-        let budget_id = BudgetId::new(&key, &self.shared.budget_secret);
-        let now = Timestamp::now();
-        // Asked at every send, like the key: a target's options may change while it runs.
-        let budget = self
-            .shared
-            .keys
-            .budget(&self.target)
-            .unwrap_or(self.settings.budget);
-        self.shared
-            .metrics
-            .set_budget(&self.target, budget.requests, budget.window);
-        let slot = match store
-            .take_budget(
-                self.fence.as_ref(),
-                &budget_id,
-                budget.requests,
-                budget.window,
-                now,
-            )
-            .await
-        {
+        let decision = match early {
+            Some(decision) => decision,
+            None => self.take_slot(&key).await,
+        };
+        let slot = match decision {
             Ok(BudgetDecision::Granted { slot }) => slot,
             Ok(BudgetDecision::WaitUntil(at)) => {
-                let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+                let wait = Duration::try_from(at.duration_since(Timestamp::now()))
+                    .unwrap_or(Duration::ZERO);
                 tracing::debug!(target_name = %self.target, wait_ms = wait.as_millis() as u64, "budget full; waiting");
                 return Step::Pause(wait.max(Duration::from_millis(1)));
             }
@@ -224,6 +243,41 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         match attempt.result {
             Ok(_) => self.delivered(&event).await,
             Err(error) => self.failed(&event, error).await,
+        }
+    }
+
+    /// A slot of `key`'s budget for one request now, under the lane's fence.
+    async fn take_slot(&self, key: &RoutingKey) -> Result<BudgetDecision, StoreError> {
+        let budget_id = BudgetId::new(key, &self.shared.budget_secret);
+        // Asked at every send, like the key: a target's options may change while it runs.
+        let budget = self
+            .shared
+            .keys
+            .budget(&self.target)
+            .unwrap_or(self.settings.budget);
+        self.shared
+            .metrics
+            .set_budget(&self.target, budget.requests, budget.window);
+        self.shared
+            .store
+            .take_budget(
+                self.fence.as_ref(),
+                &budget_id,
+                budget.requests,
+                budget.window,
+                Timestamp::now(),
+            )
+            .await
+    }
+
+    /// Gives back a slot taken beside a read that found nothing to send. If that fails, the
+    /// slot counts until its window ends: the budget errs on PagerDuty's side.
+    async fn release(&self, early: Option<Result<BudgetDecision, StoreError>>) {
+        let Some(Ok(BudgetDecision::Granted { slot })) = early else {
+            return;
+        };
+        if let Err(error) = self.shared.store.release_budget(slot).await {
+            self.storage_failed("could not give back an unused budget slot", &error);
         }
     }
 

@@ -40,6 +40,8 @@ struct FakeStore {
     budget: Mutex<VecDeque<BudgetDecision>>,
     /// Every `take_budget`: the budget it named, with the limit and window.
     taken: Mutex<Vec<(BudgetId, u32, Duration)>>,
+    /// Every slot given back (`release_budget`), in order.
+    released: Mutex<Vec<i64>>,
     /// `next_eligible` fails this many times first.
     read_errors: Mutex<u32>,
     /// The lease of the lane as the store sees it: a fenced `take_budget` is refused unless
@@ -139,6 +141,10 @@ impl SendBudget for FakeStore {
     async fn settle_budget(&self, _slot: i64, _at: Timestamp) -> Result<(), StoreError> {
         Ok(())
     }
+    async fn release_budget(&self, slot: i64) -> Result<(), StoreError> {
+        self.released.lock().expect("lock").push(slot);
+        Ok(())
+    }
     async fn budget_used(
         &self,
         _: &BudgetId,
@@ -213,6 +219,8 @@ struct Harness {
     pagerduty: Arc<FakePagerDuty>,
     metrics: Arc<Metrics>,
     fallback_wake: Arc<Notify>,
+    /// The lane's wake-up: what a commit of new events notifies.
+    wake: Arc<Notify>,
     _stop: watch::Sender<Option<tokio::time::Instant>>,
 }
 
@@ -231,6 +239,7 @@ fn harness_with(settings: LaneSettings, key: Option<&str>) -> Harness {
     metrics.init_target(TARGET);
     let fallback_wake = Arc::new(Notify::new());
     let (stop, stop_rx) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
     let shared = Shared {
         store: store.clone(),
         service: pagerduty.clone(),
@@ -243,10 +252,11 @@ fn harness_with(settings: LaneSettings, key: Option<&str>) -> Harness {
         TARGET.to_owned(),
         settings,
         shared,
-        Pacer::new(Arc::new(Notify::new()), stop_rx),
+        Pacer::new(wake.clone(), stop_rx),
     );
     Harness {
         lane,
+        wake,
         store,
         pagerduty,
         metrics,
@@ -829,4 +839,66 @@ async fn the_lane_reports_its_state_on_its_lease_only_when_it_changes() {
         ],
         "one write per change, none per send"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expected_event_gets_its_slot_beside_the_read_and_a_slot_for_nothing_goes_back() {
+    let mut h = harness();
+    // Woken, but the event is gone (sent in the round before): the slot goes back.
+    h.lane.expect_event = true;
+    assert_eq!(h.lane.step().await, Step::Idle);
+    assert_eq!(h.store.taken.lock().expect("lock").len(), 1);
+    assert_eq!(*h.store.released.lock().expect("lock"), [1]);
+    // Woken with an event: one slot, used, kept.
+    h.queue([trigger(7, Severity::Error)]);
+    h.lane.expect_event = true;
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    assert_eq!(*h.store.delivered.lock().expect("lock"), [7]);
+    assert_eq!(h.store.taken.lock().expect("lock").len(), 2);
+    assert_eq!(*h.store.released.lock().expect("lock"), [1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_polling_lane_reads_first_and_takes_no_slot_for_nothing() {
+    let mut h = harness();
+    assert_eq!(h.lane.step().await, Step::Idle);
+    assert!(h.store.taken.lock().expect("lock").is_empty());
+    assert!(h.store.released.lock().expect("lock").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_taken_beside_an_unsendable_event_goes_back() {
+    let mut h = harness();
+    let mut broken = trigger(1, Severity::Error);
+    broken.event = serde_json::json!({"event_action": "explode"});
+    h.queue([broken]);
+    h.lane.expect_event = true;
+    assert_eq!(h.lane.step().await, Step::Progressed);
+    assert_eq!(h.dead_lettered("unsendable"), 1);
+    assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
+    assert_eq!(*h.store.released.lock().expect("lock"), [1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expected_event_without_a_key_spends_no_slot() {
+    let mut h = harness_with(settings(), None);
+    h.queue([trigger(1, Severity::Error)]);
+    h.lane.expect_event = true;
+    assert_eq!(
+        h.lane.step().await,
+        Step::Parked(settings().misconfigured_retry)
+    );
+    assert!(h.store.taken.lock().expect("lock").is_empty());
+    assert!(h.store.released.lock().expect("lock").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_is_expected_after_a_wake_not_after_a_poll_that_timed_out() {
+    let mut h = harness();
+    h.lane.expect_event = true;
+    assert!(h.lane.idle(SECOND).await);
+    assert!(!h.lane.expect_event, "the poll's time passed: nothing new");
+    h.wake.notify_one();
+    assert!(h.lane.idle(SECOND).await);
+    assert!(h.lane.expect_event, "woken by a commit");
 }

@@ -19,6 +19,24 @@ pub(crate) enum Wake {
     Never,
 }
 
+/// How a sleep ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slept {
+    /// New work ended it early (only an idle sleep).
+    Woken,
+    /// Its time passed.
+    Elapsed,
+    /// Draining, and the sleep would outlast the deadline: the loop should stop.
+    Stop,
+}
+
+impl Slept {
+    /// Whether the loop goes on.
+    pub(crate) fn goes_on(self) -> bool {
+        self != Slept::Stop
+    }
+}
+
 pub(crate) struct Pacer {
     wake: Arc<Notify>,
     /// `Some(deadline)` once shutdown began.
@@ -42,24 +60,23 @@ impl Pacer {
             .is_some_and(|deadline| Instant::now() >= deadline)
     }
 
-    /// Sleeps for `pause`. Returns false when the loop should stop: draining, and the pause
-    /// outlasts the deadline.
-    pub(crate) async fn sleep(&mut self, pause: Duration, wake: Wake) -> bool {
+    /// Sleeps for `pause`, or until new work if `wake` allows; says how the sleep ended.
+    pub(crate) async fn sleep(&mut self, pause: Duration, wake: Wake) -> Slept {
         let until = Instant::now() + pause;
         loop {
             if let Some(deadline) = *self.stop.borrow()
                 && until >= deadline
             {
-                return false;
+                return Slept::Stop;
             }
             tokio::select! {
-                () = tokio::time::sleep_until(until) => return true,
-                () = self.wake.notified(), if wake == Wake::OnWork => return true,
+                () = tokio::time::sleep_until(until) => return Slept::Elapsed,
+                () = self.wake.notified(), if wake == Wake::OnWork => return Slept::Woken,
                 changed = self.stop.changed() => {
                     if changed.is_err() {
                         // Nobody can ask us to stop any more; just finish the pause.
                         tokio::time::sleep_until(until).await;
-                        return true;
+                        return Slept::Elapsed;
                     }
                 }
             }
@@ -78,10 +95,16 @@ mod tests {
         let mut pacer = Pacer::new(wake.clone(), stop_rx);
         let start = Instant::now();
         wake.notify_one();
-        assert!(pacer.sleep(Duration::from_secs(10), Wake::OnWork).await);
+        assert_eq!(
+            pacer.sleep(Duration::from_secs(10), Wake::OnWork).await,
+            Slept::Woken
+        );
         assert_eq!(start.elapsed(), Duration::ZERO);
         wake.notify_one();
-        assert!(pacer.sleep(Duration::from_secs(10), Wake::Never).await);
+        assert_eq!(
+            pacer.sleep(Duration::from_secs(10), Wake::Never).await,
+            Slept::Elapsed
+        );
         assert_eq!(start.elapsed(), Duration::from_secs(10));
     }
 
@@ -93,9 +116,15 @@ mod tests {
         stop.send(Some(Instant::now() + Duration::from_secs(5)))
             .expect("send");
         assert!(pacer.draining());
-        assert!(pacer.sleep(Duration::from_secs(1), Wake::Never).await);
+        assert_eq!(
+            pacer.sleep(Duration::from_secs(1), Wake::OnWork).await,
+            Slept::Elapsed
+        );
         assert!(!pacer.out_of_time());
-        assert!(!pacer.sleep(Duration::from_secs(10), Wake::Never).await);
+        assert_eq!(
+            pacer.sleep(Duration::from_secs(10), Wake::Never).await,
+            Slept::Stop
+        );
         tokio::time::advance(Duration::from_secs(4)).await;
         assert!(pacer.out_of_time());
     }

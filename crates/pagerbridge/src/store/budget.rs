@@ -56,6 +56,11 @@ pub trait SendBudget: Send + Sync + 'static {
     /// meanwhile. A replica that dies before settling leaves its slot counted for two windows.
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError>;
 
+    /// Gives back a slot granted for a request that was not made after all (a lane that asked
+    /// for its slot beside reading its next event, and found none): it no longer counts. An
+    /// unknown slot is no error.
+    async fn release_budget(&self, slot: i64) -> Result<(), StoreError>;
+
     /// How many requests `budget` holds in the `window` up to `now`, as [`Self::take_budget`]
     /// counts them against a limit: slots still in flight included. For operators; nothing
     /// is taken or cleaned up.
@@ -71,6 +76,9 @@ pub trait SendBudget: Send + Sync + 'static {
 /// start (ms). A slot in flight is stored with a time in the future, so it is counted too.
 pub(super) const USED: &str =
     "SELECT COUNT(*) FROM budget_sends WHERE budget = $1 AND sent_at >= $2";
+
+/// [`SendBudget::release_budget`], the same SQL on both stores: `$1` the slot.
+pub(super) const RELEASE: &str = "DELETE FROM budget_sends WHERE id = $1";
 
 /// [`SendBudget::budget_used`] on a store with a `pool` field ([`USED`] is the same on both
 /// stores): evaluates to the count, returning the store error with `?`.

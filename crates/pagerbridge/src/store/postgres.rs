@@ -781,6 +781,17 @@ impl SendBudget for PostgresStore {
         Ok(())
     }
 
+    async fn release_budget(&self, slot: i64) -> Result<(), StoreError> {
+        // No budget lock, as for a settle: the window only loses a slot no request holds.
+        let mut tx = self.begin_relaxed().await?;
+        sqlx::query(budget::RELEASE)
+            .bind(slot)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn budget_used(
         &self,
         budget: &BudgetId,

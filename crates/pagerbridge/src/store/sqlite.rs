@@ -926,6 +926,15 @@ impl SendBudget for SqliteStore {
         Ok(())
     }
 
+    async fn release_budget(&self, slot: i64) -> Result<(), StoreError> {
+        let mut conn = self.relaxed_connection().await?;
+        sqlx::query(budget::RELEASE)
+            .bind(slot)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
     async fn budget_used(
         &self,
         budget: &BudgetId,

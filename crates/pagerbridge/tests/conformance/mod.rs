@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             budget_is_a_sliding_window,
             settled_slots_count_from_the_answer,
             a_slot_in_flight_counts_until_it_is_settled,
+            a_released_slot_no_longer_counts,
             targets_sharing_a_budget_share_one_window,
             the_budget_secret_is_created_once,
             fingerprint_maps_to_the_last_dedup_key,
@@ -546,6 +547,57 @@ pub async fn settled_slots_count_from_the_answer<S: Store>(store: &S) {
             .take_budget(None, &budget('t'), 1, window, millis_after(at(14), 1))
             .await
             .expect("budget"),
+    );
+}
+
+pub async fn a_released_slot_no_longer_counts<S: Store>(store: &S) {
+    let window = Duration::from_secs(10);
+    let kept = granted(
+        store
+            .take_budget(None, &budget('r'), 2, window, at(0))
+            .await
+            .expect("budget"),
+    );
+    let unused = granted(
+        store
+            .take_budget(None, &budget('r'), 2, window, at(1))
+            .await
+            .expect("budget"),
+    );
+    assert!(
+        matches!(
+            store
+                .take_budget(None, &budget('r'), 2, window, at(2))
+                .await
+                .expect("budget"),
+            BudgetDecision::WaitUntil(_)
+        ),
+        "full with both slots held"
+    );
+    store.release_budget(unused).await.expect("release");
+    assert_eq!(
+        store
+            .budget_used(&budget('r'), window, at(2))
+            .await
+            .expect("used"),
+        1,
+        "only the kept slot counts"
+    );
+    granted(
+        store
+            .take_budget(None, &budget('r'), 2, window, at(2))
+            .await
+            .expect("the released slot's place is free"),
+    );
+    // The kept slot was not touched, and a slot unknown (or released twice) is no error.
+    store.release_budget(unused).await.expect("release again");
+    store.settle_budget(kept, at(0)).await.expect("settle");
+    assert_eq!(
+        store
+            .budget_used(&budget('r'), window, at(3))
+            .await
+            .expect("used"),
+        2
     );
 }
 
