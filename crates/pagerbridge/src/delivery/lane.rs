@@ -271,13 +271,17 @@ impl<S: LaneStore + ?Sized> Lane<S> {
     }
 
     /// Gives back a slot taken beside a read that found nothing to send. If that fails, the
-    /// slot counts until its window ends: the budget errs on PagerDuty's side.
+    /// slot counts until its window ends: the budget errs on PagerDuty's side. A slot that
+    /// could not be taken is reported here, since no send will report it.
     async fn release(&self, early: Option<Result<BudgetDecision, StoreError>>) {
-        let Some(Ok(BudgetDecision::Granted { slot })) = early else {
-            return;
-        };
-        if let Err(error) = self.shared.store.release_budget(slot).await {
-            self.storage_failed("could not give back an unused budget slot", &error);
+        match early {
+            Some(Ok(BudgetDecision::Granted { slot })) => {
+                if let Err(error) = self.shared.store.release_budget(slot).await {
+                    self.storage_failed("could not give back an unused budget slot", &error);
+                }
+            }
+            Some(Err(error)) => self.storage_failed("cannot read the send budget", &error),
+            Some(Ok(BudgetDecision::WaitUntil(_) | BudgetDecision::Fenced)) | None => {}
         }
     }
 

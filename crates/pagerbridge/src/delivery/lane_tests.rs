@@ -44,6 +44,8 @@ struct FakeStore {
     released: Mutex<Vec<i64>>,
     /// `next_eligible` fails this many times first.
     read_errors: Mutex<u32>,
+    /// `take_budget` fails this many times first.
+    budget_errors: Mutex<u32>,
     /// The lease of the lane as the store sees it: a fenced `take_budget` is refused unless
     /// its fence is this one (an in-memory stand-in for the lease table).
     lease: Mutex<Option<Fence>>,
@@ -130,6 +132,13 @@ impl SendBudget for FakeStore {
     ) -> Result<BudgetDecision, StoreError> {
         if !self.fence_holds(fence) {
             return Ok(BudgetDecision::Fenced);
+        }
+        {
+            let mut errors = self.budget_errors.lock().expect("lock");
+            if *errors > 0 {
+                *errors -= 1;
+                return Err(StoreError::Corrupt("budget unreadable".into()));
+            }
         }
         self.taken
             .lock()
@@ -901,4 +910,14 @@ async fn an_event_is_expected_after_a_wake_not_after_a_poll_that_timed_out() {
     h.wake.notify_one();
     assert!(h.lane.idle(SECOND).await);
     assert!(h.lane.expect_event, "woken by a commit");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_that_could_not_be_taken_beside_an_empty_read_is_still_reported() {
+    let mut h = harness();
+    *h.store.budget_errors.lock().expect("lock") = 1;
+    h.lane.expect_event = true;
+    assert_eq!(h.lane.step().await, Step::Idle);
+    assert_eq!(h.storage_errors(), 1, "counted as a delivery storage error");
+    assert!(h.store.released.lock().expect("lock").is_empty());
 }
