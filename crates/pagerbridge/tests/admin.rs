@@ -437,6 +437,43 @@ async fn a_rate_limited_lane_shows_its_state_and_budget_use_then_recovers() {
     );
 }
 
+/// A lane woken by a commit asks for its budget slot beside reading its next event, and after
+/// each send looks again the same way; when there is nothing left to send, it gives the slot
+/// back. So once every event is delivered, the key's budget counts exactly the requests made:
+/// a slot kept for nothing would count for the whole minute.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_budget_counts_only_requests_made_after_a_lane_found_nothing_more() {
+    let (sim, _admin_setup, bridge) = started_with(vec![], "Woken", 2, "error").await;
+    for round in 1..=3 {
+        common::wait_until("this round's triggers", WAIT, || {
+            delivered(&sim).len() == 2 * round
+        })
+        .await;
+        if round < 3 {
+            // The lane is idle again; a new commit wakes it.
+            let name = format!("Woken{round}");
+            let (code, receipt) = bridge
+                .post(
+                    "/api/v1/alerts",
+                    &native_alerts(&name, 2, "firing", "error"),
+                )
+                .await;
+            assert_eq!(code, 202, "{receipt}");
+        }
+    }
+    let requests = sim.sim.events().len() as u64;
+    assert_eq!(requests, 6, "one request per trigger");
+    wait_until_async(
+        "the budget to count only the requests made",
+        WAIT,
+        || async {
+            let lane = default_lane(&bridge).await;
+            lane["pending"] == 0 && lane["budget"]["used"].as_u64() == Some(requests)
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_event_is_listed_with_its_reason_replayed_and_delivered() {
     let (sim, _admin_setup, bridge) = started_with(vec![400], "Rejected", 1, "critical").await;
