@@ -280,6 +280,12 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
     api.drop_watches();
     wait_until("a watch after the cut", WAIT, || count(&api, "watch") == 3).await;
     assert_eq!(count(&api, "list"), 2);
+    wait_until_async("the 410 to be counted", WAIT, || async {
+        metric(&bridge, "pagerbridge_kubernetes_watch_errors_total")
+            .await
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
     // The API server goes away: targets stay; when it is back, changes flow again.
     api.stop();
     let (status, _) = bridge
@@ -292,7 +298,7 @@ async fn secrets_become_targets_rotate_survive_watch_failures_and_leave_their_qu
     // The watcher retries with backoff while the server is down, and counts each failure:
     // waited for here, since a retry that came only after the restart would not fail.
     wait_until_async(
-        "the 410 and a failure while the API server is down to be counted",
+        "a failure while the API server is down to be counted too",
         WAIT,
         || async {
             metric(&bridge, "pagerbridge_kubernetes_watch_errors_total")
