@@ -71,8 +71,9 @@ pub(crate) struct Lane<S: ?Sized> {
     fence: Option<Fence>,
     /// The state last recorded on the lease: reported again only when it changes.
     reported: Option<LaneState>,
-    /// Whether the next step will likely find an event: woken by new work, after a send or a
-    /// pause. Such a step asks for its budget slot beside the read ([`Lane::step`]).
+    /// Whether the next step will likely find an event: after a wake-up (a commit of new events,
+    /// or a change of targets), after any step that made progress, or after a pause. Such a
+    /// step asks for its budget slot beside the read ([`Lane::step`]).
     expect_event: bool,
 }
 
@@ -164,6 +165,10 @@ impl<S: LaneStore + ?Sized> Lane<S> {
             }
             None => (store.next_eligible(&self.target).await, None),
         };
+        // Told that the lease is gone: stop at once, whatever the read found.
+        if let Some(Ok(BudgetDecision::Fenced)) = early {
+            return Step::Fenced;
+        }
         let event = match read {
             Ok(Some(event)) => event,
             Ok(None) => {
@@ -180,7 +185,8 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         // budget. The budget is the key's (PagerDuty limits per key), named by the key this
         // very request goes out with, so a rotation moves the lane to the new key's budget at
         // once.
-        let Some(key) = key else {
+        // Read again if it was missing: it may have come during the read.
+        let Some(key) = key.or_else(|| self.shared.keys.get(&self.target)) else {
             LaneMisconfigured {
                 target: &self.target,
                 why: "no routing key for this target",
@@ -271,8 +277,9 @@ impl<S: LaneStore + ?Sized> Lane<S> {
     }
 
     /// Gives back a slot taken beside a read that found nothing to send. If that fails, the
-    /// slot counts until its window ends: the budget errs on PagerDuty's side. A slot that
-    /// could not be taken is reported here, since no send will report it.
+    /// slot counts as if its request were still in flight, for two windows at most: the budget
+    /// errs on PagerDuty's side. A slot that could not be taken is reported here, since no send
+    /// will report it.
     async fn release(&self, early: Option<Result<BudgetDecision, StoreError>>) {
         match early {
             Some(Ok(BudgetDecision::Granted { slot })) => {

@@ -921,3 +921,30 @@ async fn a_slot_that_could_not_be_taken_beside_an_empty_read_is_still_reported()
     assert_eq!(h.storage_errors(), 1, "counted as a delivery storage error");
     assert!(h.store.released.lock().expect("lock").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_expected_event_stops_at_a_fenced_slot_and_waits_on_a_full_budget() {
+    let mut h = harness();
+    // Fenced: the lane stops before it does anything with what it read, even an event it
+    // could not send (which it would otherwise dead-letter).
+    let mut broken = trigger(1, Severity::Error);
+    broken.event = serde_json::json!({"event_action": "explode"});
+    h.queue([broken]);
+    h.store.budget.lock().expect("lock").extend([
+        BudgetDecision::Fenced,
+        BudgetDecision::WaitUntil(Timestamp::now() + jiff::SignedDuration::from_secs(20)),
+    ]);
+    h.lane.expect_event = true;
+    assert_eq!(h.lane.step().await, Step::Fenced);
+    assert!(h.store.dead.lock().expect("lock").is_empty());
+    h.store.pending.lock().expect("lock").clear();
+    h.queue([trigger(2, Severity::Error)]);
+    h.lane.expect_event = true;
+    let Step::Pause(pause) = h.lane.step().await else {
+        panic!("a full budget pauses");
+    };
+    assert!(pause <= 20 * SECOND && pause > 19 * SECOND, "{pause:?}");
+    assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
+    assert!(h.store.released.lock().expect("lock").is_empty());
+    assert_eq!(h.pending_ids(), [2], "the event keeps its place");
+}

@@ -22,7 +22,8 @@ pub(crate) enum Wake {
 /// How a sleep ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Slept {
-    /// New work ended it early (only an idle sleep).
+    /// A wake-up ended it early (only an idle sleep): a commit of new events, or a change
+    /// of targets, which wakes every lane.
     Woken,
     /// Its time passed.
     Elapsed,

@@ -57,8 +57,8 @@ pub trait SendBudget: Send + Sync + 'static {
     async fn settle_budget(&self, slot: i64, at: Timestamp) -> Result<(), StoreError>;
 
     /// Gives back a slot granted for a request that was not made after all (a lane that asked
-    /// for its slot beside reading its next event, and found none): it no longer counts. An
-    /// unknown slot is no error.
+    /// for its slot beside reading its next event, and found none, or one it could not send,
+    /// or could not read): it no longer counts. An unknown slot is no error.
     async fn release_budget(&self, slot: i64) -> Result<(), StoreError>;
 
     /// How many requests `budget` holds in the `window` up to `now`, as [`Self::take_budget`]
@@ -113,25 +113,31 @@ pub(super) fn window_millis(window: Duration) -> i64 {
     i64::try_from(window.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The decision for a full-or-not window: `used` slots counted, of which the oldest settled
-/// one was sent at `oldest_settled` (ms). When every counted slot is still in flight, nobody
-/// knows when one will be settled, so the caller looks again shortly.
+/// When a full window may have room: the oldest settled slot (sent at `oldest_settled`, ms)
+/// leaves it a window after its send. A slot still in flight (`in_flight`) may leave sooner,
+/// given back by a lane that took it beside a read and found nothing to send
+/// ([`SendBudget::release_budget`]), so while there is one the caller looks again shortly.
 pub(super) fn when_full(
     oldest_settled: Option<i64>,
+    in_flight: bool,
     now: Timestamp,
     window: Duration,
 ) -> Result<Timestamp, StoreError> {
+    let soon = now.checked_add(IN_FLIGHT_RECHECK).unwrap_or(now);
     match oldest_settled {
-        Some(oldest) => from_millis(
-            oldest
-                .saturating_add(window_millis(window))
-                .saturating_add(1),
-        ),
-        None => Ok(now.checked_add(IN_FLIGHT_RECHECK).unwrap_or(now)),
+        Some(oldest) => {
+            let frees = from_millis(
+                oldest
+                    .saturating_add(window_millis(window))
+                    .saturating_add(1),
+            )?;
+            Ok(if in_flight { frees.min(soon) } else { frees })
+        }
+        None => Ok(soon),
     }
 }
 
-/// How soon to look again at a window full of requests still in flight.
+/// How soon to look again at a full window that holds a slot still in flight.
 const IN_FLIGHT_RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_millis(50);
 
 /// Stores `$1` as the budget secret unless there is one, and returns the one stored; the same

@@ -744,8 +744,9 @@ impl SendBudget for PostgresStore {
             .bind(since)
             .execute(&mut *tx)
             .await?;
-        let (used, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(CASE WHEN sent_at <= $2 THEN sent_at END)
+        let (used, oldest, in_flight): (i64, Option<i64>, bool) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(CASE WHEN sent_at <= $2 THEN sent_at END),
+                    COALESCE(BOOL_OR(sent_at > $2), false)
                  FROM budget_sends WHERE budget = $1",
         )
         .bind(budget.as_str())
@@ -762,7 +763,7 @@ impl SendBudget for PostgresStore {
             .await?;
             BudgetDecision::Granted { slot }
         } else {
-            BudgetDecision::WaitUntil(budget::when_full(oldest, now, window)?)
+            BudgetDecision::WaitUntil(budget::when_full(oldest, in_flight, now, window)?)
         };
         tx.commit().await?;
         Ok(decision)

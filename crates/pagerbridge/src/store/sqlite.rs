@@ -904,15 +904,17 @@ impl SendBudget for SqliteStore {
         if !super::leases::fence_holds!(lease_sql::FENCE_HOLDS, fence, now, &mut *conn) {
             return Ok(BudgetDecision::Fenced);
         }
-        let oldest: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(sent_at) FROM budget_sends WHERE budget = ? AND sent_at <= ?",
+        let (oldest, in_flight): (Option<i64>, bool) = sqlx::query_as(
+            "SELECT MIN(CASE WHEN sent_at <= ?2 THEN sent_at END),
+                    COALESCE(MAX(sent_at > ?2), false)
+               FROM budget_sends WHERE budget = ?1",
         )
         .bind(budget.as_str())
         .bind(to_millis(now))
         .fetch_one(&mut *conn)
         .await?;
         Ok(BudgetDecision::WaitUntil(budget::when_full(
-            oldest, now, window,
+            oldest, in_flight, now, window,
         )?))
     }
 

@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
             settled_slots_count_from_the_answer,
             a_slot_in_flight_counts_until_it_is_settled,
             a_released_slot_no_longer_counts,
+            a_full_window_with_a_slot_in_flight_is_looked_at_again_soon,
             targets_sharing_a_budget_share_one_window,
             the_budget_secret_is_created_once,
             fingerprint_maps_to_the_last_dedup_key,
@@ -598,6 +599,53 @@ pub async fn a_released_slot_no_longer_counts<S: Store>(store: &S) {
             .await
             .expect("used"),
         2
+    );
+}
+
+pub async fn a_full_window_with_a_slot_in_flight_is_looked_at_again_soon<S: Store>(store: &S) {
+    let window = Duration::from_secs(10);
+    let sent = granted(
+        store
+            .take_budget(None, &budget('s'), 2, window, at(0))
+            .await
+            .expect("budget"),
+    );
+    store.settle_budget(sent, at(0)).await.expect("settle");
+    let in_flight = granted(
+        store
+            .take_budget(None, &budget('s'), 2, window, at(1))
+            .await
+            .expect("budget"),
+    );
+    // The settled slot leaves at 10 s, but the one in flight may be given back any moment.
+    assert_eq!(
+        store
+            .take_budget(None, &budget('s'), 2, window, at(2))
+            .await
+            .expect("budget"),
+        BudgetDecision::WaitUntil(millis_after(at(2), 50))
+    );
+    store.release_budget(in_flight).await.expect("release");
+    granted(
+        store
+            .take_budget(None, &budget('s'), 2, window, millis_after(at(2), 50))
+            .await
+            .expect("the released slot's place is free"),
+    );
+    // Full of settled slots only: the exact time the oldest leaves.
+    let third = granted(
+        store
+            .take_budget(None, &budget('u'), 1, window, at(0))
+            .await
+            .expect("budget"),
+    );
+    store.settle_budget(third, at(0)).await.expect("settle");
+    assert_eq!(
+        store
+            .take_budget(None, &budget('u'), 1, window, at(3))
+            .await
+            .expect("budget"),
+        BudgetDecision::WaitUntil(millis_after(at(10), 1))
     );
 }
 
