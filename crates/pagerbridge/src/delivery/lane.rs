@@ -184,8 +184,7 @@ impl<S: LaneStore + ?Sized> Lane<S> {
         // The key before the slot: a lane without one must not spend a slot of anyone's
         // budget. The budget is the key's (PagerDuty limits per key), named by the key this
         // very request goes out with, so a rotation moves the lane to the new key's budget at
-        // once.
-        // Read again if it was missing: it may have come during the read.
+        // once. A key missing before the read is asked again: it may have come meanwhile.
         let Some(key) = key.or_else(|| self.shared.keys.get(&self.target)) else {
             LaneMisconfigured {
                 target: &self.target,

@@ -304,6 +304,13 @@ fn trigger(id: i64, severity: Severity) -> QueuedEvent {
     }
 }
 
+/// A stored event that cannot be made into a request (an action PagerDuty has not).
+fn unsendable(id: i64) -> QueuedEvent {
+    let mut event = trigger(id, Severity::Error);
+    event.event = serde_json::json!({"event_action": "explode"});
+    event
+}
+
 impl Harness {
     fn queue(&self, events: impl IntoIterator<Item = QueuedEvent>) {
         self.store.pending.lock().expect("lock").extend(events);
@@ -687,9 +694,7 @@ async fn the_targets_current_url_is_read_at_each_send() {
 #[tokio::test(start_paused = true)]
 async fn an_unreadable_stored_event_is_dead_lettered_as_unsendable() {
     let mut h = harness();
-    let mut broken = trigger(1, Severity::Error);
-    broken.event = serde_json::json!({"event_action": "explode"});
-    h.queue([broken, trigger(2, Severity::Error)]);
+    h.queue([unsendable(1), trigger(2, Severity::Error)]);
     assert_eq!(h.lane.step().await, Step::Progressed);
     assert!(h.pagerduty.sent.lock().expect("lock").is_empty());
     let dead = h.store.dead.lock().expect("lock").clone();
@@ -878,9 +883,7 @@ async fn a_polling_lane_reads_first_and_takes_no_slot_for_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_slot_taken_beside_an_unsendable_event_goes_back() {
     let mut h = harness();
-    let mut broken = trigger(1, Severity::Error);
-    broken.event = serde_json::json!({"event_action": "explode"});
-    h.queue([broken]);
+    h.queue([unsendable(1)]);
     h.lane.expect_event = true;
     assert_eq!(h.lane.step().await, Step::Progressed);
     assert_eq!(h.dead_lettered("unsendable"), 1);
@@ -927,9 +930,7 @@ async fn an_expected_event_stops_at_a_fenced_slot_and_waits_on_a_full_budget() {
     let mut h = harness();
     // Fenced: the lane stops before it does anything with what it read, even an event it
     // could not send (which it would otherwise dead-letter).
-    let mut broken = trigger(1, Severity::Error);
-    broken.event = serde_json::json!({"event_action": "explode"});
-    h.queue([broken]);
+    h.queue([unsendable(1)]);
     h.store.budget.lock().expect("lock").extend([
         BudgetDecision::Fenced,
         BudgetDecision::WaitUntil(Timestamp::now() + jiff::SignedDuration::from_secs(20)),
