@@ -22,6 +22,7 @@ mod checkpointer;
 mod dead_letters;
 mod fallback;
 mod group_commit;
+mod incident_log;
 mod incidents;
 mod json_text;
 mod leases;

@@ -35,6 +35,7 @@ use super::accept_jobs::{self, AcceptJob, AcceptResult};
 use super::budget;
 use super::checkpointer::{self, Checkpointer};
 use super::group_commit::GroupCommit;
+use super::incident_log::{self, Folder, Unfolded};
 use super::leases as lease_sql;
 use super::lz4_json::Packed;
 use super::rows::{
@@ -87,6 +88,11 @@ pub struct SqliteStore {
     committed: Arc<CommitHookCell>,
     /// Whether the fingerprint index may hold an incident (see [`Remembered`]).
     remembered: Arc<Remembered>,
+    /// The incidents' states appended to `incident_log` and not yet folded into `incidents`
+    /// ([`incident_log`]).
+    unfolded: Arc<Unfolded>,
+    /// Folds the log when it is long or old, until the last clone is dropped.
+    _folder: Arc<Folder>,
     /// WAL checkpoints on a connection of their own, until the last clone is dropped.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -189,6 +195,17 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let unfolded = Arc::new(Unfolded::default());
+        // What the log held when the last process stopped (a crash between an accept and its
+        // fold), folded before anything reads `incidents`.
+        Self::fold_on(relaxing(&pool, &relaxed).await?, &unfolded).await?;
+        let folder = Folder::spawn(unfolded.clone(), {
+            let (pool, relaxed, unfolded) = (pool.clone(), relaxed.clone(), unfolded.clone());
+            move || {
+                let (pool, relaxed, unfolded) = (pool.clone(), relaxed.clone(), unfolded.clone());
+                async move { Self::fold_log(&pool, &relaxed, &unfolded).await }
+            }
+        });
         let remembered = Arc::new(Remembered::read(&pool).await?);
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -211,26 +228,18 @@ impl SqliteStore {
         let committed = Arc::new(CommitHookCell::default());
         let accepts = GroupCommit::spawn_durable(
             {
-                let (pool, relaxed, committed, remembered) = (
-                    pool.clone(),
-                    relaxed.clone(),
-                    committed.clone(),
-                    remembered.clone(),
-                );
+                let writer = Writer {
+                    pool: pool.clone(),
+                    relaxed: relaxed.clone(),
+                    committed: committed.clone(),
+                    remembered: remembered.clone(),
+                    unfolded: unfolded.clone(),
+                };
                 move |jobs| {
-                    let (pool, relaxed, committed, remembered) = (
-                        pool.clone(),
-                        relaxed.clone(),
-                        committed.clone(),
-                        remembered.clone(),
-                    );
+                    let writer = writer.clone();
                     async move {
                         accept_jobs::together_or_alone!(jobs, |batch| Self::accept_batch(
-                            &pool,
-                            &relaxed,
-                            &committed,
-                            &remembered,
-                            batch
+                            &writer, batch
                         ))
                     }
                 }
@@ -244,6 +253,8 @@ impl SqliteStore {
             accepts,
             committed,
             remembered,
+            unfolded,
+            _folder: Arc::new(folder),
             _checkpointer: Arc::new(checkpointer),
         })
     }
@@ -284,23 +295,58 @@ impl SqliteStore {
     /// before [`Wal::flush_for`] has made it durable, and commits the next batch meanwhile.
     /// `committed` hears of the targets with new events right after the commit, before the
     /// flush: their lanes can send meanwhile.
+    ///
+    /// The incidents' new states are appended to `incident_log` when none of them belongs in
+    /// the fingerprint index, and decided against the log's states as well as `incidents`';
+    /// otherwise the log is folded first and they are upserted into `incidents`
+    /// ([`incident_log`]).
     async fn accept_batch(
-        pool: &SqlitePool,
-        relaxed: &AtomicBool,
-        committed: &CommitHookCell,
-        remembered: &Remembered,
+        writer: &Writer,
         jobs: &[AcceptJob<Packed>],
     ) -> Result<Vec<Vec<Acceptance>>, StoreError> {
-        let mut tx = OwnTransaction::on(relaxing(pool, relaxed).await?);
-        let loaded = Self::begin_and_load(&mut tx.conn, accept_jobs::events(jobs)).await?;
+        let mut tx = OwnTransaction::on(relaxing(&writer.pool, &writer.relaxed).await?);
+        let mut loaded = Self::begin_and_load(&mut tx.conn, accept_jobs::events(jobs)).await?;
+        writer.unfolded.overlay(
+            &mut loaded,
+            accept_jobs::events(jobs)
+                .filter_map(|event| Some((event.target.as_str(), event.dedup_key.as_deref()?))),
+        );
         let mut decider = suppress::Decider::new(loaded);
         let (verdicts, queued) = accept_jobs::decide(&mut decider, jobs);
         let created = decider.created_by_status();
         let changed = decider.into_changed();
-        remembered.note(&changed);
-        let ids = Self::write_and_commit(&mut tx.conn, &queued, &changed, created).await?;
+        writer.remembered.note(&changed);
+        let incidents = if changed.iter().all(incident_log::loggable) {
+            IncidentWrites::Log
+        } else if writer.unfolded.is_empty() {
+            IncidentWrites::Upsert { fold_rows: None }
+        } else {
+            IncidentWrites::Upsert {
+                fold_rows: Some(writer.unfolded.rows()),
+            }
+        };
+        // A fold first holds off the fingerprint lookup's readers until it is done.
+        let folding = match incidents {
+            IncidentWrites::Upsert {
+                fold_rows: Some(_), ..
+            } => Some(writer.unfolded.folding().await),
+            _ => None,
+        };
+        let ids = Self::write_and_commit(
+            &mut tx.conn,
+            &queued,
+            &changed,
+            created,
+            incidents,
+            || match (incidents, folding) {
+                (IncidentWrites::Log, _) => writer.unfolded.logged(&changed),
+                (_, Some(folding)) => writer.unfolded.folded(folding),
+                _ => {}
+            },
+        )
+        .await?;
         tx.committed();
-        if let Some(hook) = committed.0.get() {
+        if let Some(hook) = writer.committed.0.get() {
             let targets: BTreeSet<&str> = queued.iter().map(|q| q.event.target.as_str()).collect();
             for target in targets {
                 hook(target);
@@ -315,15 +361,27 @@ impl SqliteStore {
     /// no `RETURNING` (like a row trigger, it makes SQLite copy every row into a temporary
     /// table before inserting it); one writer inserts and each row gets the next id
     /// (AUTOINCREMENT: one more than the largest ever), and the outbox's inserts come last, so
-    /// the events hold the ids that end at the last one inserted.
+    /// the events hold the ids that end at the last one inserted. `on_commit` runs once the
+    /// commit has succeeded, before what it wrote is checked.
     async fn write_and_commit(
         conn: &mut SqliteConnection,
         queued: &[accept_jobs::Queued<'_, Packed>],
         changed: &[IncidentState],
         created: BTreeMap<&'static str, i64>,
+        incidents: IncidentWrites,
+        on_commit: impl FnOnce(),
     ) -> Result<Vec<i64>, StoreError> {
         let mut sql = sqlx::QueryBuilder::<Sqlite>::new("");
         let mut statements: u64 = 0;
+        // The fold's insert and delete change each row of the log once.
+        let mut folded: u64 = 0;
+        if let IncidentWrites::Upsert {
+            fold_rows: Some(rows),
+        } = incidents
+        {
+            sql.push(incident_log::fold!());
+            folded = 2 * rows;
+        }
         // Inserts are counted here, not by triggers (migration 0010): the queued events,
         // pending, per target, and the new incidents per status. Updates of incidents that
         // change their status are counted by a trigger.
@@ -348,11 +406,18 @@ impl SqliteStore {
             statements += 1;
         }
         for chunk in changed.chunks(ROWS_PER_STATEMENT) {
-            sql.push(
-                "INSERT INTO incidents (target, dedup_key, fingerprint, labels_key, status,
-                                        last_payload_hash, last_trigger_at, last_sent_at,
-                                        updated_at, source, first_event_at, chain) ",
-            );
+            sql.push(match incidents {
+                IncidentWrites::Log => concat!(
+                    "INSERT INTO incident_log (",
+                    super::rows::incident_columns!(),
+                    ") "
+                ),
+                IncidentWrites::Upsert { .. } => concat!(
+                    "INSERT INTO incidents (",
+                    super::rows::incident_columns!(),
+                    ") "
+                ),
+            });
             sql.push_values(chunk, |mut row, state| {
                 row.push_bind(state.target.as_str())
                     .push_bind(state.dedup_key.as_str())
@@ -367,15 +432,10 @@ impl SqliteStore {
                     .push_bind(state.first_event_at.map(to_millis))
                     .push_bind(state.chain);
             });
-            sql.push(
-                " ON CONFLICT (target, dedup_key) DO UPDATE SET
-                    fingerprint = excluded.fingerprint, labels_key = excluded.labels_key,
-                    status = excluded.status,
-                    last_payload_hash = excluded.last_payload_hash,
-                    last_trigger_at = excluded.last_trigger_at,
-                    last_sent_at = excluded.last_sent_at, updated_at = excluded.updated_at,
-                    source = excluded.source, first_event_at = excluded.first_event_at;",
-            );
+            sql.push(match incidents {
+                IncidentWrites::Log => ";",
+                IncidentWrites::Upsert { .. } => concat!(incident_log::upsert_incident!(), ";"),
+            });
         }
         for chunk in queued.chunks(ROWS_PER_STATEMENT) {
             sql.push(
@@ -405,6 +465,7 @@ impl SqliteStore {
             .try_filter_map(|step| async move { Ok(step.left()) })
             .try_collect()
             .await?;
+        on_commit();
         let (Some(commit), written) = (done.last(), done.len().saturating_sub(1)) else {
             return Err(StoreError::Corrupt("accept ran no statement".into()));
         };
@@ -413,7 +474,7 @@ impl SqliteStore {
         // triggers change is not counted), each event one. Checked after the commit: a
         // mismatch means a bug, not bad input, and the callers' retries are suppressed as
         // repeats of what was committed.
-        let expected = statements + changed.len() as u64 + queued.len() as u64;
+        let expected = folded + statements + changed.len() as u64 + queued.len() as u64;
         if rows_affected != expected {
             return Err(StoreError::Corrupt(format!(
                 "accept wrote {rows_affected} rows, not {expected}"
@@ -422,6 +483,42 @@ impl SqliteStore {
         let rows = queued.len() as i64;
         let last = commit.last_insert_rowid();
         Ok((last - rows + 1..=last).collect())
+    }
+
+    /// Folds the incidents' log ([`incident_log`]) on the writer's connection, if it holds
+    /// anything: for the folder, and for readers of `incidents` before they read.
+    async fn fold_log(
+        pool: &SqlitePool,
+        relaxed: &AtomicBool,
+        unfolded: &Unfolded,
+    ) -> Result<(), StoreError> {
+        // Asked again holding the connection: another fold may have emptied it meanwhile.
+        if unfolded.is_empty() {
+            return Ok(());
+        }
+        let conn = relaxing(pool, relaxed).await?;
+        if unfolded.is_empty() {
+            return Ok(());
+        }
+        Self::fold_on(conn, unfolded).await
+    }
+
+    /// Folds the incidents' log on `conn`, the writer's, in a transaction of its own
+    /// ([`incident_log::FOLD`]), and tells `unfolded` before the connection goes back.
+    async fn fold_on(conn: PoolConnection<Sqlite>, unfolded: &Unfolded) -> Result<(), StoreError> {
+        let folding = unfolded.folding().await;
+        let mut tx = OwnTransaction::on(conn);
+        sqlx::query(incident_log::FOLD)
+            .execute(&mut *tx.conn)
+            .await?;
+        tx.committed();
+        unfolded.folded(folding);
+        Ok(())
+    }
+
+    /// Folds the incidents' log before a read of `incidents` ([`incident_log`]).
+    async fn fold_first(&self) -> Result<(), StoreError> {
+        Self::fold_log(&self.pool, &self.relaxed, &self.unfolded).await
     }
 
     /// Relaxes the connection and begins the transaction ([`RELAX_AND_BEGIN`]) with the first
@@ -458,6 +555,26 @@ impl SqliteStore {
         }
         Ok(loaded)
     }
+}
+
+/// What the group commit's writer works with: the store's parts an accept needs.
+#[derive(Clone)]
+struct Writer {
+    pool: SqlitePool,
+    relaxed: Arc<AtomicBool>,
+    committed: Arc<CommitHookCell>,
+    remembered: Arc<Remembered>,
+    unfolded: Arc<Unfolded>,
+}
+
+/// Where an accept writes its incidents' new states ([`incident_log`]).
+#[derive(Clone, Copy, Debug)]
+enum IncidentWrites {
+    /// Appended to `incident_log`.
+    Log,
+    /// Upserted into `incidents`, after folding the log's rows (`fold_rows`) when it holds
+    /// any.
+    Upsert { fold_rows: Option<u64> },
 }
 
 /// Whether the fingerprint index (`incidents_fingerprint_remembered`) may hold an incident.
@@ -616,12 +733,15 @@ const BY_LABELS_KEY: &str = "SELECT fingerprint, dedup_key, updated_at FROM inci
        AND labels_key = 1 AND fingerprint IN (SELECT value FROM json_each(?))";
 
 /// [`Outbox::mark_delivered`]: `?1` the event's id, `?2` now, `?3` the reason for an older
-/// pending event put back to dead. The send is noted on the incident. Older dead letters of
+/// pending event put back to dead. The send is noted on the incident, in `incidents` and on
+/// its states in the log (a new incident is only there; the log is not indexed, and short). Older dead letters of
 /// the incident are superseded now (see `DeadLetters::replay`). An older *pending* event
 /// exists only if it was replayed while this one was in flight: sending it now would regress
 /// PagerDuty, so it goes back to dead. Then the event's row goes.
 const MARK_DELIVERED: &str = "
     UPDATE incidents SET last_sent_at = ?2
+     WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1);
+    UPDATE incident_log SET last_sent_at = ?2
      WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1);
     UPDATE outbox SET superseded_by = ?1
      WHERE (target, dedup_key) IN (SELECT target, dedup_key FROM outbox WHERE id = ?1)
@@ -726,12 +846,14 @@ impl Outbox for SqliteStore {
             serde_json::to_string(list)
                 .map_err(|error| StoreError::Corrupt(format!("fingerprints: {error}")))
         };
-        let fingerprints = json(&fingerprints)?;
+        let listed = json(&fingerprints)?;
         let mut candidates: Vec<(String, String, i64)> = Vec::new();
+        // No fold between what `incidents` gives and what the log's states add to it.
+        let reading = self.unfolded.reading().await;
         if self.remembered.any() {
             candidates = sqlx::query_as(BY_FINGERPRINT)
                 .bind(target)
-                .bind(&fingerprints)
+                .bind(&listed)
                 .fetch_all(&self.readers)
                 .await?;
         }
@@ -740,11 +862,18 @@ impl Outbox for SqliteStore {
                 sqlx::query_as::<_, (String, String, i64)>(BY_LABELS_KEY)
                     .bind(target)
                     .bind(json(&labels_keys)?)
-                    .bind(&fingerprints)
+                    .bind(&listed)
                     .fetch_all(&self.readers)
                     .await?,
             );
         }
+        self.unfolded.merge_lookup(
+            &reading,
+            target,
+            &mut candidates,
+            &labels_keys,
+            &fingerprints,
+        );
         Ok(latest_keys(candidates))
     }
 
@@ -957,6 +1086,7 @@ impl Incidents for SqliteStore {
         target: &str,
         dedup_key: &str,
     ) -> Result<Option<IncidentState>, StoreError> {
+        self.fold_first().await?;
         let mut tx = self.pool.begin().await?;
         let state = Self::load_incident(&mut tx, target, dedup_key).await?;
         tx.commit().await?;
@@ -964,6 +1094,8 @@ impl Incidents for SqliteStore {
     }
 
     async fn open_incidents(&self) -> Result<u64, StoreError> {
+        // The counts of status changes still in the log are made by the fold.
+        self.fold_first().await?;
         let count: i64 = sqlx::query_scalar(super::outbox::OPEN_INCIDENTS)
             .fetch_one(&self.pool)
             .await?;
@@ -974,6 +1106,7 @@ impl Incidents for SqliteStore {
         &self,
         source: IncidentSource,
     ) -> Result<Vec<IncidentState>, StoreError> {
+        self.fold_first().await?;
         let rows = sqlx::query(super::incidents::OPEN_FROM)
             .bind(source.as_str())
             .fetch_all(&self.pool)
@@ -985,17 +1118,26 @@ impl Incidents for SqliteStore {
         &self,
         filter: &IncidentFilter,
     ) -> Result<Vec<IncidentState>, StoreError> {
+        self.fold_first().await?;
         Ok(super::incidents::list_incidents!(&self.pool, filter))
     }
 
     async fn expire_incidents(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+        // The log folded in the same transaction: an incident must not be forgotten while a
+        // later state of it waits there (the fold would bring it back uncounted).
+        let mut conn = self.pool.acquire().await?;
+        let folding = self.unfolded.folding().await;
+        let mut tx = conn.begin().await?;
+        sqlx::query(incident_log::fold!()).execute(&mut *tx).await?;
         let done = sqlx::query(concat!(
             "DELETE FROM incidents WHERE ",
             super::incidents::expirable!()
         ))
         .bind(to_millis(cutoff))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        self.unfolded.folded(folding);
         Ok(done.rows_affected())
     }
 }
@@ -1255,7 +1397,8 @@ mod tests {
                 .await
                 .expect("no transaction left open");
         }
-        // What the first accept wrote is committed: a reader sees it.
+        // What the first accept wrote is committed: a reader sees it, once folded.
+        store.fold_first().await.expect("fold");
         let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
             .fetch_one(&store.readers)
             .await
@@ -1572,6 +1715,271 @@ mod tests {
             known,
             HashMap::from([("fp-2".to_owned(), "group".to_owned())])
         );
+    }
+
+    /// Rows of a table, read on the writer's connection (as it is, not folded).
+    async fn rows_of(store: &SqliteStore, table: &'static str) -> i64 {
+        let sql = match table {
+            "incident_log" => "SELECT count(*) FROM incident_log",
+            "incidents" => "SELECT count(*) FROM incidents",
+            other => panic!("no count of {other}"),
+        };
+        sqlx::query_scalar(sql)
+            .fetch_one(&store.pool)
+            .await
+            .expect("count")
+    }
+
+    /// A trigger of `key` with Alertmanager's fingerprint `fp-{key}`, keyed by its labels (the
+    /// default): its incident goes to the log. `hash` its payload's.
+    fn labels_keyed(key: &str, hash: &str) -> NewEvent {
+        NewEvent {
+            fingerprint: Some(format!("fp-{key}")),
+            labels_key: true,
+            payload_hash: Some(hash.to_owned()),
+            ..trigger(key, serde_json::json!({"event_action": "trigger"}))
+        }
+    }
+
+    fn queued_id(acceptance: &Acceptance) -> i64 {
+        match acceptance {
+            Acceptance::Queued { id } => *id,
+            other => panic!("not queued: {other:?}"),
+        }
+    }
+
+    /// A send noted while its incident is only in the log survives the fold, and so does one
+    /// noted before a later state of the incident was decided (from the log's state, which
+    /// does not know of the send).
+    #[tokio::test]
+    async fn a_send_noted_before_the_fold_is_kept_by_it() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let accepted = store
+            .accept(vec![labels_keyed("k", "h1")], &policy, Timestamp::now())
+            .await
+            .expect("accept");
+        let sent = Timestamp::from_millisecond(1_900_000_000_000).expect("time");
+        store
+            .mark_delivered(queued_id(&accepted[0]), sent)
+            .await
+            .expect("delivered");
+        // A changed payload: queued, its state decided from the log's.
+        let again = store
+            .accept(vec![labels_keyed("k", "h2")], &policy, Timestamp::now())
+            .await
+            .expect("accept");
+        queued_id(&again[0]);
+        let state = store.incident("default", "k").await.expect("read");
+        let state = state.expect("the incident");
+        assert_eq!(state.last_sent_at, Some(sent));
+        assert_eq!(state.last_payload_hash.as_deref(), Some("h2"));
+        assert_eq!(
+            rows_of(&store, "incident_log").await,
+            0,
+            "read after a fold"
+        );
+    }
+
+    /// The open-incidents count is right while status changes wait in the log: a reader of it
+    /// folds first, and the fold counts each change as the upsert did.
+    #[tokio::test]
+    async fn counts_are_right_across_the_log() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let now = Timestamp::now();
+        store
+            .accept(
+                vec![labels_keyed("a", "h"), labels_keyed("b", "h")],
+                &policy,
+                now,
+            )
+            .await
+            .expect("accept");
+        let resolve = NewEvent {
+            action: Action::Resolve,
+            payload_hash: None,
+            ..labels_keyed("a", "h")
+        };
+        // A new incident created and resolved in the log, and one resolved after its trigger.
+        let created_resolved = NewEvent {
+            action: Action::Resolve,
+            payload_hash: None,
+            ..labels_keyed("c", "h")
+        };
+        store
+            .accept(vec![resolve, labels_keyed("d", "h")], &policy, now)
+            .await
+            .expect("accept");
+        store
+            .accept(vec![created_resolved], &policy, now)
+            .await
+            .expect("accept");
+        assert_eq!(store.open_incidents().await.expect("count"), 2, "b and d");
+        let resolved: i64 =
+            sqlx::query_scalar("SELECT n FROM incident_counts WHERE status = 'resolved'")
+                .fetch_one(&store.pool)
+                .await
+                .expect("count");
+        assert_eq!(resolved, 2, "a and c");
+        assert_eq!(rows_of(&store, "incidents").await, 4);
+    }
+
+    /// An accept with a state the fingerprint index holds (a group's key) folds the log first,
+    /// in its own transaction, and upserts into `incidents`; what it checks it wrote includes
+    /// the fold's rows (the accept fails otherwise).
+    #[tokio::test]
+    async fn an_accept_for_the_fingerprint_index_folds_the_log_first() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let now = Timestamp::now();
+        // Two states of one incident and one of another in the log.
+        for events in [
+            vec![labels_keyed("a", "h1"), labels_keyed("b", "h1")],
+            vec![labels_keyed("a", "h2")],
+        ] {
+            store.accept(events, &policy, now).await.expect("accept");
+        }
+        let group = NewEvent {
+            fingerprint: Some("fp-g".to_owned()),
+            labels_key: false,
+            ..trigger("group", serde_json::json!({"event_action": "trigger"}))
+        };
+        store
+            .accept(vec![group, labels_keyed("a", "h3")], &policy, now)
+            .await
+            .expect("accept");
+        assert_eq!(rows_of(&store, "incident_log").await, 0);
+        assert_eq!(rows_of(&store, "incidents").await, 3);
+        let a = store.incident("default", "a").await.expect("read");
+        assert_eq!(a.expect("a").last_payload_hash.as_deref(), Some("h3"));
+        assert_eq!(store.open_incidents().await.expect("count"), 3);
+    }
+
+    /// Forgetting stale incidents folds the log in the same transaction: an incident whose
+    /// later state waits in the log is judged by that state, and the counts stay right.
+    #[tokio::test]
+    async fn expiry_folds_the_log_first() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let old = Timestamp::from_millisecond(1_700_000_000_000).expect("time");
+        let accepted = store
+            .accept(vec![labels_keyed("k", "h")], &policy, old)
+            .await
+            .expect("accept");
+        store
+            .mark_delivered(queued_id(&accepted[0]), old)
+            .await
+            .expect("delivered");
+        let forgotten = store
+            .expire_incidents(Timestamp::now())
+            .await
+            .expect("expire");
+        assert_eq!(forgotten, 1);
+        assert_eq!(rows_of(&store, "incident_log").await, 0);
+        assert_eq!(rows_of(&store, "incidents").await, 0);
+        assert_eq!(store.open_incidents().await.expect("count"), 0);
+    }
+
+    /// What a crash left in the log (states accepted, never folded) is folded when the store
+    /// opens, before anything reads `incidents`.
+    #[tokio::test]
+    async fn a_store_folds_what_the_log_holds_when_it_opens() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("db");
+        let policy = SuppressionPolicy::default();
+        {
+            let store = SqliteStore::open(&path).await.expect("open");
+            store
+                .accept(vec![labels_keyed("k", "h")], &policy, Timestamp::now())
+                .await
+                .expect("accept");
+            // A later state, as if an accept had logged it just before a `kill -9`.
+            sqlx::query(concat!(
+                "INSERT INTO incident_log (",
+                super::super::rows::incident_columns!(),
+                ") SELECT ",
+                super::super::rows::incident_columns!(),
+                " FROM (SELECT * FROM incident_log UNION ALL SELECT NULL, * FROM incidents)
+                  WHERE dedup_key = 'k' LIMIT 1"
+            ))
+            .execute(&store.pool)
+            .await
+            .expect("log");
+            sqlx::query(
+                "UPDATE incident_log SET status = 'resolved', last_payload_hash = 'later'
+                          WHERE seq = (SELECT MAX(seq) FROM incident_log)",
+            )
+            .execute(&store.pool)
+            .await
+            .expect("later state");
+        }
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        assert_eq!(rows_of(&store, "incident_log").await, 0);
+        let state: (String, String) =
+            sqlx::query_as("SELECT status, last_payload_hash FROM incidents WHERE dedup_key = 'k'")
+                .fetch_one(&store.pool)
+                .await
+                .expect("folded");
+        assert_eq!(state, ("resolved".to_owned(), "later".to_owned()));
+    }
+
+    /// The log is folded without a reader asking (when it is long, or has waited).
+    #[tokio::test]
+    async fn the_log_is_folded_on_its_own() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let events: Vec<NewEvent> = (0..incident_log::FOLD_AT)
+            .map(|i| labels_keyed(&format!("k{i}"), "h"))
+            .collect();
+        store
+            .accept(events, &policy, Timestamp::now())
+            .await
+            .expect("accept");
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while rows_of(&store, "incident_log").await > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the log was not folded");
+        assert_eq!(
+            rows_of(&store, "incidents").await,
+            incident_log::FOLD_AT as i64
+        );
+    }
+
+    /// The fingerprint lookup finds an incident keyed by its labels whose state is only in the
+    /// log, later than another key the index holds for the fingerprint.
+    #[tokio::test]
+    async fn the_fingerprint_lookup_sees_the_log() {
+        let (_dir, store) = open_temporary().await;
+        let policy = SuppressionPolicy::default();
+        let earlier = Timestamp::now() - jiff::SignedDuration::from_secs(60);
+        let group = NewEvent {
+            fingerprint: Some("fp-k".to_owned()),
+            labels_key: false,
+            ..trigger("group", serde_json::json!({"event_action": "trigger"}))
+        };
+        store
+            .accept(vec![group], &policy, earlier)
+            .await
+            .expect("accept");
+        store
+            .accept(vec![labels_keyed("k", "h")], &policy, Timestamp::now())
+            .await
+            .expect("accept");
+        let known = store
+            .dedup_keys_for_fingerprints(
+                "default",
+                &[FingerprintLookup {
+                    fingerprint: "fp-k",
+                    labels_key: Some("k"),
+                }],
+            )
+            .await
+            .expect("lookup");
+        assert_eq!(known, HashMap::from([("fp-k".to_owned(), "k".to_owned())]));
     }
 
     async fn synchronous(store: &SqliteStore) -> i64 {
