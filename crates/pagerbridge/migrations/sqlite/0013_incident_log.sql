@@ -2,9 +2,10 @@
 -- were decided. `incidents` is keyed by (target, dedup key), and a dedup key is a hash: each
 -- new incident's upsert dirtied a random page of that key and of `incidents_updated`, about a
 -- fifth of an accept's work. An accept appends here instead (the pages fill in order, nothing
--- is indexed), and a fold moves a batch of states into `incidents` in one transaction, off
--- the request's line, then empties the table. A store opened after a crash folds what is left
--- before it serves anything. See src/store/incident_log.rs and docs/performance.md.
+-- is indexed), and a fold moves a batch of states into `incidents` in one transaction, then
+-- empties the table: off the request's line, except for an accept of a state that the
+-- fingerprint index holds, which folds first, and for expiry. A store opened after a crash
+-- folds what is left before it serves anything. See src/store/incident_log.rs and docs/performance.md.
 --
 -- The columns are `incidents`'; `seq` orders the states (an incident's later state after its
 -- earlier one). Only states that `incidents_fingerprint_remembered` would not hold come here.
@@ -19,7 +20,7 @@ CREATE TABLE incident_log (
     last_trigger_at   INTEGER,
     last_sent_at      INTEGER,
     updated_at        INTEGER NOT NULL,
-    source            TEXT,
+    source            TEXT CHECK (source IN ('alertmanager', 'api')),
     first_event_at    INTEGER,
     chain             INTEGER NOT NULL
 );

@@ -8,8 +8,9 @@
 //! `incidents` later, in a transaction of its own, off the request's line: each page of the key
 //! is written once for many incidents. Until then:
 //!
-//! - the writer decides against the states held here in memory ([`Unfolded`]), which are
-//!   exactly the log's (both change only on the writer's connection, after its commits);
+//! - the writer decides against the states held here in memory ([`Unfolded`]), which are the
+//!   log's latest (both change only on the writer's connection, after its commits), but for
+//!   `last_sent_at`: a delivery notes it on the log only, and no rule reads it;
 //! - the fingerprint lookup, on a reader's connection, merges them with what it read;
 //! - every other reader of `incidents` folds first;
 //! - a delivery notes its send on the log's states too, and both the fold and the accept keep
@@ -25,7 +26,7 @@
 //! status as it did when accepts upserted.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ use tokio::sync::{Notify, RwLock, RwLockReadGuard, RwLockWriteGuard, oneshot};
 
 use super::{IncidentState, StoreError};
 
-/// Unfolded states at which the writer asks for a fold. A fold of about this many takes a few
+/// Rows of the log at which the writer asks for a fold. A fold of about this many takes a few
 /// milliseconds of the writer; more would make the log's scans (a delivery notes its send
 /// on the log's states, which are not indexed) and the memory held here larger for little
 /// more gain.
@@ -41,7 +42,7 @@ pub(super) const FOLD_AT: usize = 1000;
 
 /// A log that waited this long is folded even if it is short, so that a quiet store's
 /// `incidents` is current and its log empty.
-const FOLD_AFTER: Duration = Duration::from_secs(1);
+pub(super) const FOLD_AFTER: Duration = Duration::from_secs(1);
 
 /// The assignments of an upsert into `incidents` (`excluded` the new state), for the accept's
 /// direct upsert and the fold alike. The chain never changes. Of two `last_sent_at`s the later
@@ -100,9 +101,9 @@ pub(super) struct Unfolded {
     /// a fold from before its commit until it has emptied this: no state moves from here to
     /// there between the reader's two looks.
     gate: RwLock<()>,
-    /// Rows of the log (an incident's several states counted each), for the accept's check of
-    /// what it wrote when it folds first.
-    rows: AtomicU64,
+    /// Rows of the log (an incident's several states counted each): a fold is due at
+    /// [`FOLD_AT`].
+    rows: AtomicUsize,
     /// Wakes the folder ([`Folder`]) when the log is long.
     long: Notify,
 }
@@ -140,20 +141,20 @@ impl Unfolded {
     /// The writer committed `changed` to the log; wakes the folder once the log is long.
     pub(super) fn logged(&self, changed: &[IncidentState]) {
         let mut states = self.states();
-        self.rows.fetch_add(changed.len() as u64, Ordering::SeqCst);
+        let rows = self.rows.fetch_add(changed.len(), Ordering::SeqCst) + changed.len();
         for state in changed {
             states.insert(
                 (state.target.clone(), state.dedup_key.clone()),
                 state.clone(),
             );
         }
-        if states.len() >= FOLD_AT {
+        if rows >= FOLD_AT {
             self.long.notify_one();
         }
     }
 
     /// Log rows: the states the log holds, an incident's several counted each.
-    pub(super) fn rows(&self) -> u64 {
+    pub(super) fn rows(&self) -> usize {
         self.rows.load(Ordering::SeqCst)
     }
 
@@ -219,9 +220,10 @@ pub(super) struct Folder {
 }
 
 impl Folder {
-    /// `fold_now` folds on the writer's connection. A failure is
-    /// logged and tried again at the next turn; readers fold first anyway.
-    pub(super) fn spawn<F, Fut>(unfolded: Arc<Unfolded>, fold_now: F) -> Self
+    /// `fold_now` folds on the writer's connection when the log reaches [`FOLD_AT`] rows, or
+    /// `fold_after` ([`FOLD_AFTER`]) after the last fold or wake-up. A failure is logged and
+    /// tried again at the next turn; readers fold first anyway.
+    pub(super) fn spawn<F, Fut>(unfolded: Arc<Unfolded>, fold_after: Duration, fold_now: F) -> Self
     where
         F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), StoreError>> + Send,
@@ -229,12 +231,14 @@ impl Folder {
         let (stop, mut stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             loop {
-                tokio::select! {
+                let long = tokio::select! {
                     _ = &mut stopped => break,
-                    () = unfolded.long.notified() => {}
-                    () = tokio::time::sleep(FOLD_AFTER) => {}
-                }
-                if unfolded.is_empty() {
+                    () = unfolded.long.notified() => true,
+                    () = tokio::time::sleep(fold_after) => false,
+                };
+                // A wake-up stored while the last fold ran finds a short log: it waits its
+                // turn rather than fold a few states in a transaction more.
+                if unfolded.is_empty() || (long && unfolded.rows() < FOLD_AT) {
                     continue;
                 }
                 if let Err(error) = fold_now().await {
@@ -243,5 +247,110 @@ impl Folder {
             }
         });
         Self { _stop: stop }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::suppress::Status;
+    use jiff::Timestamp;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    fn state(key: &str) -> IncidentState {
+        IncidentState {
+            target: "t".to_owned(),
+            dedup_key: key.to_owned(),
+            fingerprint: Some(format!("fp-{key}")),
+            labels_key: true,
+            status: Status::Triggered,
+            last_payload_hash: None,
+            last_trigger_at: None,
+            last_sent_at: None,
+            updated_at: Timestamp::UNIX_EPOCH,
+            source: None,
+            first_event_at: None,
+            chain: 0,
+        }
+    }
+
+    /// A folder over `unfolded` whose folds empty it and say when they ran.
+    fn folder(unfolded: &Arc<Unfolded>) -> (Folder, mpsc::UnboundedReceiver<Instant>) {
+        let (ran, folds) = mpsc::unbounded_channel();
+        let folder = Folder::spawn(unfolded.clone(), FOLD_AFTER, {
+            let unfolded = unfolded.clone();
+            move || {
+                let (unfolded, ran) = (unfolded.clone(), ran.clone());
+                async move {
+                    unfolded.folded(unfolded.folding().await);
+                    let _ = ran.send(Instant::now());
+                    Ok(())
+                }
+            }
+        });
+        (folder, folds)
+    }
+
+    /// A log of [`FOLD_AT`] rows is folded at once (the clock, paused, has not moved), one
+    /// that stays short once it has waited [`FOLD_AFTER`].
+    #[tokio::test(start_paused = true)]
+    async fn a_long_log_is_folded_at_once_and_a_short_one_after_a_while() {
+        let unfolded = Arc::new(Unfolded::default());
+        let (_folder, mut folds) = folder(&unfolded);
+        let start = Instant::now();
+        let long: Vec<IncidentState> = (0..FOLD_AT).map(|i| state(&format!("k{i}"))).collect();
+        unfolded.logged(&long);
+        assert_eq!(folds.recv().await, Some(start));
+        assert!(unfolded.is_empty());
+        assert_eq!(unfolded.rows(), 0);
+        let short = Instant::now();
+        unfolded.logged(&[state("k")]);
+        let folded = folds.recv().await.expect("folded");
+        assert!(folded - short >= FOLD_AFTER, "{:?}", folded - short);
+        assert!(unfolded.is_empty());
+    }
+
+    /// Rows count, not incidents: one incident changed [`FOLD_AT`] times makes a long log.
+    #[tokio::test(start_paused = true)]
+    async fn an_incident_changed_often_makes_a_long_log() {
+        let unfolded = Arc::new(Unfolded::default());
+        let (_folder, mut folds) = folder(&unfolded);
+        let start = Instant::now();
+        for _ in 0..FOLD_AT {
+            unfolded.logged(&[state("k")]);
+        }
+        assert_eq!(folds.recv().await, Some(start));
+    }
+
+    /// The lookup's merge: a candidate from `incidents` whose incident has a state in the log
+    /// is dropped; the log's states keyed by their labels, of the asked fingerprints, added.
+    #[tokio::test]
+    async fn the_lookup_merge_prefers_the_log() {
+        let unfolded = Unfolded::default();
+        let moved = IncidentState {
+            fingerprint: Some("fp-new".to_owned()),
+            ..state("moved")
+        };
+        unfolded.logged(&[moved, state("a"), state("b")]);
+        let mut candidates = vec![
+            ("fp-old".to_owned(), "moved".to_owned(), 1),
+            ("fp-x".to_owned(), "other".to_owned(), 2),
+        ];
+        let reading = unfolded.reading().await;
+        unfolded.merge_lookup(
+            &reading,
+            "t",
+            &mut candidates,
+            &["a", "b", "absent"],
+            &["fp-old", "fp-x", "fp-a"],
+        );
+        assert_eq!(
+            candidates,
+            vec![
+                ("fp-x".to_owned(), "other".to_owned(), 2),
+                ("fp-a".to_owned(), "a".to_owned(), 0),
+            ]
+        );
     }
 }
