@@ -1038,8 +1038,8 @@ fn fill(path: &Path) -> u64 {
     written
 }
 
-/// The bridge's SQLite file on a 16 MiB tmpfs (room for SQLite's WAL, up to ~4 MiB before
-/// it is checkpointed, and the database) that is then filled, while PagerDuty is down so
+/// The bridge's SQLite file on a 16 MiB tmpfs (room for the database and SQLite's WAL, which
+/// the checkpointer keeps to a few MiB under a trickle of posts) that is then filled, while PagerDuty is down so
 /// that what is accepted stays queued: ingest must answer 503 (`storage_unavailable`,
 /// `Retry-After`) and store nothing of a refused request. Once space is freed, the same
 /// process accepts posts again; then it is killed (-9) and restarted, PagerDuty comes back,

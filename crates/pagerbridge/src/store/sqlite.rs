@@ -2219,7 +2219,7 @@ mod tests {
     }
 
     /// Commits reach the database file without any commit checkpointing: about 2 MiB of
-    /// events stay far below the writer's own threshold (16 MiB), so only the checkpointer can
+    /// events stay far below the writer's own threshold (64 MiB), so only the checkpointer can
     /// have copied them out of the WAL.
     #[tokio::test]
     async fn the_checkpointer_copies_commits_into_the_database_file() {
